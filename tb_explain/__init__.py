@@ -1,0 +1,23 @@
+"""tb_explain: see inside a Keras model while it trains, in TensorBoard.
+
+Callbacks for `model.fit` that log weight histograms, activation images,
+gradient health and attributions, alongside the model graph.
+
+Example:
+
+```python
+import tb_explain as tbx
+model.fit(x, y, epochs=30, callbacks=[*tbx.explain("runs/exp1", freq=5)])
+```
+"""
+
+from tb_explain._compat import check_environment as _check_environment
+
+_check_environment()
+
+from tb_explain.callbacks import ModelGraph, WeightHistograms  # noqa: E402
+from tb_explain.suite import explain  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelGraph", "WeightHistograms", "explain", "__version__"]

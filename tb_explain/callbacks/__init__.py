@@ -1,0 +1,7 @@
+"""Schedule: the tb_explain callbacks."""
+
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.callbacks.model_graph import ModelGraph
+from tb_explain.callbacks.weight_histograms import WeightHistograms
+
+__all__ = ["ExplainCallback", "ModelGraph", "WeightHistograms"]

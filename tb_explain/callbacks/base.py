@@ -1,0 +1,115 @@
+"""Shared behaviour of every tb_explain callback: schedule, writer, timing."""
+
+import re
+import time
+
+import keras
+import tensorflow as tf
+
+from tb_explain import _validate
+from tb_explain.summary.writer import RunWriter, is_chief
+
+
+def _snake(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class ExplainCallback(keras.callbacks.Callback):
+    """Base class of the tb_explain callbacks.
+
+    Subclasses implement `log_event(epoch)` (called inside the run writer's
+    context, so plain `tf.summary.*` calls land in the run) and may implement
+    `validate_model()` (checks that need the model, run in `on_train_begin`)
+    and `prepare()` (one-time setup that needs a built model).
+
+    Schedule: an event is logged at the end of epoch `e` when `e % freq == 0`
+    (absolute epoch, so `fit(initial_epoch=k)` continues the same axis) and
+    always at the last epoch of a fit, including one cut short by
+    `model.stop_training`. The step of everything logged is the epoch, the
+    axis of keras's `epoch_*` scalars. Each event also logs the seconds it
+    took as `timing/<callback>_seconds`.
+
+    Args:
+        log_dir: Directory of the run; created if missing. Every tb_explain
+            callback with the same `log_dir` writes one event stream there.
+        freq: Log every `freq` epochs (int >= 1).
+    """
+
+    def __init__(self, log_dir, freq=1):
+        super().__init__()
+        self.log_dir = _validate.check_log_dir(log_dir)
+        self.freq = _validate.check_int("freq", freq, minimum=1)
+        self._writer = None
+        self._prepared = False
+        self._last_epoch = None
+        self._last_logged = None
+        self._epochs = None
+
+    # -- hooks for subclasses -------------------------------------------------
+    def validate_model(self):
+        """Checks the configuration against `self.model` (raise on error)."""
+
+    def prepare(self):
+        """One-time setup that needs a built model (compiled functions...)."""
+
+    def log_event(self, epoch):
+        """Writes this callback's summaries for `epoch`."""
+        raise NotImplementedError
+
+    # -- keras callback protocol ----------------------------------------------
+    @property
+    def timing_tag(self):
+        """Tag of the scalar holding each logging event's duration (seconds)."""
+        return f"timing/{_snake(type(self).__name__)}_seconds"
+
+    def on_train_begin(self, logs=None):
+        self.validate_model()
+        self._epochs = (self.params or {}).get("epochs")
+        self._last_epoch = None
+        self._last_logged = None
+        if self._writer is None:
+            self._writer = RunWriter.acquire(self.log_dir, chief=is_chief(self.model))
+        self._maybe_prepare()
+
+    def _maybe_prepare(self):
+        if not self._prepared and self.model.built:
+            self.prepare()
+            self._prepared = True
+        return self._prepared
+
+    def should_log(self, epoch):
+        """Returns True if `epoch` is on the schedule."""
+        last = self._epochs is not None and epoch == self._epochs - 1
+        return epoch % self.freq == 0 or last
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if self.should_log(epoch):
+            self.log_now(epoch)
+
+    def on_train_end(self, logs=None):
+        try:
+            if self._last_epoch is not None and self._last_logged != self._last_epoch:
+                self.log_now(self._last_epoch)
+        finally:
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+
+    def log_now(self, epoch):
+        """Logs one event at step `epoch`, timed, and flushes it to disk."""
+        if self._writer is None:
+            raise RuntimeError(
+                f"{type(self).__name__} logs during model.fit only "
+                "(on_train_begin was not called)."
+            )
+        if not self._maybe_prepare():
+            return
+        start = time.perf_counter()
+        with self._writer.record(epoch):
+            self.log_event(epoch)
+            tf.summary.scalar(
+                self.timing_tag, time.perf_counter() - start, step=epoch,
+                description="Seconds this callback's logging event took.",
+            )
+        self._last_logged = epoch

@@ -1,0 +1,62 @@
+"""ModelGraph callback."""
+
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.summary import graph, ops
+
+
+class ModelGraph(ExplainCallback):
+    """Logs the model's graphs and summary once, when training starts.
+
+    - The conceptual graph (tag `keras`), which TensorBoard's Graphs dashboard
+      renders for Keras, for Sequential and Functional models.
+    - An op graph traced from the forward pass `model(x, training=False)`,
+      for every model kind, subclassed models included (Keras 3's own
+      `TensorBoard(write_graph=True)` writes no op graph).
+    - The model summary (layers by path, classes, output shapes, parameter
+      counts) as a Markdown table in the Text dashboard (tag `model/summary`).
+
+    A model that is not built when training starts (a Sequential without an
+    `Input`, a subclassed model) is logged as soon as its first batch has
+    built it. Graph problems produce a warning, never a failed fit.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+
+    Example:
+
+    ```python
+    model.fit(x, y, callbacks=[tbx.ModelGraph("runs/exp1")])
+    # tensorboard --logdir runs  ->  Graphs tab, tag "keras"; Text tab
+    ```
+    """
+
+    def __init__(self, log_dir):
+        super().__init__(log_dir, freq=1)
+        self._done = False
+
+    def on_train_begin(self, logs=None):
+        self._done = False
+        super().on_train_begin(logs)
+        self._write_once()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._done:
+            self._write_once()
+
+    def should_log(self, epoch):
+        return False
+
+    def on_train_end(self, logs=None):
+        self._last_epoch = None  # nothing per epoch to catch up on
+        super().on_train_end(logs)
+
+    def _write_once(self):
+        if self._done or not self.model.built:
+            return
+        self._done = True
+        self.log_now(0)
+
+    def log_event(self, epoch):
+        graph.write_conceptual_graph(self.model, step=epoch)
+        graph.write_op_graph(self.model)
+        ops.write_markdown("model/summary", graph.summary_markdown(self.model), epoch)

@@ -1,0 +1,1 @@
+"""Compute: pure TensorFlow functions, no summaries."""

@@ -1,0 +1,1 @@
+"""Writing: run writers and graph summaries."""
