@@ -100,8 +100,9 @@ def weight_image(value, max_in=16, max_out=64, max_side=512):
     NaN/Inf weights are magenta.
 
     - 1-D (biases, norms): one row of cells.
-    - 2-D (dense kernels): an inputs x units heatmap, averaged in blocks
-      when a side exceeds `max_side`.
+    - 2-D (dense kernels): a heatmap with the longer side horizontal
+      (units x inputs when there are more inputs than units), averaged in
+      blocks when a side exceeds `max_side`.
     - 3-D (Conv1D `(k, in, out)`): one `in x k` tile per filter.
     - 4-D (Conv2D `(kh, kw, in, out)`): a grid of `kh x kw` tiles, a row per
       input channel (at most `max_in`) and a column per filter (at most
@@ -119,8 +120,13 @@ def weight_image(value, max_in=16, max_out=64, max_side=512):
         return None
     if value.ndim == 5:
         value = value.mean(axis=0)
-    if value.ndim <= 2:
-        grid = value.reshape(1, -1) if value.ndim == 1 else value
+    if value.ndim == 1:
+        row = block_reduce(value.reshape(1, -1), max_side)
+        factor = int(np.clip(max_side // row.shape[1], 2, 32))
+        rgb = upscale(colormap.apply(signed_unit(row), "diverging"), factor)
+        return np.repeat(rgb, max(1, 16 // factor), axis=0)
+    if value.ndim == 2:
+        grid = value.T if value.shape[0] > value.shape[1] else value
         grid = block_reduce(grid, max_side)
         rgb = colormap.apply(signed_unit(grid), "diverging")
         return upscale(rgb, fit_factor(*grid.shape, min_side=64))
@@ -135,6 +141,6 @@ def weight_image(value, max_in=16, max_out=64, max_side=512):
         kin, kout = unit.shape[2], unit.shape[3]
         tiles = np.transpose(unit, (2, 3, 0, 1)).reshape(kin * kout, *unit.shape[:2])
         cols = kout
-    factor = max(1, 12 // max(tiles.shape[1:]))
+    factor = max(1, 24 // max(tiles.shape[1:]))
     rgb = np.stack([upscale(colormap.apply(t, "diverging"), factor) for t in tiles])
     return tile_grid(rgb, cols)

@@ -124,11 +124,18 @@ def _output_shape(layer):
     return ", ".join(str(s) for s in shapes)
 
 
-def _walk(layer, depth=0):
-    for sub in getattr(layer, "layers", []) or []:
-        yield depth, sub
-        if isinstance(sub, keras.Model) or getattr(sub, "layers", None):
-            yield from _walk(sub, depth + 1)
+def walk_layers(layer, prefix=None, depth=0):
+    """Yields `(depth, path, layer)` for every layer nested in `layer`.
+
+    The path is the Keras 3 `layer.path` when set, else the parent's path
+    joined with the layer's name (layers without weights may have no path).
+    """
+    prefix = layer.name if prefix is None else prefix
+    for sub in getattr(layer, "layers", None) or []:
+        path = sub.path or f"{prefix}/{sub.name}"
+        yield depth, path, sub
+        if getattr(sub, "layers", None):
+            yield from walk_layers(sub, path, depth + 1)
 
 
 def summary_markdown(model):
@@ -137,9 +144,9 @@ def summary_markdown(model):
         return int(sum(np.prod(w.shape) for w in weights))
 
     rows = []
-    for depth, layer in _walk(model):
+    for depth, path, layer in walk_layers(model):
         rows.append((
-            "&nbsp;&nbsp;" * depth + layer.path,
+            "&nbsp;&nbsp;" * depth + path,
             type(layer).__name__,
             _output_shape(layer),
             f"{count(layer.weights):,}",

@@ -1,0 +1,104 @@
+"""Shared fixtures: small models, data, and reading runs back with TensorBoard."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from tensorboard.backend.event_processing import event_accumulator as ea  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
+
+
+class Run:
+    """What one run directory holds, read with TensorBoard's own loader."""
+
+    def __init__(self, log_dir):
+        self.acc = ea.EventAccumulator(
+            str(log_dir),
+            size_guidance={ea.TENSORS: 0, ea.GRAPH: 0, ea.IMAGES: 0,
+                           ea.HISTOGRAMS: 0, ea.SCALARS: 0},
+        )
+        self.acc.Reload()
+
+    @property
+    def tags(self):
+        return self.acc.Tags()["tensors"]
+
+    def steps(self, tag):
+        return [e.step for e in self.acc.Tensors(tag)]
+
+    def values(self, tag):
+        """Returns `{step: ndarray}` of a tensor-summary tag."""
+        return {e.step: tensor_util.make_ndarray(e.tensor_proto) for e in self.acc.Tensors(tag)}
+
+    def value(self, tag, step=None):
+        values = self.values(tag)
+        return values[max(values) if step is None else step]
+
+    def plugin(self, tag):
+        return self.acc.SummaryMetadata(tag).plugin_data.plugin_name
+
+    def text(self, tag, step=None):
+        return self.value(tag, step).item().decode()
+
+    def image(self, tag, step=None, index=0):
+        import tensorflow as tf
+
+        encoded = self.value(tag, step)
+        return tf.image.decode_png(encoded[2 + index]).numpy()
+
+
+@pytest.fixture
+def read_run():
+    return Run
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """A 64-sample slice of scikit-learn's bundled digits, as 8x8x1 images."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images[:64] / 16.0).astype("float32")[..., None]
+    return x, data.target[:64].astype("int64")
+
+
+def small_cnn(name="cnn"):
+    return keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ],
+        name=name,
+    )
+
+
+class TwoDense(keras.Model):
+    """A subclassed model (no symbolic layer outputs)."""
+
+    def __init__(self):
+        super().__init__(name="two_dense")
+        self.hidden = keras.layers.Dense(6, activation="tanh", name="hidden")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, inputs):
+        return self.out(self.hidden(inputs))
+
+
+@pytest.fixture
+def cnn():
+    keras.utils.set_random_seed(1)
+    model = small_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.fixture
+def tabular():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(32, 5)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
