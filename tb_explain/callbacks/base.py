@@ -72,10 +72,13 @@ class ExplainCallback(keras.callbacks.Callback):
         self._maybe_prepare()
 
     def _maybe_prepare(self):
-        if not self._prepared and self.model.built:
+        # Compiled logging functions capture the writer they were traced
+        # with: prepare again for a new writer (or a new model).
+        key = (id(self._writer), id(self.model))
+        if self._prepared != key and self.model.built:
             self.prepare()
-            self._prepared = True
-        return self._prepared
+            self._prepared = key
+        return self._prepared == key
 
     def should_log(self, epoch):
         """Returns True if `epoch` is on the schedule."""

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_explain._keras import layer_path
 from tb_explain.summary import ops
 
 _KERAS_GRAPH_METADATA = None
@@ -124,18 +125,12 @@ def _output_shape(layer):
     return ", ".join(str(s) for s in shapes)
 
 
-def walk_layers(layer, prefix=None, depth=0):
-    """Yields `(depth, path, layer)` for every layer nested in `layer`.
-
-    The path is the Keras 3 `layer.path` when set, else the parent's path
-    joined with the layer's name (layers without weights may have no path).
-    """
-    prefix = layer.name if prefix is None else prefix
+def walk_layers(layer, depth=0):
+    """Yields `(depth, path, layer)` for every layer nested in `layer`."""
     for sub in getattr(layer, "layers", None) or []:
-        path = sub.path or f"{prefix}/{sub.name}"
-        yield depth, path, sub
+        yield depth, layer_path(sub), sub
         if getattr(sub, "layers", None):
-            yield from walk_layers(sub, path, depth + 1)
+            yield from walk_layers(sub, depth + 1)
 
 
 def summary_markdown(model):

@@ -54,8 +54,10 @@ def _key(log_dir):
 class RunWriter:
     """A reference-counted summary writer for one run directory.
 
-    Obtain it with `acquire(log_dir)` and give it back with `release()`; the
-    underlying file writer is closed when its last user releases it.
+    Obtain it with `acquire(log_dir)` and give it back with `release()`.
+    The file writer stays open for the life of the process (compiled logging
+    functions capture it, and a second `fit` on the same `log_dir` continues
+    the same event file); `release()` flushes, `close()` closes.
 
     Args:
         log_dir: The run directory.
@@ -85,15 +87,18 @@ class RunWriter:
             return writer
 
     def release(self):
-        """Gives the writer back; the last user's release closes it."""
+        """Gives the writer back, flushing it."""
         with _LOCK:
-            self._users -= 1
-            if self._users <= 0:
-                self._writer.flush()
-                self._writer.close()
-                key = _key(self.log_dir)
-                if _REGISTRY.get(key) is self:
-                    del _REGISTRY[key]
+            self._users = max(0, self._users - 1)
+            self._writer.flush()
+
+    def close(self):
+        """Closes the file writer; the next `acquire` opens a new event file."""
+        with _LOCK:
+            self._writer.close()
+            key = _key(self.log_dir)
+            if _REGISTRY.get(key) is self:
+                del _REGISTRY[key]
 
     @contextlib.contextmanager
     def record(self, step):

@@ -1,0 +1,200 @@
+"""The shared core: one run per log_dir, faults, resumption, neighbours."""
+
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tb_explain as tbx
+
+KERNEL = "weights/cnn/out/kernel"
+
+
+def _event_files(path):
+    return sorted(glob.glob(os.path.join(str(path), "events.out.tfevents.*")))
+
+
+def test_suite_shares_one_writer_and_run_dir(tmp_path, cnn, digits, read_run):
+    x, y = digits
+    callbacks = tbx.explain(tmp_path / "nested" / "run", freq=2)
+    assert [type(c).__name__ for c in callbacks] == ["ModelGraph", "WeightHistograms"]
+    cnn.fit(x, y, epochs=3, verbose=0, callbacks=callbacks)
+    run_dir = tmp_path / "nested" / "run"
+    assert len(_event_files(run_dir)) == 1
+    run = read_run(run_dir)
+    assert run.steps(KERNEL) == [0, 2]
+    assert run.steps("keras") == [0]
+    assert run.steps("timing/model_graph_seconds") == [0]
+
+
+def test_interrupted_fit_keeps_what_was_logged(tmp_path, cnn, digits, read_run):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 3 and batch == 1:
+                raise KeyboardInterrupt("user pressed Ctrl-C")
+
+    x, y = digits
+    with pytest.raises(KeyboardInterrupt):
+        cnn.fit(x, y, epochs=6, batch_size=8, verbose=0,
+                callbacks=[*tbx.explain(tmp_path), Crash()])
+    # Read while the writer is still open: every event was flushed.
+    run = read_run(tmp_path)
+    assert run.steps(KERNEL) == [0, 1, 2]
+    assert run.steps("keras") == [0]
+
+
+def test_resumed_fit_continues_the_step_axis(tmp_path, cnn, digits, read_run):
+    x, y = digits
+    cnn.fit(x, y, epochs=3, verbose=0, callbacks=tbx.explain(tmp_path, freq=2))
+    cnn.fit(x, y, epochs=6, initial_epoch=3, verbose=0, callbacks=tbx.explain(tmp_path, freq=2))
+    run = read_run(tmp_path)
+    assert run.steps(KERNEL) == [0, 2, 4, 5]
+    final = np.asarray(cnn.get_layer("out").kernel.numpy(), np.float64)
+    np.testing.assert_allclose(run.value(KERNEL + "/norm", 5), np.linalg.norm(final), rtol=1e-6)
+
+
+def test_same_callbacks_reused_for_a_second_fit(tmp_path, cnn, digits, read_run):
+    x, y = digits
+    callbacks = tbx.explain(tmp_path)
+    cnn.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
+    cnn.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=callbacks)
+    assert read_run(tmp_path).steps(KERNEL) == [0, 1, 2, 3]
+
+
+def test_beside_keras_tensorboard_with_integer_update_freq(tmp_path, cnn, digits, read_run):
+    """keras's TensorBoard(update_freq=7) leaves a global record_if active."""
+    x, y = digits
+    callbacks = [keras.callbacks.TensorBoard(tmp_path, update_freq=7, histogram_freq=1),
+                 *tbx.explain(tmp_path)]
+    # 64 samples / batch 8 = 8 steps per epoch: the epoch-end step is never a
+    # multiple of 7 except by chance, so a leaked record_if would drop ours.
+    cnn.fit(x, y, epochs=4, batch_size=8, validation_data=(x[:16], y[:16]), verbose=0,
+            callbacks=callbacks)
+    run = read_run(tmp_path)
+    assert run.steps(KERNEL) == [0, 1, 2, 3]
+    assert run.steps("weights/nonfinite_values") == [0, 1, 2, 3]
+    # keras undisturbed: its batch scalars every 7 steps, its graph, in train/
+    keras_train = read_run(tmp_path / "train")
+    steps = keras_train.steps("batch_loss")
+    assert steps and all(s % 7 == 0 for s in steps) and max(steps) >= 28
+    assert keras_train.steps("keras") == [0]
+
+
+def test_global_record_if_false_does_not_drop_summaries(tmp_path, cnn, digits, read_run):
+    x, y = digits
+    with tf.summary.record_if(False):
+        cnn.fit(x, y, epochs=2, verbose=0, callbacks=tbx.explain(tmp_path))
+    assert read_run(tmp_path).steps(KERNEL) == [0, 1]
+
+
+def test_diverging_fit_keeps_every_event(tmp_path, digits, read_run):
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu", name="h"),
+                              keras.layers.Dense(1, name="o")], name="div")
+    model.compile(keras.optimizers.SGD(learning_rate=1e3), "mse")
+    with pytest.warns(RuntimeWarning, match="non-finite weights"):
+        model.fit(x, y.astype("float32") * 1e3, epochs=4, verbose=0,
+                  callbacks=tbx.explain(tmp_path))
+    run = read_run(tmp_path)
+    assert run.steps("weights/div/h/kernel") == [0, 1, 2, 3]
+    counts = run.values("weights/nonfinite_values")
+    assert counts[3] > 0
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    assert counts[3] <= total
+    kernel = np.asarray(model.get_layer("h").kernel.numpy())
+    hist = run.value("weights/div/h/kernel", 3)
+    assert hist[:, 2].sum() == np.isfinite(kernel).sum()
+    assert run.steps("weights/alerts")[-1] == 3
+
+
+def test_explain_options_are_checked(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['imgs'\]"):
+        tbx.explain(tmp_path, imgs=True)
+    with pytest.raises(ValueError, match=r"`freq` must be an int >= 1, got -1"):
+        tbx.explain(tmp_path, freq=-1)
+    callbacks = tbx.explain(tmp_path, images=True, freq=4)
+    assert callbacks[1].images is True and callbacks[1].freq == 4
+
+
+def test_log_dir_errors(tmp_path):
+    file_path = tmp_path / "a_file"
+    file_path.write_text("x")
+    with pytest.raises(ValueError, match=r"`log_dir` must be a directory, but .*a_file"):
+        tbx.WeightHistograms(file_path)
+    with pytest.raises(ValueError, match=r"`log_dir` .*a_file/sub.* cannot be created"):
+        tbx.ModelGraph(file_path / "sub")
+    with pytest.raises(TypeError, match=r"`log_dir` must be a str or os.PathLike, got 3"):
+        tbx.ModelGraph(3)
+    with pytest.raises(ValueError, match=r"`log_dir` must be a non-empty path"):
+        tbx.ModelGraph("")
+    tbx.ModelGraph(tmp_path / "x" / "y" / "z")
+    assert (tmp_path / "x" / "y" / "z").is_dir()
+
+
+def _run_python(code, **env):
+    environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=environ, timeout=300)
+
+
+def test_import_error_names_what_to_install():
+    result = _run_python("""
+        import sys
+        sys.modules["tensorflow"] = None  # as if TensorFlow were not installed
+        try:
+            import tb_explain
+        except ImportError as exc:
+            print("IMPORT-ERROR:", exc)
+    """)
+    assert "IMPORT-ERROR: tb_explain needs TensorFlow" in result.stdout, result.stderr
+    assert "tb_explain[cpu]" in result.stdout
+
+
+def test_import_error_on_other_keras_backend():
+    result = _run_python("""
+        try:
+            import tb_explain
+        except ImportError as exc:
+            print("IMPORT-ERROR:", exc)
+    """, KERAS_BACKEND="numpy")
+    assert "IMPORT-ERROR:" in result.stdout, result.stderr
+    assert "KERAS_BACKEND='numpy'" in result.stdout and "KERAS_BACKEND=tensorflow" in result.stdout
+
+
+def test_mirrored_strategy(tmp_path, read_run):
+    """Two replicas on two logical CPUs: one run, every event (own process)."""
+    result = _run_python(f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, tb_explain as tbx
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, name="d")],
+                                     name="m")
+            model.compile("sgd", "mse")
+        x = np.random.rand(32, 4).astype("float32"); y = np.random.rand(32, 3).astype("float32")
+        model.fit(x, y, epochs=3, batch_size=8, verbose=0,
+                  callbacks=tbx.explain({str(tmp_path)!r}, freq=2))
+        np.save({str(tmp_path / "kernel.npy")!r}, model.get_layer("d").kernel.numpy())
+        print("OK")
+    """)
+    assert "OK" in result.stdout, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    assert run.steps("weights/m/d/kernel") == [0, 2]
+    kernel = np.load(tmp_path / "kernel.npy").astype(np.float64)
+    np.testing.assert_allclose(run.value("weights/m/d/kernel/norm", 2), np.linalg.norm(kernel),
+                               rtol=1e-6)
+    assert run.steps("keras") == [0]
