@@ -18,8 +18,9 @@ class WeightHistograms(ExplainCallback):
     Every weight is included, trainable and non-trainable (BatchNormalization
     moving statistics too), tagged by its unique Keras path:
     `weights/<variable.path>` (histogram) and `weights/<variable.path>/norm`
-    (scalar). All of them are computed in one compiled function per event,
-    with O(n) bucketing, so logging costs less than
+    (scalar). All of them are computed by one compiled function per event
+    (fused segment reductions, O(n), a constant number of ops whatever the
+    number of weights), so logging costs less than
     `keras.callbacks.TensorBoard(histogram_freq=1)` does for the same weights.
 
     NaN and Inf weights never crash logging: histograms hold the finite
@@ -52,7 +53,7 @@ class WeightHistograms(ExplainCallback):
         self.images = _validate.check_bool("images", images)
         self.bins = _validate.check_int("bins", bins, minimum=1)
         self._variables = []
-        self._write_fn = None
+        self._compute_fn = None
 
     def prepare(self):
         seen, variables = set(), []
@@ -64,23 +65,20 @@ class WeightHistograms(ExplainCallback):
         bins = self.bins
 
         @tf.function(autograph=False)
-        def write(step):
-            counts = []
-            for variable in variables:
-                value = tf.convert_to_tensor(variable.value)
-                tag = f"weights/{variable.path}"
-                buckets = stats.histogram_buckets(stats.finite_values(value), bins)
-                ops.write_histogram(tag, buckets, step)
-                ops.write_scalar(tag + "/norm", stats.l2_norm(value), step)
-                counts.append(stats.nonfinite_count(value))
-            total = tf.add_n(counts) if counts else tf.constant(0, tf.int64)
-            ops.write_scalar("weights/nonfinite_values", total, step)
-            return tf.stack(counts) if counts else tf.zeros([0], tf.int64)
+        def compute():
+            return stats.batched_statistics(
+                [tf.convert_to_tensor(v.value) for v in variables], bins
+            )
 
-        self._write_fn = write
+        self._compute_fn = compute
 
     def log_event(self, epoch):
-        counts = self._write_fn(tf.constant(epoch, tf.int64)).numpy()
+        buckets, norms, counts = (t.numpy() for t in self._compute_fn())
+        for i, variable in enumerate(self._variables):
+            tag = f"weights/{variable.path}"
+            ops.write_histogram(tag, buckets[i], epoch)
+            ops.write_scalar(tag + "/norm", norms[i], epoch)
+        ops.write_scalar("weights/nonfinite_values", counts.sum(), epoch)
         bad = [(v.path, int(n), int(np.prod(v.shape))) for v, n in zip(self._variables, counts) if n]
         if bad:
             rows = [(path, f"{n} of {size}") for path, n, size in bad]

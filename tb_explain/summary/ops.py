@@ -1,5 +1,6 @@
 """Summary ops in TensorBoard's plugin formats, usable eagerly or compiled."""
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
@@ -34,16 +35,16 @@ def write_images(tag, images, step):
         images: numpy uint8 array.
         step: Int step.
     """
-    images = tf.convert_to_tensor(images, tf.uint8)
-    if images.shape.rank == 3:
-        images = images[tf.newaxis]
-    pngs = tf.map_fn(tf.image.encode_png, images, fn_output_signature=tf.string)
-    dims = tf.strings.as_string([tf.shape(images)[2], tf.shape(images)[1]])
+    images = np.asarray(images, np.uint8)
+    if images.ndim == 3:
+        images = images[np.newaxis]
+    pngs = [tf.image.encode_png(image) for image in images]
+    dims = [tf.constant(str(images.shape[2])), tf.constant(str(images.shape[1]))]
     meta = image_metadata.create_summary_metadata(
         display_name=None, description=""
     ).SerializeToString()
     return tf.summary.write(
-        tag=tag, tensor=tf.concat([dims, pngs], 0), step=step, metadata=meta
+        tag=tag, tensor=tf.stack(dims + pngs), step=step, metadata=meta
     )
 
 
