@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_runs_and_logs_everything(tmp_path, read_run):
+    log_dir = tmp_path / "runs" / "demo"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir", str(log_dir),
+         "--epochs", "3", "--freq", "2"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"tensorboard --logdir {tmp_path / 'runs'}" in result.stdout
+    run = read_run(log_dir)
+    assert run.steps("weights/digits_cnn/conv1/kernel") == [0, 2]
+    assert run.steps("weights/digits_cnn/conv1/kernel/image") == [0, 2]
+    assert run.steps("keras") == [0]
+    assert "38,346 parameters" in run.text("model/summary")
+    assert read_run(log_dir / "train").steps("epoch_loss") == [0, 1, 2]
+    assert read_run(log_dir / "validation").steps("epoch_accuracy") == [0, 1, 2]
+
+
+def test_demo_rejects_bad_arguments(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "demo_train.py"), "--epochs", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "--epochs must be >= 1, got 0" in result.stderr
