@@ -1,0 +1,182 @@
+"""GradientNorms callback."""
+
+import statistics
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tb_explain import _validate
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.compute import gradients, stats
+from tb_explain.probe import Probe
+from tb_explain.summary import ops
+
+
+class GradientNorms(ExplainCallback):
+    """Logs gradient health per variable and per layer, with alerts.
+
+    Keras callbacks never see the training gradients, so this one computes
+    them on a fixed probe batch, with the model's own compiled loss
+    (loss dicts of multi-output models, sample weights and regularization
+    losses included), `training=False`, in one compiled function.
+
+    Logged at each event (step = epoch):
+
+    - `gradients/<variable.path>/norm` and `gradients/<layer.path>/norm`:
+      L2 norms per variable and per layer; `gradients/global_norm`;
+    - `gradients/<variable.path>`: gradient histograms (`histograms=True`);
+    - `gradients/<layer.path>/update_ratio`: `||W_now - W_prev|| / ||W_prev||`
+      between this event and the previous one, from weight snapshots (the
+      real update, whatever the optimizer);
+    - `gradients/loss`: the probe loss; `gradients/nonfinite_values`: NaN/Inf
+      gradient values;
+    - `gradients/alerts` (Text) and a Python `RuntimeWarning` naming the layer
+      and the figure, for vanishing gradients (a layer's norm below
+      `vanishing_ratio` times the last layer's, or below
+      `vanishing_threshold`), exploding gradients (the global norm above
+      `exploding_factor` times the median of the previous events) and NaN/Inf
+      gradients or weights. With `stop_on_nonfinite=True`, NaN/Inf stops
+      training cleanly through `model.stop_training`.
+
+    Reading the figures: update ratios near 1e-3 per epoch-interval are the
+    usual sign of a healthy learning rate; far above (1e-1) suggests it is
+    too high, far below (1e-6) too low or a frozen layer. Norms that shrink by
+    orders of magnitude towards the input point to vanishing gradients.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: Probe data with labels: `(x, y)` or `(x, y, sample_weight)`,
+            lists or dicts for multi-input/-output models, or a
+            `tf.data.Dataset`.
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        histograms: Whether to log gradient histograms.
+        max_samples: Probe samples kept (int >= 1).
+        vanishing_ratio: Alert when a layer's gradient norm is below this
+            fraction of the last layer's (float in (0, 1)).
+        vanishing_threshold: Alert when a layer's gradient norm is below this
+            absolute value (float >= 0).
+        exploding_factor: Alert when the global norm exceeds this multiple of
+            its running median (float > 1).
+        stop_on_nonfinite: Stop training when gradients or weights hold
+            NaN/Inf.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=20, callbacks=[
+        tbx.GradientNorms("runs/exp1", data=(x_val[:32], y_val[:32]), freq=2)])
+    ```
+    """
+
+    def __init__(self, log_dir, data, freq=1, histograms=True, max_samples=32,
+                 vanishing_ratio=1e-4, vanishing_threshold=1e-10, exploding_factor=10.0,
+                 stop_on_nonfinite=False):
+        super().__init__(log_dir, freq)
+        self.histograms = _validate.check_bool("histograms", histograms)
+        self.probe = Probe(data, max_samples=max_samples)
+        self.vanishing_ratio = _validate.check_float(
+            "vanishing_ratio", vanishing_ratio, 0.0, 1.0, inclusive=False)
+        self.vanishing_threshold = _validate.check_float(
+            "vanishing_threshold", vanishing_threshold, minimum=0.0)
+        self.exploding_factor = _validate.check_float("exploding_factor", exploding_factor,
+                                                      minimum=1.0)
+        if self.exploding_factor == 1.0:
+            raise ValueError("`exploding_factor` must be > 1, got 1.0.")
+        self.stop_on_nonfinite = _validate.check_bool("stop_on_nonfinite", stop_on_nonfinite)
+        self._compute = None
+        self._global_norms = []
+        self._has_snapshot = False
+
+    def validate_model(self):
+        model = self.model
+        custom_loss = type(model).compute_loss is not keras.Model.compute_loss
+        if getattr(model, "_compile_loss", None) is None and not custom_loss:
+            raise ValueError(
+                "GradientNorms needs the model's loss: compile the model with a `loss` "
+                "before fit."
+            )
+        if getattr(model, "_compile_loss", None) is not None and self.probe.y is None:
+            raise ValueError(
+                "GradientNorms `data` has no labels, but the model's compiled loss needs "
+                "them: pass `data=(x, y)` or `(x, y, sample_weight)`."
+            )
+        self.probe.validate(model)
+        self._global_norms = []
+        self._has_snapshot = False
+
+    def prepare(self):
+        self._compute, self._variables = gradients.make_gradient_statistics(self.model)
+        if not self._variables:
+            raise ValueError("GradientNorms: the model has no trainable variables.")
+        self._paths = [v.path for v in self._variables]
+        self._layers = {}
+        for i, path in enumerate(self._paths):
+            self._layers.setdefault(gradients.layer_of(path), []).append(i)
+        self._has_snapshot = False
+        self._inputs = tuple(
+            None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part)
+            for part in (self.probe.x, self.probe.y, self.probe.sample_weight))
+
+    def log_event(self, epoch):
+        result = {k: v.numpy() for k, v in self._compute(*self._inputs).items()}
+        norms = result["norms"]
+        for i, path in enumerate(self._paths):
+            ops.write_scalar(f"gradients/{path}/norm", norms[i], epoch)
+            if self.histograms:
+                ops.write_histogram(f"gradients/{path}", result["buckets"][i], epoch)
+        layer_norms = {}
+        for layer, index in self._layers.items():
+            layer_norms[layer] = float(np.sqrt(np.sum(norms[index] ** 2)))
+            ops.write_scalar(f"gradients/{layer}/norm", layer_norms[layer], epoch)
+            if self._has_snapshot:
+                update = np.sqrt(np.sum(result["update_norms"][index] ** 2))
+                previous = np.sqrt(np.sum(result["previous_norms"][index] ** 2))
+                ratio = update / previous if previous > 0 else (0.0 if update == 0 else np.inf)
+                ops.write_scalar(f"gradients/{layer}/update_ratio", ratio, epoch)
+        self._has_snapshot = True
+        global_norm = float(np.sqrt(np.sum(norms ** 2)))
+        ops.write_scalar("gradients/global_norm", global_norm, epoch)
+        ops.write_scalar("gradients/loss", result["loss"], epoch)
+        ops.write_scalar("gradients/nonfinite_values", result["nonfinite"].sum(), epoch)
+        alerts = self._alerts(layer_norms, global_norm, result)
+        if np.isfinite(global_norm):
+            self._global_norms.append(global_norm)
+        if alerts:
+            ops.write_markdown(
+                "gradients/alerts",
+                f"**Gradient alerts at epoch {epoch}**\n\n"
+                + "\n".join(f"- {a}" for a in alerts), epoch)
+            warnings.warn(f"tb_explain: gradient alerts at epoch {epoch}: " + "; ".join(alerts),
+                          RuntimeWarning, stacklevel=2)
+
+    def _alerts(self, layer_norms, global_norm, result):
+        alerts = []
+        bad_grads = [(p, int(n)) for p, n in zip(self._paths, result["nonfinite"]) if n]
+        bad_weights = [(p, int(n)) for p, n in zip(self._paths, result["weight_nonfinite"]) if n]
+        for kind, bad in (("gradients", bad_grads), ("weights", bad_weights)):
+            if bad:
+                alerts.append(f"non-finite {kind}: " + ", ".join(
+                    f"{p} ({n} NaN/Inf values)" for p, n in bad))
+        if (bad_grads or bad_weights) and self.stop_on_nonfinite:
+            self.model.stop_training = True
+            alerts.append("training stopped (stop_on_nonfinite=True)")
+        layers = list(layer_norms)
+        last = layer_norms[layers[-1]]
+        for layer in layers[:-1]:
+            norm = layer_norms[layer]
+            if not np.isfinite(norm):
+                continue
+            if norm < self.vanishing_threshold:
+                alerts.append(f"vanishing gradients: {layer} norm {norm:.3g} < "
+                              f"vanishing_threshold {self.vanishing_threshold:.3g}")
+            elif np.isfinite(last) and norm < self.vanishing_ratio * last:
+                alerts.append(f"vanishing gradients: {layer} norm {norm:.3g} is "
+                              f"{norm / last:.2g} x the last layer's ({layers[-1]}: {last:.3g})")
+        if len(self._global_norms) >= 2 and np.isfinite(global_norm):
+            median = statistics.median(self._global_norms)
+            if median > 0 and global_norm > self.exploding_factor * median:
+                alerts.append(f"exploding gradients: global norm {global_norm:.3g} is "
+                              f"{global_norm / median:.3g} x its running median {median:.3g}")
+        return alerts

@@ -1,0 +1,56 @@
+"""Loss gradients on the probe, in pure TensorFlow (no summaries)."""
+
+import tensorflow as tf
+
+from tb_explain.compute import stats
+
+
+def layer_of(variable_path):
+    """The layer path a variable belongs to: its path without the last part."""
+    return variable_path.rsplit("/", 1)[0] if "/" in variable_path else variable_path
+
+
+def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
+    """Returns a compiled function computing the probe loss and its gradients' health.
+
+    The function takes `(x, y, sample_weight)`, runs `model(x, training=False)`,
+    applies the model's own loss (`model.compute_loss`: compiled losses, loss
+    dicts of multi-output models, sample weights, regularization losses) and
+    returns a dict of:
+
+    - `loss`: the scalar loss;
+    - `buckets`, `norms`, `nonfinite`: `batched_statistics` of the gradient of
+      every trainable variable (in `model.trainable_variables` order);
+    - `weight_nonfinite`: NaN/Inf counts of the weights themselves;
+    - `update_norms`, `previous_norms`: `||W - W_snapshot||` and
+      `||W_snapshot||` per variable, against the snapshot taken by the
+      previous call (then the snapshot is refreshed).
+
+    It is traced once per probe shape.
+    """
+    variables = list(model.trainable_variables)
+    snapshots = [tf.Variable(tf.convert_to_tensor(v.value), trainable=False) for v in variables]
+
+    @tf.function
+    def compute(x, y, sample_weight):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=False)
+            loss = model._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+            )
+        grads = tape.gradient(loss, variables,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        buckets, norms, nonfinite = stats.batched_statistics(grads, bins)
+        values = [tf.convert_to_tensor(v.value) for v in variables]
+        update_norms = tf.stack([stats.l2_norm(w - s) for w, s in zip(values, snapshots)])
+        previous_norms = tf.stack([stats.l2_norm(s) for s in snapshots])
+        weight_nonfinite = tf.stack([stats.nonfinite_count(w) for w in values])
+        with tf.control_dependencies([update_norms, previous_norms]):
+            for s, w in zip(snapshots, values):
+                s.assign(w)
+        return {"loss": tf.cast(loss, tf.float64), "buckets": buckets, "norms": norms,
+                "nonfinite": nonfinite, "weight_nonfinite": weight_nonfinite,
+                "update_norms": update_norms, "previous_norms": previous_norms}
+
+    return compute, variables
