@@ -148,7 +148,9 @@ class GradientNorms(ExplainCallback):
                 "gradients/alerts",
                 f"**Gradient alerts at epoch {epoch}**\n\n"
                 + "\n".join(f"- {a}" for a in alerts), epoch)
-            warnings.warn(f"tb_explain: gradient alerts at epoch {epoch}: " + "; ".join(alerts),
+            shown = alerts if len(alerts) <= 4 else alerts[:3] + [
+                f"and {len(alerts) - 3} more (Text dashboard, tag gradients/alerts)"]
+            warnings.warn(f"tb_explain: gradient alerts at epoch {epoch}: " + "; ".join(shown),
                           RuntimeWarning, stacklevel=2)
 
     def _alerts(self, layer_norms, global_norm, result):
