@@ -215,3 +215,19 @@ def test_explain_includes_gradients_only_with_data(tmp_path, tabular):
     suite = tbx.explain(tmp_path, data=(x, y), histograms=False, stop_on_nonfinite=True)
     grad = [c for c in suite if isinstance(c, tbx.GradientNorms)][0]
     assert grad.histograms is False and grad.stop_on_nonfinite is True
+
+
+def test_probe_dict_inputs_checked_by_name(tmp_path):
+    a = keras.Input((2,), name="a")
+    b = keras.Input((3,), name="b")
+    out = keras.layers.Dense(1, name="o")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, out)
+    model.compile("sgd", "mse")
+    x = {"a": np.ones((4, 2), "float32"), "b": np.ones((4, 3), "float32")}
+    y = np.ones((4, 1), "float32")
+    with pytest.raises(ValueError, match=r"`data` x lacks the model input\(s\) \['b'\]"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[tbx.GradientNorms(tmp_path, data=({"a": x["a"]}, y))])
+    with pytest.raises(ValueError, match=r"input 'b' has sample shape \(2,\), but the model"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[tbx.GradientNorms(tmp_path, data=({"a": x["a"], "b": x["a"]}, y))])

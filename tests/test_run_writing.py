@@ -198,3 +198,33 @@ def test_mirrored_strategy(tmp_path, read_run):
     np.testing.assert_allclose(run.value("weights/m/d/kernel/norm", 2), np.linalg.norm(kernel),
                                rtol=1e-6)
     assert run.steps("keras") == [0]
+
+
+class _FakeStrategy:
+    def __init__(self, cluster, task_type, task_id):
+        self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+
+class _FakeModel:
+    def __init__(self, strategy):
+        self.distribute_strategy = strategy
+
+
+@pytest.mark.parametrize("cluster,task_type,task_id,chief", [
+    ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
+    ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+    ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, True),
+    ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
+    ({"worker": ["a:1"], "ps": ["p:1"]}, "ps", 0, False),
+])
+def test_only_the_chief_writes(tmp_path, cluster, task_type, task_id, chief):
+    from tb_explain.summary.writer import RunWriter, is_chief
+
+    model = _FakeModel(_FakeStrategy(cluster, task_type, task_id))
+    assert is_chief(model) is chief
+    writer = RunWriter(str(tmp_path), chief=chief)
+    with writer.record(0):
+        tf.summary.scalar("x", 1.0, step=0)
+    writer.close()
+    assert bool(_event_files(tmp_path)) is chief
