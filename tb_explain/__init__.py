@@ -15,12 +15,14 @@ from tb_explain._compat import check_environment as _check_environment
 
 _check_environment()
 
-from tb_explain.callbacks import GradientNorms, ModelGraph, WeightHistograms  # noqa: E402
+from tb_explain.callbacks import (  # noqa: E402
+    ActivationImages, GradientNorms, ModelGraph, WeightHistograms,
+)
 from tb_explain.probe import Probe  # noqa: E402
 from tb_explain.suite import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradientNorms", "ModelGraph", "Probe", "WeightHistograms", "explain", "__version__",
+    "ActivationImages", "GradientNorms", "ModelGraph", "Probe", "WeightHistograms", "explain", "__version__",
 ]

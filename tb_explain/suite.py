@@ -3,10 +3,12 @@
 import inspect
 
 from tb_explain import _validate
-from tb_explain.callbacks import GradientNorms, ModelGraph, WeightHistograms
+from tb_explain.callbacks import ActivationImages, GradientNorms, ModelGraph, WeightHistograms
 
 #: Callbacks in the suite, in order: (class, needs probe data).
-SUITE = [(ModelGraph, False), (WeightHistograms, False), (GradientNorms, True)]
+SUITE = [
+    (ModelGraph, False), (WeightHistograms, False), (ActivationImages, True), (GradientNorms, True),
+]
 
 
 def explain(log_dir, data=None, freq=1, **options):

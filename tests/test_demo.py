@@ -21,6 +21,8 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     assert run.steps("keras") == [0]
     assert "38,346 parameters" in run.text("model/summary")
     assert run.steps("gradients/global_norm") == [0, 2]
+    assert run.steps("activations/digits_cnn/conv1") == [0, 2]
+    assert run.steps("activations/input") == [0, 2]
     assert run.steps("gradients/digits_cnn/conv1/update_ratio") == [2]
     assert read_run(log_dir / "train").steps("epoch_loss") == [0, 1, 2]
     assert read_run(log_dir / "validation").steps("epoch_accuracy") == [0, 1, 2]

@@ -1,8 +1,9 @@
 """Schedule: the tb_explain callbacks."""
 
+from tb_explain.callbacks.activation_images import ActivationImages
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.callbacks.gradient_norms import GradientNorms
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ExplainCallback", "GradientNorms", "ModelGraph", "WeightHistograms"]
+__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "ModelGraph", "WeightHistograms"]

@@ -144,3 +144,104 @@ def weight_image(value, max_in=16, max_out=64, max_side=512):
     factor = max(1, 24 // max(tiles.shape[1:]))
     rgb = np.stack([upscale(colormap.apply(t, "diverging"), factor) for t in tiles])
     return tile_grid(rgb, cols)
+
+
+def _tile_factor(h, w, min_side=48, max_factor=8):
+    return int(max(1, min(max_factor, min_side // max(1, min(h, w)))))
+
+
+def _shrink(plane, max_tile):
+    return block_reduce(plane, max_tile) if max(plane.shape) > max_tile else plane
+
+
+def feature_map_grids(values, max_tile=64):
+    """Renders 4-D activations `(n, h, w, c)` as one grid image per sample.
+
+    Each channel is normalized on its own, over all samples (so samples
+    compare), painted with viridis, shrunk (block means) to at most
+    `max_tile` pixels a side or upscaled (nearest) towards 32, and tiled in a
+    near-square grid in channel order, row by row.
+
+    Returns:
+        uint8 array `(n, H, W, 3)`.
+    """
+    values = np.asarray(values, np.float64)
+    if max(values.shape[1:3]) > max_tile:
+        values = np.stack([
+            np.stack([_shrink(values[i, :, :, k], max_tile) for k in range(values.shape[3])], -1)
+            for i in range(values.shape[0])
+        ])
+    n, h, w, c = values.shape
+    finite = np.isfinite(values)
+    masked = np.where(finite, values, np.nan)
+    with np.errstate(all="ignore"):
+        low = np.nanmin(masked, axis=(0, 1, 2), keepdims=True)
+        high = np.nanmax(masked, axis=(0, 1, 2), keepdims=True)
+        span = np.where(high > low, high - low, 1.0)
+        unit = np.where(finite, np.clip((values - low) / span, 0.0, 1.0), np.nan)
+    unit = np.where(np.isnan(low) & finite, 0.0, unit)
+    rgb = colormap.apply(unit, "viridis")  # (n, h, w, c, 3)
+    factor = _tile_factor(h, w)
+    rgb = np.repeat(np.repeat(rgb, factor, axis=1), factor, axis=2)
+    cols = math.ceil(math.sqrt(c))
+    return np.stack([tile_grid(np.moveaxis(rgb[i], 2, 0), cols) for i in range(n)])
+
+
+def sequence_heatmaps(values, max_side=256):
+    """Renders 3-D activations `(n, time, units)` as one heatmap per sample.
+
+    Time runs left to right, units top to bottom; normalized over the layer
+    (all samples), viridis, block-averaged above `max_side`.
+    """
+    values = np.asarray(values, np.float64)
+    unit = minmax_unit(values)
+    images = []
+    for sample in range(values.shape[0]):
+        plane = block_reduce(np.transpose(unit[sample]), max_side)
+        rgb = colormap.apply(plane, "viridis")
+        images.append(upscale(rgb, fit_factor(*plane.shape, min_side=64, max_side=512)))
+    return np.stack(images)
+
+
+def unit_strips(values, max_side=512):
+    """Renders 2-D activations `(n, units)` as one image: a row per sample.
+
+    Normalized over the layer, viridis; each sample's row is 16 pixels tall
+    and each unit up to 32 pixels wide, so a few units stay legible.
+    """
+    values = np.asarray(values, np.float64).reshape(values.shape[0], -1)
+    plane = block_reduce(minmax_unit(values), max_side)
+    rgb = colormap.apply(plane, "viridis")
+    width = int(np.clip(max_side // plane.shape[1], 1, 32))
+    return np.repeat(np.repeat(rgb, 16, axis=0), width, axis=1)[np.newaxis]
+
+
+def activation_images(values, max_tile=64):
+    """Dispatches on rank: 4-D grids, 3-D heatmaps, 2-D strips; 5-D+ take the
+    middle slice of each extra axis. Returns uint8 `(k, H, W, 3)` or None."""
+    values = np.asarray(values)
+    while values.ndim > 4:
+        values = values[:, values.shape[1] // 2]
+    if values.ndim == 4:
+        return feature_map_grids(values, max_tile)
+    if values.ndim == 3:
+        return sequence_heatmaps(values)
+    if values.ndim == 2:
+        return unit_strips(values)
+    return None
+
+
+def input_images(values, max_tile=224):
+    """Renders probe inputs: 1- or 3-channel images as grayscale/RGB (min-max
+    per sample), anything else as activations. Returns uint8 `(k, H, W, 3)`."""
+    values = np.asarray(values, np.float64)
+    if values.ndim == 4 and values.shape[-1] in (1, 3):
+        out = []
+        for sample in values:
+            unit = np.nan_to_num(minmax_unit(sample))
+            if unit.shape[-1] == 1:
+                unit = np.repeat(unit, 3, axis=-1)
+            rgb = (unit * 255 + 0.5).astype(np.uint8)
+            out.append(upscale(rgb, _tile_factor(*rgb.shape[:2], min_side=128, max_factor=16)))
+        return np.stack(out)
+    return activation_images(values, max_tile)

@@ -1,0 +1,126 @@
+"""ActivationImages callback."""
+
+import numpy as np
+import tensorflow as tf
+
+from tb_explain import _validate
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.compute import activations
+from tb_explain.probe import Probe
+from tb_explain.render import images
+from tb_explain.summary import ops
+
+
+class ActivationImages(ExplainCallback):
+    """Logs what every layer computes on a fixed probe: images and statistics.
+
+    Works on every model kind: Sequential, Functional, nested models (a
+    `keras.applications` model used as a layer shows its inner layers, named
+    by path), subclassed models, multi-input/-output models and RNNs. The
+    outputs are captured in one forward pass (`training=False`), compiled
+    once and never retraced.
+
+    Logged per layer (step = epoch), with `<path>` the Keras layer path:
+
+    - `activations/<path>` (Images): 4-D outputs as a grid of feature maps
+      per sample (each channel normalized on its own over the probe, at most
+      `max_channels`), 3-D outputs (Conv1D, RNN sequences) as units x time
+      heatmaps, 2-D outputs as one samples x units strip; viridis colormap,
+      small maps upscaled;
+    - `activations/<path>/histogram` (Histograms);
+    - `activations/<path>/dead_fraction` (Scalars): fraction of units (last
+      axis) that are zero for every probe sample and position;
+    - `activations/<path>/saturated_fraction` (Scalars), for tanh and sigmoid
+      layers: fraction of values within 0.01 of the bounds;
+    - `activations/input` (or `activations/input/<name>`): the probe itself,
+      unless `log_inputs=False` (probes can be private data).
+
+    By default, inputs, pure reshapes and dropout are skipped, and big models
+    keep `max_layers` evenly spaced layers (the last always), so one event on
+    ResNet50 with 2 probe samples stays a few MB.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: Probe data (labels are ignored): an array, `(x,)`, `(x, y)`,
+            `(x, y, sample_weight)`, lists/dicts of arrays, or a
+            `tf.data.Dataset`.
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        layers: Optional list of layer names, paths or regular expressions
+            (full match); an unknown entry is an error listing close matches.
+        max_samples: Probe samples shown (int >= 1).
+        max_channels: Feature maps shown per layer (int >= 1).
+        max_layers: Layers in the default selection (int >= 1).
+        log_inputs: Whether to log the probe inputs as images.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[
+        tbx.ActivationImages("runs/exp1", data=x_val[:4], layers=["conv.*"])])
+    ```
+    """
+
+    def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, max_channels=16,
+                 max_layers=32, log_inputs=True):
+        super().__init__(log_dir, freq)
+        self.probe = Probe(data, max_samples=max_samples)
+        if layers is not None:
+            if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
+                raise TypeError(
+                    f"`layers` must be a list of layer names or regular expressions, "
+                    f"got {layers!r}.")
+            if not layers:
+                raise ValueError("`layers` must name at least one layer, got [].")
+        self.layers = None if layers is None else list(layers)
+        self.max_channels = _validate.check_int("max_channels", max_channels, minimum=1)
+        self.max_layers = _validate.check_int("max_layers", max_layers, minimum=1)
+        self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        self._fn = None
+
+    def validate_model(self):
+        self.probe.validate(self.model)
+        if self.layers is not None and self.model.layers:
+            activations.select_layers(self.model, self.layers)  # raises early
+
+    def _selection(self):
+        if self.layers is not None:
+            return activations.select_layers(self.model, self.layers)
+        return activations.default_selection(self.model, self.max_layers)
+
+    def prepare(self):
+        self._x = tf.nest.map_structure(tf.convert_to_tensor, self.probe.x)
+        self._fn, self._paths = activations.make_layer_outputs(
+            self.model, self._selection(), self._x, max_channels=self.max_channels)
+        if not self._paths:
+            raise ValueError(
+                f"ActivationImages: none of the selected layers of {self.model.name!r} is "
+                "called by the model's forward pass.")
+
+    def log_event(self, epoch):
+        result = self._fn(self._x)
+        dead = result["dead"].numpy()
+        saturated = result["saturated"].numpy()
+        buckets = result["buckets"].numpy()
+        for i, path in enumerate(self._paths):
+            tag = f"activations/{path}"
+            rendered = images.activation_images(result["display"][path].numpy())
+            if rendered is not None:
+                ops.write_images(tag, rendered, epoch)
+            ops.write_histogram(tag + "/histogram", buckets[i], epoch)
+            ops.write_scalar(tag + "/dead_fraction", dead[i], epoch)
+            if saturated[i] >= 0:
+                ops.write_scalar(tag + "/saturated_fraction", saturated[i], epoch)
+        if self.log_inputs:
+            self._log_inputs(epoch)
+
+    def _log_inputs(self, epoch):
+        x = self.probe.x
+        named = (x.items() if isinstance(x, dict) else
+                 [(str(i), v) for i, v in enumerate(x)] if isinstance(x, list) else [(None, x)])
+        for name, value in named:
+            if not np.issubdtype(value.dtype, np.floating) and value.ndim < 3:
+                continue  # token ids: not an image
+            rendered = images.input_images(value)
+            if rendered is not None:
+                tag = "activations/input" + (f"/{name}" if name is not None else "")
+                ops.write_images(tag, rendered, epoch)

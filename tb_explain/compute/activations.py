@@ -1,0 +1,183 @@
+"""Layer outputs of any Keras model in one compiled forward pass (pure TF).
+
+Sequential and Functional models expose symbolic layer outputs, subclassed
+models do not, and a nested model's inner layers are not reachable from the
+outer model's inputs. One mechanism covers all of them: while the forward
+pass is traced, each selected layer's `call` is wrapped to record its output;
+the traced graph keeps those outputs, and the wrappers are removed at once.
+The concrete function is traced once per probe and never again.
+"""
+
+import difflib
+import functools
+import re
+
+import keras
+import tensorflow as tf
+
+from tb_explain._keras import layer_path
+from tb_explain.compute import stats
+
+#: Layers skipped by the default selection: inputs, pure reshapes and
+#: identities at inference.
+SKIPPED_CLASSES = (
+    "InputLayer", "Reshape", "Flatten", "Permute", "RepeatVector", "Dropout",
+    "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "Identity", "Cropping1D", "Cropping2D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+)
+
+
+def all_layers(model):
+    """Returns `[(path, layer)]` of every non-model layer, nested ones included."""
+    found = []
+
+    def walk(container):
+        for layer in getattr(container, "layers", None) or []:
+            if getattr(layer, "layers", None) is not None and isinstance(layer, keras.Model):
+                walk(layer)
+            else:
+                found.append((layer_path(layer), layer))
+
+    walk(model)
+    return found
+
+
+def default_selection(model, max_layers=32):
+    """Layers worth showing: no inputs or pure reshapes; at most `max_layers`.
+
+    When more remain, an evenly spaced subset is kept, always with the last.
+    """
+    layers = [(p, l) for p, l in all_layers(model) if type(l).__name__ not in SKIPPED_CLASSES]
+    if len(layers) <= max_layers:
+        return layers
+    step = (len(layers) - 1) / (max_layers - 1)
+    return [layers[round(i * step)] for i in range(max_layers)]
+
+
+def select_layers(model, patterns):
+    """Resolves `layers=` (names, paths or regular expressions) to layers.
+
+    Raises:
+        ValueError: for a pattern that matches nothing, listing close matches.
+    """
+    candidates = all_layers(model)
+    chosen = {}
+    for pattern in patterns:
+        hits = [(p, l) for p, l in candidates if pattern in (p, l.name)]
+        if not hits:
+            try:
+                regex = re.compile(pattern)
+            except re.error:
+                regex = None
+            if regex is not None:
+                hits = [(p, l) for p, l in candidates if regex.fullmatch(p) or regex.fullmatch(l.name)]
+        if not hits:
+            names = [p for p, _ in candidates] + [l.name for _, l in candidates]
+            close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.5)
+            hint = f" Close matches: {close}." if close else ""
+            raise ValueError(
+                f"`layers` entry {pattern!r} matches no layer of model {model.name!r}.{hint} "
+                f"Layers: {[p for p, _ in candidates][:40]}"
+            )
+        for path, layer in hits:
+            chosen.setdefault(path, layer)
+    order = [p for p, _ in candidates]
+    return sorted(chosen.items(), key=lambda item: order.index(item[0]))
+
+
+def saturating_kind(layer):
+    """`"tanh"`, `"sigmoid"` or None: the activation applied to the output."""
+    if hasattr(layer, "recurrent_activation"):
+        return None  # LSTM/GRU outputs are gated, not a plain activation
+    activation = getattr(layer, "activation", None)
+    if activation is keras.activations.tanh:
+        return "tanh"
+    if activation is keras.activations.sigmoid:
+        return "sigmoid"
+    return None
+
+
+def _first_tensor(output):
+    """RNNs with `return_state` and other multi-output layers: the first output."""
+    flat = tf.nest.flatten(output)
+    return flat[0] if flat else None
+
+
+def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BINS):
+    """Builds the compiled probe pass for `layers` of `model`.
+
+    Args:
+        model: A Keras model of any kind.
+        layers: `[(path, layer)]` to capture.
+        x: The probe inputs (a nest of tensors); fixes the traced shapes.
+        max_channels: Channels (last axis) kept for display.
+        bins: Histogram buckets.
+
+    Returns:
+        `(fn, paths)`: `fn(x)` returns a dict with `display` (path -> float32
+        output, last axis cut to `max_channels`), `buckets` `[k, bins, 3]`,
+        `dead` `[k]` (fraction of units zero for every sample and position)
+        and `saturated` `[k]` (fraction of values within 0.01 of a tanh or
+        sigmoid bound, -1 for other layers); `paths` lists the layers actually
+        reached by the forward pass, in order.
+    """
+    captured = {}
+    kinds = {path: saturating_kind(layer) for path, layer in layers}
+
+    def wrap(path, original):
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            output = original(*args, **kwargs)
+            captured[path] = output
+            return output
+        return call
+
+    reached = []
+
+    def forward(inputs):
+        captured.clear()
+        model(inputs, training=False)
+        outputs = {}
+        for path, _ in layers:
+            tensor = _first_tensor(captured.get(path))
+            if tensor is not None and (tensor.dtype.is_floating or tensor.dtype.is_integer):
+                outputs[path] = tf.cast(tensor, tf.float32)
+        reached[:] = list(outputs)
+        values = [outputs[p] for p in reached]
+        buckets, _, _ = stats.batched_statistics(values, bins)
+        dead, saturated = [], []
+        for path, value in zip(reached, values):
+            if value.shape.rank and value.shape.rank >= 2:
+                axes = list(range(value.shape.rank - 1))
+                dead.append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(value, 0.0), axis=axes),
+                                                   tf.float32)))
+            else:
+                dead.append(tf.constant(0.0))
+            if kinds[path] == "tanh":
+                saturated.append(tf.reduce_mean(tf.cast(tf.abs(value) > 0.99, tf.float32)))
+            elif kinds[path] == "sigmoid":
+                saturated.append(tf.reduce_mean(tf.cast((value < 0.01) | (value > 0.99), tf.float32)))
+            else:
+                saturated.append(tf.constant(-1.0))
+        display = {p: v[..., :max_channels] if v.shape.rank and v.shape.rank >= 3 else v
+                   for p, v in zip(reached, values)}
+        stack = (lambda xs: tf.stack(xs)) if values else (lambda xs: tf.zeros([0]))
+        return {"display": display, "buckets": buckets, "dead": stack(dead),
+                "saturated": stack(saturated)}
+
+    originals = []
+    for path, layer in layers:
+        original = layer.__dict__.get("call")
+        originals.append((layer, original))
+        object.__setattr__(layer, "call", wrap(path, layer.call))
+    try:
+        spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
+        concrete = tf.function(forward).get_concrete_function(spec)
+    finally:
+        for layer, original in originals:
+            if original is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", original)
+    return concrete, list(reached)
