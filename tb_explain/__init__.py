@@ -16,13 +16,15 @@ from tb_explain._compat import check_environment as _check_environment
 _check_environment()
 
 from tb_explain.callbacks import (  # noqa: E402
-    ActivationImages, GradientNorms, ModelGraph, WeightHistograms,
+    ActivationImages, GradientNorms, IntegratedGradients, ModelGraph, WeightHistograms,
 )
+from tb_explain.compute.attribution import Attribution, integrated_gradients  # noqa: E402
 from tb_explain.probe import Probe  # noqa: E402
 from tb_explain.suite import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "GradientNorms", "ModelGraph", "Probe", "WeightHistograms", "explain", "__version__",
+    "ActivationImages", "Attribution", "GradientNorms", "IntegratedGradients", "ModelGraph",
+    "Probe", "WeightHistograms", "explain", "integrated_gradients", "__version__",
 ]

@@ -3,7 +3,8 @@
 from tb_explain.callbacks.activation_images import ActivationImages
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.callbacks.gradient_norms import GradientNorms
+from tb_explain.callbacks.integrated_gradients import IntegratedGradients
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "ModelGraph", "WeightHistograms"]
+__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "IntegratedGradients", "ModelGraph", "WeightHistograms"]

@@ -245,3 +245,59 @@ def input_images(values, max_tile=224):
             out.append(upscale(rgb, _tile_factor(*rgb.shape[:2], min_side=128, max_factor=16)))
         return np.stack(out)
     return activation_images(values, max_tile)
+
+
+def percentile_scale(values, percentile=99.0):
+    """The `percentile`-th percentile of |values| (finite), or 0."""
+    values = np.abs(np.asarray(values, np.float64))
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, percentile)) if finite.size else 0.0
+
+
+def attribution_heatmap(attr, percentile=99.0):
+    """Importance map of an image attribution `(h, w, c)`: the sum of
+    |attribution| over channels, scaled to [0, 1] by its `percentile`-th
+    percentile (one hot pixel cannot wash out the rest). Returns `(h, w)`."""
+    magnitude = np.abs(np.asarray(attr, np.float64)).sum(axis=-1)
+    scale = percentile_scale(magnitude, percentile)
+    return np.clip(magnitude / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(magnitude)
+
+
+def signed_attribution(attr, percentile=99.0):
+    """Signed map of an image attribution: the channel sum, zero at 0.5,
+    scaled symmetrically by the `percentile`-th percentile of its magnitude.
+    Returns `(h, w)` in [0, 1] for the diverging colormap."""
+    total = np.asarray(attr, np.float64).sum(axis=-1)
+    scale = percentile_scale(total, percentile)
+    if scale == 0:
+        return np.full(total.shape, 0.5)
+    return np.clip(0.5 + 0.5 * total / scale, 0.0, 1.0)
+
+
+def image_rgb(image):
+    """A float image `(h, w, 1|3)` as uint8 RGB, min-max scaled."""
+    unit = np.nan_to_num(minmax_unit(image))
+    if unit.shape[-1] == 1:
+        unit = np.repeat(unit, 3, axis=-1)
+    elif unit.shape[-1] != 3:
+        unit = np.repeat(unit.mean(axis=-1, keepdims=True), 3, axis=-1)
+    return (unit * 255 + 0.5).astype(np.uint8)
+
+
+def overlay(image, heat, strength=0.7):
+    """Blends viridis `heat` (h, w) in [0, 1] over a grayscale copy of
+    `image`, each pixel's opacity proportional to its importance."""
+    gray = image_rgb(image).astype(np.float64).mean(axis=-1, keepdims=True)
+    colored = colormap.apply(heat, "viridis").astype(np.float64)
+    alpha = strength * heat[..., None]
+    return ((1 - alpha) * gray + alpha * colored + 0.5).astype(np.uint8)
+
+
+def signed_table(values, percentile=100.0, cell=(16, 24)):
+    """Rows x columns of signed values as a diverging heatmap with cells of
+    `cell` pixels, scaled symmetrically by the `percentile` of |values|."""
+    values = np.asarray(values, np.float64)
+    scale = percentile_scale(values, percentile)
+    unit = np.full(values.shape, 0.5) if scale == 0 else np.clip(0.5 + 0.5 * values / scale, 0, 1)
+    rgb = colormap.apply(unit, "diverging")
+    return np.repeat(np.repeat(rgb, cell[0], axis=0), cell[1], axis=1)
