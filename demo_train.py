@@ -1,10 +1,13 @@
-"""Train a small CNN on scikit-learn's bundled 8x8 digits with tb_explain.
+"""Train a small model on data bundled with scikit-learn, with tb_explain.
 
 Usage:
-    python demo_train.py [--logdir DIR] [--epochs N] [--freq N]
+    python demo_train.py [--dataset digits|cancer] [--logdir DIR] [--epochs N] [--freq N]
 
-Logs keras's loss curves and everything tb_explain logs, then prints the
-`tensorboard --logdir ...` command to browse them.
+`digits` (default): a small CNN on the 8x8 digit images, with image
+attributions. `cancer`: an MLP on the breast-cancer table, with per-feature
+attributions named by the dataset's feature names. Logs keras's loss curves
+and everything tb_explain logs, then prints the `tensorboard --logdir ...`
+command to browse them.
 """
 
 import argparse
@@ -15,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
 
@@ -29,6 +32,32 @@ def load_data(seed=0):
     x, y = x[order], y[order]
     split = int(0.8 * len(x))
     return (x[:split], y[:split]), (x[split:], y[split:])
+
+
+def load_cancer(seed=0):
+    """Returns `(x_train, y_train), (x_val, y_val), feature_names`, standardized."""
+    data = load_breast_cancer()
+    x = data.data.astype("float32")
+    y = data.target.astype("int64")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    split = int(0.8 * len(x))
+    mean, std = x[:split].mean(0), x[:split].std(0) + 1e-6
+    x = (x - mean) / std
+    return (x[:split], y[:split]), (x[split:], y[split:]), list(data.feature_names)
+
+
+def build_mlp(features):
+    """A small MLP for tabular binary classification."""
+    return keras.Sequential(
+        [
+            keras.layers.Input((features,), name="features"),
+            keras.layers.Dense(32, activation="relu", name="hidden1"),
+            keras.layers.Dense(16, activation="tanh", name="hidden2"),
+            keras.layers.Dense(1, activation="sigmoid", name="malignant_vs_benign"),
+        ],
+        name="cancer_mlp",
+    )
 
 
 def build_model():
@@ -51,6 +80,8 @@ def build_model():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["digits", "cancer"], default="digits",
+                        help="digits (images, default) or cancer (a table)")
     parser.add_argument("--logdir", default=os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")),
                         help="run directory (default: runs/<timestamp>)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs (default: 12)")
@@ -62,13 +93,19 @@ def main(argv=None):
         parser.error(f"--freq must be >= 1, got {args.freq}")
 
     keras.utils.set_random_seed(0)
-    (x, y), (x_val, y_val) = load_data()
-    model = build_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if args.dataset == "digits":
+        (x, y), (x_val, y_val) = load_data()
+        model = build_model()
+        loss, options = "sparse_categorical_crossentropy", {}
+    else:
+        (x, y), (x_val, y_val), names = load_cancer()
+        model = build_mlp(x.shape[1])
+        loss, options = "binary_crossentropy", {"feature_names": names}
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
     callbacks = [
         keras.callbacks.TensorBoard(args.logdir),
-        *tbx.explain(args.logdir, data=(x_val[:8], y_val[:8]), freq=args.freq, images=True),
+        *tbx.explain(args.logdir, data=(x_val[:8], y_val[:8]), freq=args.freq, images=True,
+                     steps=32, **options),
     ]
     model.fit(x, y, epochs=args.epochs, batch_size=64, validation_data=(x_val, y_val),
               callbacks=callbacks, verbose=2)

@@ -23,6 +23,8 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     assert run.steps("gradients/global_norm") == [0, 2]
     assert run.steps("activations/digits_cnn/conv1") == [0, 2]
     assert run.steps("activations/input") == [0, 2]
+    assert run.steps("attributions/input/overlay") == [0, 2]
+    assert run.value("attributions/completeness_delta", 2) < 0.05
     assert run.steps("gradients/digits_cnn/conv1/update_ratio") == [2]
     assert read_run(log_dir / "train").steps("epoch_loss") == [0, 1, 2]
     assert read_run(log_dir / "validation").steps("epoch_accuracy") == [0, 1, 2]
@@ -34,3 +36,19 @@ def test_demo_rejects_bad_arguments(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "--epochs must be >= 1, got 0" in result.stderr
+
+
+def test_demo_tabular_variant_names_features(tmp_path, read_run):
+    log_dir = tmp_path / "cancer"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "demo_train.py"), "--dataset", "cancer",
+         "--logdir", str(log_dir), "--epochs", "2"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(log_dir)
+    assert run.steps("attributions/input/features/mean radius") == [0, 1]
+    ranking = run.text("attributions/input/ranking")
+    assert ranking.count("\n| ") == 30 + 1  # header + 30 features
+    assert run.value("attributions/completeness_delta") < 0.05

@@ -29,13 +29,14 @@ class IntegratedGradients(ExplainCallback):
     `attributions/<input>/...` (`<input>` is `input` for single-input
     models, else the input's key or index):
 
-    - images `(n, h, w, c)`: `.../probe` (the input), `.../heatmap` (sum of |attribution|
-      over channels, clipped at the 99th percentile), `.../overlay` (the
-      heatmap over a grayscale input) and `.../signed` (red positive, blue
-      negative evidence), one image per sample;
+    - images `(n, h, w, c)`: `.../probe` (the input), `.../heatmap` (sum
+      of |attribution| over channels, clipped at the 99th percentile),
+      `.../overlay` (the heatmap over a grayscale input) and `.../signed`
+      (red positive, blue negative evidence), one image per sample;
     - tables `(n, features)`: `.../features/<name>` scalars (mean |attribution|
       per feature, so trends show in the Scalars dashboard), a samples x
-      features signed heatmap `.../table`, and a Markdown table in Text;
+      features signed heatmap `.../table` (Images), and `.../ranking`, a
+      Markdown table of features by mean |attribution| (Text);
     - tokens (integer ids into an Embedding): a Text table per sample of
       tokens (through `vocabulary` when given) and their attributions;
     - `attributions/completeness_delta`: the largest relative completeness gap
@@ -169,7 +170,7 @@ class IntegratedGradients(ExplainCallback):
         rows = [[names[j], f"{mean_abs[j]:.4g}"] + [f"{attr[i, j]:+.4g}" for i in range(len(attr))]
                 for j in order]
         header = ["feature", "mean abs"] + [f"sample {i}" for i in range(len(attr))]
-        ops.write_markdown(tag + "/table", f"Integrated gradients at epoch {epoch}, features by "
+        ops.write_markdown(tag + "/ranking", f"Integrated gradients at epoch {epoch}, features by "
                            f"mean absolute attribution:\n\n" + ops.markdown_table(header, rows),
                            epoch)
 

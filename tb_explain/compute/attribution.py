@@ -198,9 +198,9 @@ def _core(model, output, token_layer, structure):
         weight = tf.where(valid, tf.gather(weights, step), tf.zeros_like(alpha))
         interp = []
         for x, b in zip(xs, bases):
-            xb, bb = tf.gather(x, sample), tf.gather(b, sample)
             shape = tf.concat([[chunk], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-            interp.append(bb + tf.reshape(tf.cast(alpha, x.dtype), shape) * (xb - bb))
+            interp.append(tf.gather(b, sample)
+                          + tf.reshape(tf.cast(alpha, x.dtype), shape) * tf.gather(x - b, sample))
         with tf.GradientTape() as tape:
             tape.watch(interp)
             if token_layer is None:
@@ -213,8 +213,8 @@ def _core(model, output, token_layer, structure):
         new = []
         for a, g in zip(acc, grads):
             shape = tf.concat([[chunk], tf.ones([tf.rank(g) - 1], tf.int32)], 0)
-            weighted = tf.cast(g, tf.float64) * tf.reshape(weight, shape)
-            new.append(a + tf.math.unsorted_segment_sum(weighted, sample, n))
+            weighted = g * tf.reshape(tf.cast(weight, g.dtype), shape)
+            new.append(a + tf.cast(tf.math.unsorted_segment_sum(weighted, sample, n), a.dtype))
         return new
 
     def call(*args):
@@ -233,6 +233,15 @@ def _core(model, output, token_layer, structure):
     call.core = core
     per_model[key] = call
     return call
+
+
+def _forward(model, inputs):
+    """`model(inputs, training=False)` through a compiled function cached per model."""
+    per_model = _CACHE.setdefault(model, {})
+    fn = per_model.get("forward")
+    if fn is None:
+        fn = per_model["forward"] = tf.function(lambda x: model(x, training=False))
+    return fn(inputs)
 
 
 def _output_key(model, outputs, output):
@@ -341,31 +350,39 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
         leaves = [x.astype(np.float32) if x.dtype.kind != "f" else x for x in leaves]
 
     model_inputs = rebuild([tf.convert_to_tensor(x) for x in leaves])
-    raw = model(model_inputs, training=False)
-    key = _output_key(model, raw, output)
-    scores = _select(raw, key).numpy()
-    targets = _targets(target, scores)
-    f_x = scores[np.arange(n), targets]
-
-    if token_layer is not None:
+    base_scores = None
+    if token_layer is None:
+        base_sets = _baselines(baseline, leaves)
+        xs = leaves
+        # F(x) and F(every baseline) in one compiled forward pass.
+        stacked = [np.concatenate([x] + [b[i].astype(x.dtype) for b in base_sets])
+                   for i, x in enumerate(leaves)]
+        raw = _forward(model, rebuild([tf.convert_to_tensor(v) for v in stacked]))
+        key = _output_key(model, raw, output)
+        all_scores = _select(raw, key).numpy()
+        scores, base_scores = all_scores[:n], all_scores[n:].reshape(len(base_sets), n, -1)
+    else:
+        raw = _forward(model, model_inputs)
+        key = _output_key(model, raw, output)
+        scores = _select(raw, key).numpy()
         embedded = np.asarray(token_layer(tf.convert_to_tensor(leaves[0])))
         if baseline is None:
             base_sets = [[np.zeros_like(embedded)]]
         else:
-            token_bases = _baselines(baseline, leaves)
             base_sets = [[np.asarray(token_layer(tf.convert_to_tensor(b[0].astype(leaves[0].dtype))))]
-                         for b in token_bases]
+                         for b in _baselines(baseline, leaves)]
         xs = [embedded]
-    else:
-        base_sets = _baselines(baseline, leaves)
-        xs = leaves
+    targets = _targets(target, scores)
+    f_x = scores[np.arange(n), targets]
 
     core = _core(model, key, token_layer, _structure(inputs))
     total_rows = n * steps
-    chunk = min(batch_size or total_rows, total_rows)
+    # Balanced chunks of at most batch_size rows: the last one is padded least.
+    chunks = -(-total_rows // (batch_size or total_rows))
+    chunk = -(-total_rows // chunks)
     total = [np.zeros(x.shape, np.float64) for x in xs]
     f_base = np.zeros(n)
-    for bases in base_sets:
+    for which, bases in enumerate(base_sets):
         args = ([tf.convert_to_tensor(x) for x in xs],
                 [tf.convert_to_tensor(b.astype(x.dtype)) for b, x in zip(bases, xs)],
                 [tf.convert_to_tensor(x) for x in leaves],
@@ -375,14 +392,14 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
             grads = core(*args, tf.constant(start), chunk, grads)
         for i, (g, x, b) in enumerate(zip(grads, xs, bases)):  # IG = (x - x') * avg grad
             total[i] += (x.astype(np.float64) - b.astype(np.float64)) * g.numpy()
-        if token_layer is None:
-            base_out = model(rebuild([tf.convert_to_tensor(b) for b in bases]), training=False)
-        else:
-            object.__setattr__(token_layer, "call", lambda *a, **k: tf.convert_to_tensor(bases[0]))
-            try:
-                base_out = model(model_inputs, training=False)
-            finally:
-                object.__delattr__(token_layer, "call")
+        if base_scores is not None:
+            f_base += base_scores[which][np.arange(n), targets]
+            continue
+        object.__setattr__(token_layer, "call", lambda *a, **k: tf.convert_to_tensor(bases[0]))
+        try:  # F(baseline) for tokens: the baseline embeddings injected
+            base_out = model(model_inputs, training=False)
+        finally:
+            object.__delattr__(token_layer, "call")
         f_base += _select(base_out, key).numpy()[np.arange(n), targets]
     total = [t / len(base_sets) for t in total]
     f_base /= len(base_sets)
