@@ -167,3 +167,20 @@ def test_token_inputs_complete_through_a_nonlinear_head():
     result = tbx.integrated_gradients(model, tokens, steps=64)
     assert result.attributions.shape == (2, 5)
     assert np.all(result.relative_delta < 1e-2)
+
+
+def test_path_end_points_equal_a_forward_pass():
+    """With explicit targets and a rule that includes alpha = 0 and 1, F(x) and
+    F(baseline) are read off the gradient pass: they must equal the model's."""
+    model = _nonlinear()
+    x = np.random.default_rng(7).normal(size=(4, 6)).astype("float32")
+    probs = model.predict(x, verbose=0)
+    targets = np.argmax(probs, axis=1)
+    fast = tbx.integrated_gradients(model, x, target=targets, baseline=0.3, steps=33,
+                                    method="riemann_trapezoid")
+    slow = tbx.integrated_gradients(model, x, baseline=0.3, steps=33, method="riemann_trapezoid")
+    np.testing.assert_allclose(fast.output, probs[np.arange(4), targets], rtol=1e-5)
+    base = model.predict(np.full_like(x, 0.3), verbose=0)[np.arange(4), targets]
+    np.testing.assert_allclose(fast.baseline_output, base, rtol=1e-5)
+    np.testing.assert_allclose(fast.delta, slow.delta, atol=1e-6)
+    np.testing.assert_allclose(fast.attributions, slow.attributions, rtol=1e-6)

@@ -208,14 +208,15 @@ def _core(model, output, token_layer, structure):
             else:
                 outs = forward(rebuild([tf.gather(m, sample) for m in model_xs]), interp[0])
             selected = _select(outs, output)
-            f = tf.reduce_sum(tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1))
+            f_rows = tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1)
+            f = tf.reduce_sum(f_rows)
         grads = tape.gradient(f, interp)
         new = []
         for a, g in zip(acc, grads):
             shape = tf.concat([[chunk], tf.ones([tf.rank(g) - 1], tf.int32)], 0)
             weighted = g * tf.reshape(tf.cast(weight, g.dtype), shape)
             new.append(a + tf.cast(tf.math.unsorted_segment_sum(weighted, sample, n), a.dtype))
-        return new
+        return new, f_rows
 
     concrete = {}
 
@@ -254,6 +255,18 @@ def _forward(model, inputs):
     if fn is None:
         fn = per_model["forward"] = tf.function(lambda x: model(x, training=False))
     return fn(inputs)
+
+
+def _static_outputs(model):
+    """The symbolic output structure of Functional/Sequential models, or None."""
+    struct = getattr(model, "_outputs_struct", None)
+    if struct is not None:
+        return struct
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return outputs[0] if outputs and len(outputs) == 1 else None
 
 
 def _output_key(model, outputs, output):
@@ -363,16 +376,28 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
 
     model_inputs = rebuild([tf.convert_to_tensor(x) for x in leaves])
     base_scores = None
+    f_x = None
     if token_layer is None:
         base_sets = _baselines(baseline, leaves)
         xs = leaves
-        # F(x) and F(every baseline) in one compiled forward pass.
-        stacked = [np.concatenate([x] + [b[i].astype(x.dtype) for b in base_sets])
-                   for i, x in enumerate(leaves)]
-        raw = _forward(model, rebuild([tf.convert_to_tensor(v) for v in stacked]))
-        key = _output_key(model, raw, output)
-        all_scores = _select(raw, key).numpy()
-        scores, base_scores = all_scores[:n], all_scores[n:].reshape(len(base_sets), n, -1)
+        static = _static_outputs(model)
+        if target is not None and static is not None and alphas[0] == 0 and alphas[-1] == 1:
+            # F(x) and F(baseline) are the path's end points: read them off
+            # the gradient pass instead of running the model again.
+            key = _output_key(model, static, output)
+            selected = tf.nest.flatten(static[key] if key is not None else static)[0]
+            units = int(np.prod(selected.shape[1:]))
+            targets = _targets(target, np.zeros((n, units)))
+        else:
+            # F(x) and F(every baseline) in one compiled forward pass.
+            stacked = [np.concatenate([x] + [b[i].astype(x.dtype) for b in base_sets])
+                       for i, x in enumerate(leaves)]
+            raw = _forward(model, rebuild([tf.convert_to_tensor(v) for v in stacked]))
+            key = _output_key(model, raw, output)
+            all_scores = _select(raw, key).numpy()
+            scores, base_scores = all_scores[:n], all_scores[n:].reshape(len(base_sets), n, -1)
+            targets = _targets(target, scores)
+            f_x = scores[np.arange(n), targets]
     else:
         raw = _forward(model, model_inputs)
         key = _output_key(model, raw, output)
@@ -384,8 +409,8 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
             base_sets = [[np.asarray(token_layer(tf.convert_to_tensor(b[0].astype(leaves[0].dtype))))]
                          for b in _baselines(baseline, leaves)]
         xs = [embedded]
-    targets = _targets(target, scores)
-    f_x = scores[np.arange(n), targets]
+        targets = _targets(target, scores)
+        f_x = scores[np.arange(n), targets]
 
     core = _core(model, key, token_layer, _structure(inputs))
     total_rows = n * steps
@@ -400,12 +425,20 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
                 [tf.convert_to_tensor(x) for x in leaves],
                 tf.constant(targets), tf.constant(alphas), tf.constant(weights))
         grads = [tf.zeros(x.shape, tf.float64) for x in xs]
+        f_rows = []
         for start in range(0, total_rows, chunk):  # running weighted sum per sample
-            grads = core(*args, tf.constant(start), chunk, grads)
+            grads, rows = core(*args, tf.constant(start), chunk, grads)
+            f_rows.append(rows.numpy())
+        path = np.concatenate(f_rows)[:total_rows].reshape(n, steps).astype(np.float64)
         for i, (g, x, b) in enumerate(zip(grads, xs, bases)):  # IG = (x - x') * avg grad
             total[i] += (x.astype(np.float64) - b.astype(np.float64)) * g.numpy()
         if base_scores is not None:
             f_base += base_scores[which][np.arange(n), targets]
+            continue
+        if token_layer is None:  # end points of the path
+            f_base += path[:, 0]
+            if f_x is None:
+                f_x = path[:, -1]
             continue
         object.__setattr__(token_layer, "call", lambda *a, **k: tf.convert_to_tensor(bases[0]))
         try:  # F(baseline) for tokens: the baseline embeddings injected
