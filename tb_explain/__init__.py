@@ -11,20 +11,28 @@ model.fit(x, y, epochs=30, callbacks=[*tbx.explain("runs/exp1", freq=5)])
 ```
 """
 
-from tb_explain._compat import check_environment as _check_environment
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "tb-explain":
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a quiet command line
+
+from tb_explain._compat import check_environment as _check_environment  # noqa: E402
 
 _check_environment()
 
 from tb_explain.callbacks import (  # noqa: E402
-    ActivationImages, GradientNorms, IntegratedGradients, ModelGraph, WeightHistograms,
+    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, WeightHistograms,
 )
 from tb_explain.compute.attribution import Attribution, integrated_gradients  # noqa: E402
 from tb_explain.probe import Probe  # noqa: E402
+from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
 from tb_explain.suite import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "Attribution", "GradientNorms", "IntegratedGradients", "ModelGraph",
-    "Probe", "WeightHistograms", "explain", "integrated_gradients", "__version__",
+    "ActivationImages", "Attribution", "GradientNorms", "HParams", "IntegratedGradients",
+    "ModelGraph", "Probe", "Run", "WeightHistograms", "explain", "integrated_gradients",
+    "load_run", "load_runs", "__version__",
 ]

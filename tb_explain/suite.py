@@ -4,12 +4,12 @@ import inspect
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, GradientNorms, IntegratedGradients, ModelGraph, WeightHistograms,
+    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, WeightHistograms,
 )
 
 #: Callbacks in the suite, in order: (class, needs probe data).
 SUITE = [
-    (ModelGraph, False), (WeightHistograms, False), (ActivationImages, True), (GradientNorms, True),
+    (ModelGraph, False), (HParams, False), (WeightHistograms, False), (ActivationImages, True), (GradientNorms, True),
     (IntegratedGradients, True),
 ]
 

@@ -3,8 +3,9 @@
 from tb_explain.callbacks.activation_images import ActivationImages
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.callbacks.gradient_norms import GradientNorms
+from tb_explain.callbacks.hparams import HParams
 from tb_explain.callbacks.integrated_gradients import IntegratedGradients
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "IntegratedGradients", "ModelGraph", "WeightHistograms"]
+__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "WeightHistograms"]
