@@ -102,3 +102,20 @@ def cnn():
 def tabular():
     rng = np.random.default_rng(0)
     return rng.normal(size=(32, 5)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
+
+
+def fit_suite(log_dir, lr, digits, epochs=3):
+    """A small CNN fit with keras's TensorBoard and the whole tb_explain suite."""
+    import tb_explain as tbx
+
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
+                        validation_data=(x[:16], y[:16]),
+                        callbacks=[keras.callbacks.TensorBoard(str(log_dir)),
+                                   *tbx.explain(str(log_dir), data=(x[:4], y[:4]), freq=2,
+                                                steps=8, hparams={"augment": False})])
+    return model, history

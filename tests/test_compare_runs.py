@@ -14,28 +14,13 @@ import pytest
 import tb_explain as tbx
 from tb_explain import cli
 from tb_explain.runs import load_run, load_runs
-
-
-def _fit(log_dir, lr, digits, epochs=3):
-    from conftest import small_cnn
-
-    x, y = digits
-    keras.utils.set_random_seed(0)
-    model = small_cnn()
-    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
-                        validation_data=(x[:16], y[:16]),
-                        callbacks=[keras.callbacks.TensorBoard(str(log_dir)),
-                                   *tbx.explain(str(log_dir), data=(x[:4], y[:4]), freq=2,
-                                                steps=8, hparams={"augment": False})])
-    return model, history
+from conftest import fit_suite
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("runs")
-    results = {lr: _fit(root / f"lr{lr}", lr, digits) for lr in (1e-3, 1e-2)}
+    results = {lr: fit_suite(root / f"lr{lr}", lr, digits) for lr in (1e-3, 1e-2)}
     return root, results
 
 

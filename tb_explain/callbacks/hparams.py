@@ -86,7 +86,9 @@ class HParams(ExplainCallback):
             if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
                 values["learning_rate"] = type(rate).__name__  # a schedule: its name
             else:
-                values["learning_rate"] = float(np.asarray(optimizer.learning_rate))
+                # float32 storage: keep the digits the user typed (1e-3, not 0.0010000000475)
+                rate = float(np.asarray(optimizer.learning_rate))
+                values["learning_rate"] = float(f"{rate:.7g}")
         batch_size = _fit_batch_size()
         if batch_size is not None:
             values["batch_size"] = batch_size

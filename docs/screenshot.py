@@ -1,0 +1,57 @@
+"""Regenerates docs/images-dashboard.png: the demo's logs in TensorBoard's Images tab.
+
+Usage (needs Debian's chromium and the test extra's playwright):
+    python docs/screenshot.py
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    from playwright.sync_api import sync_playwright
+
+    logs = tempfile.mkdtemp(prefix="tbx_docs_")
+    subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir",
+                    os.path.join(logs, "digits"), "--epochs", "4", "--freq", "2"], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logs,
+                               "--port", str(port), "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                if b"digits" in urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/data/plugin/images/tags").read():
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/#images")
+            page.wait_for_timeout(5000)
+            page.mouse.click(700, 93)  # the "Filter tags" box
+            page.keyboard.type("activations/digits_cnn/conv1$|attributions/input/overlay")
+            page.wait_for_timeout(8000)
+            page.screenshot(path=os.path.join(ROOT, "docs", "images-dashboard.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
