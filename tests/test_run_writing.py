@@ -23,7 +23,7 @@ def _event_files(path):
 def test_suite_shares_one_writer_and_run_dir(tmp_path, cnn, digits, read_run):
     x, y = digits
     callbacks = tbx.explain(tmp_path / "nested" / "run", freq=2)
-    assert [type(c).__name__ for c in callbacks] == ["ModelGraph", "WeightHistograms"]
+    assert [type(c).__name__ for c in callbacks] == ["ModelGraph", "HParams", "WeightHistograms"]
     cnn.fit(x, y, epochs=3, verbose=0, callbacks=callbacks)
     run_dir = tmp_path / "nested" / "run"
     assert len(_event_files(run_dir)) == 1
@@ -123,8 +123,11 @@ def test_explain_options_are_checked(tmp_path):
         tbx.explain(tmp_path, imgs=True)
     with pytest.raises(ValueError, match=r"`freq` must be an int >= 1, got -1"):
         tbx.explain(tmp_path, freq=-1)
-    callbacks = tbx.explain(tmp_path, images=True, freq=4)
-    assert callbacks[1].images is True and callbacks[1].freq == 4
+    callbacks = tbx.explain(tmp_path, images=True, freq=4, hparams={"dropout": 0.1})
+    weights = [c for c in callbacks if isinstance(c, tbx.WeightHistograms)][0]
+    assert weights.images is True and weights.freq == 4
+    hparams = [c for c in callbacks if isinstance(c, tbx.HParams)][0]
+    assert hparams.hparams == {"dropout": 0.1}
 
 
 def test_log_dir_errors(tmp_path):
