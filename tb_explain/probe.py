@@ -50,19 +50,22 @@ def _take(structure, n):
     return tf.nest.map_structure(lambda a: a[:n], structure)
 
 
-def _from_dataset(dataset, max_samples):
+def _from_dataset(dataset, max_samples, batched=True):
+    """The first `max_samples` samples of a dataset of batches (or of single
+    samples, `batched=False`), as one nest of numpy arrays."""
     parts = []
     count = 0
     for element in dataset:
         element = tf.nest.map_structure(lambda t: t.numpy(), element)
         first = tf.nest.flatten(element)[0]
         parts.append(element)
-        count += len(first) if np.ndim(first) else 1
+        count += len(first) if batched and np.ndim(first) else 1
         if count >= max_samples:
             break
     if not parts:
         raise ValueError("`data` is an empty tf.data.Dataset.")
-    return tf.nest.map_structure(lambda *xs: np.concatenate(xs, 0), *parts)
+    join = np.concatenate if batched else np.stack
+    return tf.nest.map_structure(lambda *xs: join(xs, 0), *parts)
 
 
 class Probe:
@@ -84,8 +87,14 @@ class Probe:
         self.max_samples = _validate.check_int("max_samples", max_samples, minimum=1)
         if data is None:
             raise ValueError("`data` is required: an array, (x, y), or a tf.data.Dataset.")
+        self._dataset = None
         if isinstance(data, tf.data.Dataset):
-            data = _from_dataset(data, self.max_samples)
+            self._dataset = data  # batched, as fit takes it; re-read in validate if not
+            batched = _from_dataset(data, self.max_samples)
+            if len(_length(batched)) != 1:  # first dims disagree: single samples
+                batched = _from_dataset(data, self.max_samples, batched=False)
+                self._dataset = None
+            data = batched
         if isinstance(data, tuple):
             if not 1 <= len(data) <= 3:
                 raise ValueError(
@@ -126,6 +135,9 @@ class Probe:
     def validate(self, model):
         """Checks the probe against `model`'s inputs (names, ranks, shapes).
 
+        A `tf.data.Dataset` of single samples (not batched) is recognized
+        here, where the model's input ranks are known, and re-read.
+
         Raises:
             ValueError: naming the input and the mismatch.
         """
@@ -135,6 +147,12 @@ class Probe:
             return  # subclassed or unbuilt: checked by the first forward pass
         if not inputs:
             return
+        if self._dataset is not None:
+            leaves = tf.nest.flatten(self.x)
+            if len(leaves) == len(inputs) and all(
+                np.ndim(a) == len(t.shape) - 1 for a, t in zip(leaves, inputs)
+            ):
+                self._reread_unbatched()
         struct = getattr(model, "_inputs_struct", None)
         if isinstance(struct, dict):
             if not isinstance(self.x, dict):
@@ -166,3 +184,13 @@ class Probe:
                     f"`data` x for input {name!r} has sample shape {got}, but the model "
                     f"expects {expected}."
                 )
+
+    def _reread_unbatched(self):
+        data = _from_dataset(self._dataset, self.max_samples, batched=False)
+        x, y, sample_weight = (tuple(data) + (None, None))[:3] if isinstance(data, tuple) else (
+            data, None, None)
+        self.x, self.y, self.sample_weight = (
+            None if part is None else _take(_to_numpy(part, name), self.max_samples)
+            for part, name in ((x, "x"), (y, "y"), (sample_weight, "sample_weight")))
+        self.num_samples = len(tf.nest.flatten(self.x)[0])
+        self._dataset = None

@@ -231,3 +231,30 @@ def test_probe_dict_inputs_checked_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"input 'b' has sample shape \(2,\), but the model"):
         model.fit(x, y, epochs=1, verbose=0,
                   callbacks=[tbx.GradientNorms(tmp_path, data=({"a": x["a"], "b": x["a"]}, y))])
+
+
+def test_probe_from_unbatched_dataset(tmp_path, tabular, read_run):
+    x, y = tabular
+    model = _mlp()
+    model.compile("sgd", "mse")
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))  # single samples, not batches
+    cb = tbx.GradientNorms(tmp_path, data=unbatched, max_samples=5)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.probe.num_samples == 5
+    np.testing.assert_array_equal(cb.probe.x, x[:5])
+    np.testing.assert_array_equal(cb.probe.y, y[:5])
+    assert read_run(tmp_path).steps("gradients/global_norm") == [0]
+
+
+def test_probe_from_unbatched_dataset_recognized_by_input_rank(tmp_path, tabular):
+    x, _ = tabular
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(5, name="d")])
+    model.compile("sgd", "mse")
+    # x and y both (5,) per sample: the first read (as batches) is consistent
+    # but has rank 1; the model's input rank 2 tells it is single samples.
+    unbatched = tf.data.Dataset.from_tensor_slices((x, x))
+    cb = tbx.GradientNorms(tmp_path, data=unbatched, max_samples=3)
+    model.fit(x, x, epochs=1, verbose=0, callbacks=[cb])
+    np.testing.assert_array_equal(cb.probe.x, x[:3])
+    assert cb.probe.num_samples == 3
