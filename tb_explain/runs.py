@@ -136,7 +136,20 @@ class Run:
 
 
 def load_run(path):
-    """Loads one run directory. See `Run`."""
+    """Loads one run directory: everything its event files hold.
+
+    Args:
+        path: The run directory (holding `events.out.tfevents.*` files).
+
+    Returns:
+        A `Run`.
+
+    Example:
+
+    ```python
+    steps, values = tbx.load_run("runs/exp1").scalars("gradients/global_norm")
+    ```
+    """
     return Run(path)
 
 

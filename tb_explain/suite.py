@@ -17,16 +17,19 @@ SUITE = [
 def explain(log_dir, data=None, freq=1, **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
-    Callbacks that look at probe data are included only when `data` is
-    given. Options are passed to every callback that accepts them by name;
-    an option no callback accepts is an error.
+    Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
+    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`.
+    Options are passed to every callback that accepts them by name (for
+    instance `max_samples` to all three probe callbacks); an option no
+    callback accepts is a `TypeError`.
 
     Args:
         log_dir: Directory of the run (created if missing).
         data: Optional probe data for the callbacks that need it.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         **options: Keyword arguments of individual callbacks, such as
-            `images=True` for `WeightHistograms`.
+            `images=True` (WeightHistograms), `steps=64` (IntegratedGradients)
+            or `hparams={"dropout": 0.2}` (HParams).
 
     Returns:
         A list of callbacks sharing one writer and one run directory.

@@ -51,6 +51,8 @@ def default_selection(model, max_layers=32):
     layers = [(p, l) for p, l in all_layers(model) if type(l).__name__ not in SKIPPED_CLASSES]
     if len(layers) <= max_layers:
         return layers
+    if max_layers == 1:
+        return layers[-1:]
     step = (len(layers) - 1) / (max_layers - 1)
     return [layers[round(i * step)] for i in range(max_layers)]
 
