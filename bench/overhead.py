@@ -52,6 +52,7 @@ CONFIGS = {
     "tbx.WeightHistograms": lambda d, probe: [tbx.WeightHistograms(d)],
     "tbx.WeightHistograms(images=True)": lambda d, probe: [tbx.WeightHistograms(d, images=True)],
     "tbx.explain (whole suite)": lambda d, probe: tbx.explain(d, data=probe),
+    "tbx.explain (whole suite, freq=3)": lambda d, probe: tbx.explain(d, data=probe, freq=3),
 }
 
 
