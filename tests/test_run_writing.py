@@ -190,7 +190,7 @@ def test_mirrored_strategy(tmp_path, read_run):
             model.compile("sgd", "mse")
         x = np.random.rand(32, 4).astype("float32"); y = np.random.rand(32, 3).astype("float32")
         model.fit(x, y, epochs=3, batch_size=8, verbose=0,
-                  callbacks=tbx.explain({str(tmp_path)!r}, freq=2))
+                  callbacks=tbx.explain({str(tmp_path)!r}, data=(x[:4], y[:4]), freq=2, steps=8))
         np.save({str(tmp_path / "kernel.npy")!r}, model.get_layer("d").kernel.numpy())
         print("OK")
     """)
@@ -201,6 +201,10 @@ def test_mirrored_strategy(tmp_path, read_run):
     np.testing.assert_allclose(run.value("weights/m/d/kernel/norm", 2), np.linalg.norm(kernel),
                                rtol=1e-6)
     assert run.steps("keras") == [0]
+    # the probe callbacks work on mirrored variables too
+    assert run.steps("gradients/global_norm") == [0, 2]
+    assert run.steps("activations/m/d/dead_fraction") == [0, 2]
+    assert run.value("attributions/completeness_delta", 2) < 1e-4  # a linear model: exact
 
 
 class _FakeStrategy:
