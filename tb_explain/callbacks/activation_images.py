@@ -36,7 +36,9 @@ class ActivationImages(ExplainCallback):
       unless `log_inputs=False` (probes can be private data).
 
     By default, inputs, pure reshapes and dropout are skipped, and big models
-    keep `max_layers` evenly spaced layers (the last always), so one event on
+    keep at most `max_layers` layers: block outputs first (a conv or BN that
+    only feeds a BN, an activation or a residual add is an intermediate
+    step), then evenly spaced (the last always), so one event on
     ResNet50 with 2 probe samples stays a few MB.
 
     Args:

@@ -43,14 +43,36 @@ def all_layers(model):
     return found
 
 
+#: Layers that finish what the layer before them started: a layer whose
+#: outputs only feed these is an intermediate step (conv -> BN -> ReLU).
+ABSORBING_CLASSES = (
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Add",
+)
+
+
+def _is_intermediate(layer):
+    consumers = [getattr(node, "operation", None)
+                 for node in getattr(layer, "_outbound_nodes", None) or []]
+    return bool(consumers) and all(type(c).__name__ in ABSORBING_CLASSES for c in consumers)
+
+
 def default_selection(model, max_layers=32):
     """Layers worth showing: no inputs or pure reshapes; at most `max_layers`.
 
-    When more remain, an evenly spaced subset is kept, always with the last.
+    When more remain, intermediate steps are dropped first (a layer whose
+    outputs only feed normalization, activation or residual-add layers:
+    the conv and BN of conv -> BN -> ReLU), so big models show block
+    outputs; then an evenly spaced subset is kept, always with the last.
     """
     layers = [(p, l) for p, l in all_layers(model) if type(l).__name__ not in SKIPPED_CLASSES]
     if len(layers) <= max_layers:
         return layers
+    finished = [(p, l) for p, l in layers[:-1] if not _is_intermediate(l)] + layers[-1:]
+    if len(finished) >= max_layers // 2:
+        layers = finished
+        if len(layers) <= max_layers:
+            return layers
     if max_layers == 1:
         return layers[-1:]
     step = (len(layers) - 1) / (max_layers - 1)
