@@ -50,6 +50,14 @@ class Run:
 
     Raises:
         ValueError: if `path` holds no event files.
+
+    Example:
+
+    ```python
+    run = tbx.Run("runs/exp1")
+    for event in run.histograms("weights/dense/kernel"):
+        print(event.step, event.buckets[:, 2].sum())
+    ```
     """
 
     def __init__(self, path):
@@ -162,6 +170,13 @@ def load_runs(root):
 
     Raises:
         ValueError: if no run is found.
+
+    Example:
+
+    ```python
+    for name, run in tbx.load_runs("runs").items():
+        print(name, run.last("gradients/global_norm"))
+    ```
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
