@@ -208,3 +208,27 @@ def test_resnet50_event_stays_small(tmp_path, read_run):
     assert len(shown) == 32 and "activations/predictions" in shown
     # big models show block outputs, not the conv and BN steps inside a block
     assert all(t.endswith(("_relu", "_out", "predictions")) for t in shown), shown
+
+
+def test_unbuilt_model_is_checked_after_its_first_batch(tmp_path, tabular):
+    x, y = tabular
+    model = TwoDense()  # built by its first batch: probe shapes are checked then
+    model.compile("sgd", "mse")
+    seen = {"batches": 0, "epochs": 0}
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen["batches"] += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["epochs"] += 1
+
+    with pytest.raises(ValueError, match=r"`layers` entry 'hiden' matches no layer.*'hidden'"):
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[
+            Count(), tbx.ActivationImages(tmp_path, data=x[:2], layers=["hiden"])])
+    assert seen == {"batches": 0, "epochs": 0}  # names are known before the build
+    with pytest.raises(ValueError, match=r"ActivationImages: the model 'two_dense' cannot run "
+                                         r"on `data` \(the probe\)"):
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[
+            Count(), tbx.ActivationImages(tmp_path, data=x[:2, :3])])  # 3 features, not 5
+    assert seen == {"batches": 1, "epochs": 0}

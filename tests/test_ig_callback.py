@@ -108,3 +108,24 @@ def test_bad_configuration_fails_before_training(tmp_path, cnn, digits):
         cnn.fit(x, y, epochs=3, verbose=0, callbacks=[
             Count(), tbx.IntegratedGradients(tmp_path, data=x[:2], target=12)])
     assert Count.epochs == 0
+
+
+@pytest.mark.parametrize("callback", ["GradientNorms", "IntegratedGradients"])
+def test_probe_that_does_not_fit_an_unbuilt_model_fails_after_one_batch(tmp_path, tabular,
+                                                                       callback):
+    from conftest import TwoDense
+
+    x, y = tabular
+    model = TwoDense()
+    model.compile("sgd", "mse")
+    epochs = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(epoch)
+
+    cb = getattr(tbx, callback)(tmp_path, data=(x[:2, :3], y[:2]))  # 3 features, not 5
+    with pytest.raises(ValueError, match=rf"{callback}: the model 'two_dense' cannot run on "
+                                         r"`data` \(the probe\)"):
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[Count(), cb])
+    assert epochs == []

@@ -91,8 +91,12 @@ class ActivationImages(ExplainCallback):
 
     def prepare(self):
         self._x = tf.nest.map_structure(tf.convert_to_tensor, self.probe.x)
-        self._fn, self._paths = activations.make_layer_outputs(
-            self.model, self._selection(), self._x, max_channels=self.max_channels)
+        selection = self._selection()
+        try:
+            self._fn, self._paths = activations.make_layer_outputs(
+                self.model, selection, self._x, max_channels=self.max_channels)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+            raise self.probe_failed(exc) from exc
         if not self._paths:
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "

@@ -71,6 +71,12 @@ class ExplainCallback(keras.callbacks.Callback):
             self._writer = RunWriter.acquire(self.log_dir, chief=is_chief(self.model))
         self._maybe_prepare()
 
+    def on_train_batch_end(self, batch, logs=None):
+        # A model built by its first batch (no Input, subclassed) is checked
+        # and prepared right after that batch, not after a whole epoch.
+        if self._prepared is False and self._writer is not None:
+            self._maybe_prepare()
+
     def _maybe_prepare(self):
         # Compiled logging functions capture the writer they were traced
         # with: prepare again for a new writer (or a new model).
@@ -98,6 +104,12 @@ class ExplainCallback(keras.callbacks.Callback):
             if self._writer is not None:
                 self._writer.release()
                 self._writer = None
+
+    def probe_failed(self, exc):
+        """A `ValueError` saying that the probe does not fit the model."""
+        return ValueError(
+            f"{type(self).__name__}: the model {self.model.name!r} cannot run on `data` (the "
+            f"probe): {type(exc).__name__}: {str(exc).strip().splitlines()[0][:400]}")
 
     def log_now(self, epoch):
         """Logs one event at step `epoch`, timed, and flushes it to disk."""

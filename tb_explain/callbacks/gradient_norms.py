@@ -118,6 +118,10 @@ class GradientNorms(ExplainCallback):
         self._inputs = tuple(
             None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part)
             for part in (self.probe.x, self.probe.y, self.probe.sample_weight))
+        try:  # trace now: a probe that does not fit fails here, not epochs later
+            self._compute.get_concrete_function(*self._inputs)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+            raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
         result = {k: v.numpy() for k, v in self._compute(*self._inputs).items()}

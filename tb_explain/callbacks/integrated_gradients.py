@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
@@ -111,7 +112,14 @@ class IntegratedGradients(ExplainCallback):
                     f"has {value.shape[1]} features.")
 
     def prepare(self):
-        self._explain()  # fails now, not after epochs, on a bad target/output/baseline
+        try:  # fails now, not after epochs, on a bad probe/target/output/baseline
+            self._explain()
+        except tf.errors.InvalidArgumentError as exc:
+            raise self.probe_failed(exc) from exc
+        except ValueError as exc:
+            if str(exc).startswith("`"):  # our own argument errors: already clear
+                raise
+            raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
         result = self._explain()

@@ -40,6 +40,7 @@ class ModelGraph(ExplainCallback):
         self._write_once()
 
     def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         if not self._done:
             self._write_once()
 
