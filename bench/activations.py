@@ -13,8 +13,8 @@ import argparse
 import os
 import statistics
 import sys
+import itertools
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
+from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
@@ -37,18 +38,13 @@ def measure(name, model, x, repeats):
     forward(probe)
     callback.log_now(0)  # trace both
     size0 = sum(os.path.getsize(os.path.join(log_dir, f)) for f in os.listdir(log_dir))
-    ours, base = [], []
-    for epoch in range(1, repeats + 1):
-        start = time.perf_counter()
-        callback.log_now(epoch)
-        ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        forward(probe).numpy()
-        base.append(time.perf_counter() - start)
+    epochs = itertools.count(1)
+    times = interleaved({"event": lambda: callback.log_now(next(epochs)),
+                         "forward": lambda: forward(probe).numpy()}, repeats)
     callback.on_train_end()
     size = sum(os.path.getsize(os.path.join(log_dir, f)) for f in os.listdir(log_dir))
     per_event = (size - size0) / repeats
-    ratio = statistics.median(ours) / statistics.median(base)
+    ratio = statistics.median(times["event"]) / statistics.median(times["forward"])
     print(f"{name:40s} {ratio:10.1f} {per_event / 1e6:12.2f}")
 
 

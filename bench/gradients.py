@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
+import itertools
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,6 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
+from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
@@ -36,18 +37,16 @@ def measure(name, model, x, y, repeats):
     with warnings.catch_warnings():  # an untrained net alerts: not what is timed
         warnings.simplefilter("ignore")
         callback.log_now(0)  # trace
-    ours, step = [], []
-    for epoch in range(1, repeats + 1):
-        start = time.perf_counter()
+    epochs = itertools.count(1)
+
+    def event():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            callback.log_now(epoch)
-        ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        step.append(time.perf_counter() - start)
+            callback.log_now(next(epochs))
+
+    times = interleaved({"event": event, "step": lambda: model.train_on_batch(x, y)}, repeats)
     callback.on_train_end()
-    ratio = statistics.median(ours) / statistics.median(step)
+    ratio = statistics.median(times["event"]) / statistics.median(times["step"])
     print(f"{name:48s} {ratio:8.2f}")
 
 

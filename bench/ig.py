@@ -24,7 +24,6 @@ Targets: tbx / floor <= 1.25, tbx / tutorial < 1.
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
+from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 M_STEPS = 50  # the tutorial's default: 51 alphas
@@ -105,14 +105,9 @@ def bench(name, model, x, repeats):
     runs = {"floor": lambda: floor(batch, batch_targets).numpy(),
             "tbx": ours, "tutorial": lambda: tutorial(x, targets)}
     same = np.abs(ours().attributions - tutorial(x, targets)).max()
-    times = {k: [] for k in runs}
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    med = {k: min(v) for k, v in times.items()}  # the least-disturbed run of each
-    print(f"{name:34s} {med['tbx'] / med['floor']:10.2f} {med['tbx'] / med['tutorial']:12.2f}"
+    times = interleaved(runs, repeats)
+    best = {k: min(v) for k, v in times.items()}  # the least-disturbed run of each
+    print(f"{name:34s} {best['tbx'] / best['floor']:10.2f} {best['tbx'] / best['tutorial']:12.2f}"
           f" {same:14.2e}")
 
 

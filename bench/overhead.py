@@ -15,6 +15,7 @@ interleaved, as a ratio (target: <= 1.0).
 """
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -28,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
+from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
@@ -81,20 +83,16 @@ def part2(repeats):
     model.fit(x, y, epochs=1, verbose=0, callbacks=[ours, theirs])  # set up both
     ours.on_train_begin()
     theirs.set_model(model)  # fit closed its writers: open new ones
-    ours_t, theirs_t = [], []
-    for epoch in range(repeats):
-        start = time.perf_counter()
-        ours.log_now(epoch)
-        ours_t.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        theirs._log_weights(epoch)
-        theirs_t.append(time.perf_counter() - start)
+    ours_epochs, theirs_epochs = itertools.count(), itertools.count()
+    times = interleaved({"ours": lambda: ours.log_now(next(ours_epochs)),
+                         "theirs": lambda: theirs._log_weights(next(theirs_epochs))}, repeats)
     ours.on_train_end()
     n = sum(int(np.prod(w.shape)) for w in model.weights)
     print(f"\nPart 2: one weight-histogram event, MobileNetV2 ({len(model.weights)} weights, "
           f"{n:,} values), median of {repeats} interleaved events")
     print(f"tbx.WeightHistograms / keras TensorBoard(histogram_freq=1): "
-          f"{statistics.median(ours_t) / statistics.median(theirs_t):.3f}  (target <= 1.0)")
+          f"{statistics.median(times['ours']) / statistics.median(times['theirs']):.3f}"
+          "  (target <= 1.0)")
 
 
 def main():
