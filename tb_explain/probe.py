@@ -46,6 +46,16 @@ def _length(structure):
     return {len(leaf) if np.ndim(leaf) else 0 for leaf in tf.nest.flatten(structure)}
 
 
+def named_leaves(x):
+    """`[(name, array)]` of a probe's inputs: dict keys, list indices as
+    strings, or `[(None, x)]` for a single array."""
+    if isinstance(x, dict):
+        return list(x.items())
+    if isinstance(x, list):
+        return [(str(i), v) for i, v in enumerate(x)]
+    return [(None, x)]
+
+
 def _take(structure, n):
     return tf.nest.map_structure(lambda a: a[:n], structure)
 
@@ -131,6 +141,11 @@ class Probe:
                     raise ValueError(f"`data` {name} holds {bad} NaN/Inf values.")
                 if leaf.dtype.kind not in "fiub":
                     raise TypeError(f"`data` {name} must be numeric, got dtype {leaf.dtype}.")
+
+    def tensors(self):
+        """`(x, y, sample_weight)` as nests of tensors (None where absent)."""
+        return tuple(None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part)
+                     for part in (self.x, self.y, self.sample_weight))
 
     def validate(self, model):
         """Checks the probe against `model`'s inputs (names, ranks, shapes).

@@ -34,14 +34,6 @@ def test_batched_statistics_match_numpy(bins):
             np.testing.assert_array_equal(buckets[i], 0.0)
 
 
-def test_histogram_buckets_single_tensor_matches_batched():
-    values = tf.constant(np.random.default_rng(1).normal(size=1000))
-    single = stats.histogram_buckets(values, 30).numpy()
-    batched = stats.batched_statistics([values], 30)[0].numpy()[0]
-    np.testing.assert_array_equal(single[:, 2], batched[:, 2])
-    np.testing.assert_allclose(single[:, :2], batched[:, :2], rtol=1e-12)
-
-
 def test_colormaps_endpoints_and_nan():
     rgb = colormap.apply(np.array([0.0, 0.5, 1.0, np.nan]), "diverging")
     np.testing.assert_array_equal(rgb[0], [0x21, 0x66, 0xAC])  # blue

@@ -1,12 +1,10 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tb_explain as tbx
 from tb_explain.compute import attribution
 from tb_explain.compute.quadrature import METHODS, quadrature
-from tb_explain.render.colormap import LUTS
 
 
 def _linear(units=3, features=4):

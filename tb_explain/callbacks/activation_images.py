@@ -6,7 +6,7 @@ import tensorflow as tf
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import activations
-from tb_explain.probe import Probe
+from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
 
@@ -90,7 +90,7 @@ class ActivationImages(ExplainCallback):
         return activations.default_selection(self.model, self.max_layers)
 
     def prepare(self):
-        self._x = tf.nest.map_structure(tf.convert_to_tensor, self.probe.x)
+        self._x = self.probe.tensors()[0]
         selection = self._selection()
         try:
             self._fn, self._paths = activations.make_layer_outputs(
@@ -120,10 +120,7 @@ class ActivationImages(ExplainCallback):
             self._log_inputs(epoch)
 
     def _log_inputs(self, epoch):
-        x = self.probe.x
-        named = (x.items() if isinstance(x, dict) else
-                 [(str(i), v) for i, v in enumerate(x)] if isinstance(x, list) else [(None, x)])
-        for name, value in named:
+        for name, value in named_leaves(self.probe.x):
             if not np.issubdtype(value.dtype, np.floating) and value.ndim < 3:
                 continue  # token ids: not an image
             rendered = images.input_images(value)

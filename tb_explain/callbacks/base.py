@@ -40,7 +40,8 @@ class ExplainCallback(keras.callbacks.Callback):
         self.log_dir = _validate.check_log_dir(log_dir)
         self.freq = _validate.check_int("freq", freq, minimum=1)
         self._writer = None
-        self._prepared = False
+        self._prepared = None  # (writer, model) the compiled functions were made for
+        self._ready = False
         self._last_epoch = None
         self._last_logged = None
         self._epochs = None
@@ -69,13 +70,13 @@ class ExplainCallback(keras.callbacks.Callback):
         self._last_logged = None
         if self._writer is None:
             self._writer = RunWriter.acquire(self.log_dir, chief=is_chief(self.model))
-        self._maybe_prepare()
+        self._ready = self._maybe_prepare()
 
     def on_train_batch_end(self, batch, logs=None):
         # A model built by its first batch (no Input, subclassed) is checked
         # and prepared right after that batch, not after a whole epoch.
-        if self._prepared is False and self._writer is not None:
-            self._maybe_prepare()
+        if not self._ready and self._writer is not None:
+            self._ready = self._maybe_prepare()
 
     def _maybe_prepare(self):
         # Compiled logging functions capture the writer they were traced

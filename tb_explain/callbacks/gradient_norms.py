@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import gradients, stats
+from tb_explain.compute import gradients
 from tb_explain.probe import Probe
 from tb_explain.summary import ops
 
@@ -115,9 +115,7 @@ class GradientNorms(ExplainCallback):
         for i, path in enumerate(self._paths):
             self._layers.setdefault(gradients.layer_of(path), []).append(i)
         self._has_snapshot = False
-        self._inputs = tuple(
-            None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part)
-            for part in (self.probe.x, self.probe.y, self.probe.sample_weight))
+        self._inputs = self.probe.tensors()
         try:  # trace now: a probe that does not fit fails here, not epochs later
             self._compute.get_concrete_function(*self._inputs)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:

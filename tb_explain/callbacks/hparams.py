@@ -101,9 +101,6 @@ class HParams(ExplainCallback):
         with self._writer.record(0):
             hp.hparams(self.values, trial_id=self.trial_id)
 
-    def should_log(self, epoch):
-        return True
-
     def log_event(self, epoch):
         pass  # metrics are written in on_epoch_end, where keras's logs are
 

@@ -9,17 +9,14 @@ from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attribution
 from tb_explain.compute.quadrature import METHODS
-from tb_explain.probe import Probe
+from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
 
 
 def _named_leaves(x):
-    if isinstance(x, dict):
-        return list(x.items())
-    if isinstance(x, list):
-        return [(str(i), v) for i, v in enumerate(x)]
-    return [("input", x)]
+    """Probe inputs by tag name: `input` for a single-input model."""
+    return [(name or "input", value) for name, value in named_leaves(x)]
 
 
 class IntegratedGradients(ExplainCallback):

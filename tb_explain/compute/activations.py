@@ -8,6 +8,7 @@ the traced graph keeps those outputs, and the wrappers are removed at once.
 The concrete function is traced once per probe and never again.
 """
 
+import contextlib
 import difflib
 import functools
 import re
@@ -15,7 +16,7 @@ import re
 import keras
 import tensorflow as tf
 
-from tb_explain._keras import layer_path
+from tb_explain._keras import swapped_call, walk_layers
 from tb_explain.compute import stats
 
 #: Layers skipped by the default selection: inputs, pure reshapes and
@@ -30,17 +31,8 @@ SKIPPED_CLASSES = (
 
 def all_layers(model):
     """Returns `[(path, layer)]` of every non-model layer, nested ones included."""
-    found = []
-
-    def walk(container):
-        for layer in getattr(container, "layers", None) or []:
-            if getattr(layer, "layers", None) is not None and isinstance(layer, keras.Model):
-                walk(layer)
-            else:
-                found.append((layer_path(layer), layer))
-
-    walk(model)
-    return found
+    return [(path, layer) for _, path, layer in walk_layers(model)
+            if not isinstance(layer, keras.Model)]
 
 
 #: Layers that finish what the layer before them started: a layer whose
@@ -190,18 +182,9 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         return {"display": display, "buckets": buckets, "dead": stack(dead),
                 "saturated": stack(saturated)}
 
-    originals = []
-    for path, layer in layers:
-        original = layer.__dict__.get("call")
-        originals.append((layer, original))
-        object.__setattr__(layer, "call", wrap(path, layer.call))
-    try:
+    with contextlib.ExitStack() as stack:
+        for path, layer in layers:
+            stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
         spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
         concrete = tf.function(forward).get_concrete_function(spec)
-    finally:
-        for layer, original in originals:
-            if original is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", original)
     return concrete, list(reached)

@@ -2,13 +2,13 @@
 
 The algorithm, the quadrature rules (`quadrature.py`) and batching are kept
 apart: the `samples x steps` interpolated inputs are enumerated as one flat
-index, processed in chunks of `batch_size` inside a compiled `tf.while_loop`
-with a running weighted sum per sample, so memory is bounded by one chunk and
-the whole computation is one graph, traced once per model and input shape.
+index and processed in chunks of at most `batch_size` rows by one compiled
+function (traced once per model, input shape and chunk size), which adds each
+chunk's weighted gradients to a running sum per sample, so memory is bounded
+by one chunk.
 """
 
 import dataclasses
-import functools
 import weakref
 
 import keras
@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._keras import swapped_call, walk_layers
 from tb_explain.compute.quadrature import METHODS, quadrature
 
 
@@ -49,20 +50,36 @@ class Attribution:
 
 # -- inputs ------------------------------------------------------------------
 
-def _flatten_inputs(inputs):
-    """Returns `(leaves, rebuild)` for an array, a list or a dict of arrays."""
+def _structure(inputs):
+    """How inputs are nested: `("dict", keys)`, `("list", n)` or `("single",)`."""
     if isinstance(inputs, dict):
-        keys = list(inputs)
-        return [np.asarray(inputs[k]) for k in keys], lambda leaves: dict(zip(keys, leaves))
-    if isinstance(inputs, (list, tuple)) and inputs and all(
-        hasattr(v, "shape") for v in inputs
-    ):
-        return [np.asarray(v) for v in inputs], list
-    return [np.asarray(inputs)], lambda leaves: leaves[0]
+        return ("dict", tuple(inputs))
+    if isinstance(inputs, (list, tuple)) and inputs and all(hasattr(v, "shape") for v in inputs):
+        return ("list", len(inputs))
+    return ("single",)
+
+
+def _rebuilder(structure):
+    """The inverse of flattening: leaves back into `structure`."""
+    if structure[0] == "dict":
+        return lambda leaves: dict(zip(structure[1], leaves))
+    if structure[0] == "list":
+        return list
+    return lambda leaves: leaves[0]
+
+
+def _flatten_inputs(inputs):
+    """Returns `(leaves, structure)` for an array, a list or a dict of arrays."""
+    structure = _structure(inputs)
+    if structure[0] == "dict":
+        return [np.asarray(inputs[k]) for k in structure[1]], structure
+    if structure[0] == "list":
+        return [np.asarray(v) for v in inputs], structure
+    return [np.asarray(inputs)], structure
 
 
 def _embedding_for_tokens(model):
-    embeddings = [l for l in _walk(model) if isinstance(l, keras.layers.Embedding)]
+    embeddings = [l for _, _, l in walk_layers(model) if isinstance(l, keras.layers.Embedding)]
     if len(embeddings) != 1:
         raise ValueError(
             f"`inputs` holds integer token ids, which integrated gradients attributes at "
@@ -70,13 +87,6 @@ def _embedding_for_tokens(model):
             f"Embedding layers, and exactly one is supported."
         )
     return embeddings[0]
-
-
-def _walk(model):
-    for layer in getattr(model, "layers", None) or []:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
 
 
 def _blur(x):
@@ -102,9 +112,10 @@ def _blur(x):
 
 def _baselines(baseline, leaves, seed=0):
     """Returns a list of baseline leaf lists (several baselines are averaged)."""
-    if isinstance(baseline, list) and baseline and not all(
-        isinstance(b, np.ndarray) for b in baseline
-    ) or (isinstance(baseline, list) and len(baseline) != len(leaves)):
+    # A list is several baselines, unless it is one array per input.
+    per_input = isinstance(baseline, list) and len(baseline) == len(leaves) and all(
+        isinstance(b, np.ndarray) for b in baseline)
+    if isinstance(baseline, list) and not per_input:
         return [_baselines(b, leaves, seed + i)[0] for i, b in enumerate(baseline)]
     if baseline is None:
         return [[np.zeros_like(x) for x in leaves]]
@@ -151,22 +162,6 @@ def _select(outputs, output):
     return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
 
 
-def _structure(inputs):
-    if isinstance(inputs, dict):
-        return ("dict", tuple(inputs))
-    if isinstance(inputs, (list, tuple)) and inputs and all(hasattr(v, "shape") for v in inputs):
-        return ("list", len(inputs))
-    return ("single",)
-
-
-def _rebuilder(structure):
-    if structure[0] == "dict":
-        return lambda leaves: dict(zip(structure[1], leaves))
-    if structure[0] == "list":
-        return list
-    return lambda leaves: leaves[0]
-
-
 def _core(model, output, token_layer, structure):
     """Compiled IG core for `model`, cached per model and configuration."""
     key = (output, id(token_layer) if token_layer is not None else None, structure)
@@ -175,13 +170,7 @@ def _core(model, output, token_layer, structure):
     if key in per_model:
         return per_model[key]
 
-    holder = {}
-
-    def forward(model_inputs, injected):
-        if token_layer is None:
-            return model(model_inputs, training=False)
-        holder["value"] = injected
-        return model(model_inputs, training=False)
+    holder = {}  # token inputs: the interpolated embeddings the swapped call returns
 
     @tf.function(autograph=False)
     def core(xs, bases, model_xs, target, alphas, weights, start, chunk, acc):
@@ -204,9 +193,10 @@ def _core(model, output, token_layer, structure):
         with tf.GradientTape() as tape:
             tape.watch(interp)
             if token_layer is None:
-                outs = forward(rebuild(interp), None)
+                outs = model(rebuild(interp), training=False)
             else:
-                outs = forward(rebuild([tf.gather(m, sample) for m in model_xs]), interp[0])
+                holder["value"] = interp[0]
+                outs = model(rebuild([tf.gather(m, sample) for m in model_xs]), training=False)
             selected = _select(outs, output)
             f_rows = tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1)
             f = tf.reduce_sum(f_rows)
@@ -233,15 +223,8 @@ def _core(model, output, token_layer, structure):
     def call(*args):
         if token_layer is None:
             return run(*args)
-        original = token_layer.__dict__.get("call")
-        object.__setattr__(token_layer, "call", lambda *a, **k: holder["value"])
-        try:
+        with swapped_call(token_layer, lambda *a, **k: holder["value"]):
             return run(*args)
-        finally:
-            if original is None:
-                object.__delattr__(token_layer, "call")
-            else:
-                object.__setattr__(token_layer, "call", original)
 
     call.core = core
     per_model[key] = call
@@ -360,7 +343,8 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
         batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
     alphas, weights = quadrature(method, steps)
 
-    leaves, rebuild = _flatten_inputs(inputs)
+    leaves, structure = _flatten_inputs(inputs)
+    rebuild = _rebuilder(structure)
     n = len(leaves[0])
     if n == 0 or any(len(x) != n for x in leaves):
         raise ValueError(f"`inputs` must hold the same non-zero number of samples in every "
@@ -412,7 +396,7 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
         targets = _targets(target, scores)
         f_x = scores[np.arange(n), targets]
 
-    core = _core(model, key, token_layer, _structure(inputs))
+    core = _core(model, key, token_layer, structure)
     total_rows = n * steps
     # Balanced chunks of at most batch_size rows: the last one is padded least.
     chunks = -(-total_rows // (batch_size or total_rows))
@@ -440,11 +424,9 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
             if f_x is None:
                 f_x = path[:, -1]
             continue
-        object.__setattr__(token_layer, "call", lambda *a, **k: tf.convert_to_tensor(bases[0]))
-        try:  # F(baseline) for tokens: the baseline embeddings injected
+        embedded_base = tf.convert_to_tensor(bases[0])
+        with swapped_call(token_layer, lambda *a, **k: embedded_base):  # F(baseline), tokens
             base_out = model(model_inputs, training=False)
-        finally:
-            object.__delattr__(token_layer, "call")
         f_base += _select(base_out, key).numpy()[np.arange(n), targets]
     total = [t / len(base_sets) for t in total]
     f_base /= len(base_sets)

@@ -1,21 +1,16 @@
 """Tensor statistics in pure TensorFlow: histograms, norms, finiteness.
 
-These run inside compiled functions. `histogram_buckets` produces exactly the
-`[k, 3]` (left edge, right edge, count) layout that TensorBoard's histogram
-plugin reads, but in O(n) time and memory with `tf.histogram_fixed_width`,
-where TensorBoard's own `_buckets` (used by `tf.summary.histogram` and so by
-`keras.callbacks.TensorBoard`) builds an n x k one-hot matrix.
+These run inside compiled functions. `batched_statistics` produces exactly the
+`[k, 3]` (left edge, right edge, count) histogram layout that TensorBoard's
+histogram plugin reads, for many tensors at once, in O(n) time and memory
+with segment reductions, where TensorBoard's own `_buckets` (used by
+`tf.summary.histogram` and so by `keras.callbacks.TensorBoard`) builds an
+n x k one-hot matrix per tensor.
 """
 
 import tensorflow as tf
 
 DEFAULT_BINS = 30
-
-
-def finite_values(tensor):
-    """Returns the finite elements of `tensor`, flattened, as float64."""
-    flat = tf.reshape(tf.cast(tensor, tf.float64), [-1])
-    return tf.boolean_mask(flat, tf.math.is_finite(flat))
 
 
 def nonfinite_count(tensor):
@@ -30,39 +25,6 @@ def l2_norm(tensor):
     """Returns the L2 norm of `tensor` as float64 (NaN/Inf propagate)."""
     flat = tf.reshape(tf.cast(tensor, tf.float64), [-1])
     return tf.sqrt(tf.reduce_sum(tf.square(flat)))
-
-
-def histogram_buckets(values, bins=DEFAULT_BINS):
-    """Buckets `values` the way TensorBoard's histogram plugin expects.
-
-    Args:
-        values: A tensor of finite values (any shape; flattened).
-        bins: Python int, the number of equal-width buckets.
-
-    Returns:
-        A float64 tensor of shape `[bins, 3]`: left edge, right edge and count
-        of each bucket between the minimum and the maximum (the last bucket
-        includes the maximum). Empty input gives all zeros; a constant input
-        gives `bins` zero-width buckets at that value with every count in the
-        last one, as in `tf.summary.histogram`.
-    """
-    # Branch-free (no tf.cond): cheap to trace, one fused graph per model.
-    values = tf.reshape(tf.cast(values, tf.float64), [-1])
-    size = tf.size(values)
-    nonempty = size > 0
-    low = tf.where(nonempty, tf.reduce_min(values), tf.constant(0.0, tf.float64))
-    high = tf.where(nonempty, tf.reduce_max(values), tf.constant(0.0, tf.float64))
-    spread = high > low
-    counts = tf.histogram_fixed_width(
-        values, tf.stack([low, tf.where(spread, high, low + 1.0)]), nbins=bins,
-        dtype=tf.int64,
-    )
-    counts = tf.cast(counts, tf.float64)
-    # A constant input: every count in the last, zero-width bucket.
-    last = tf.one_hot(bins - 1, bins, dtype=tf.float64) * tf.cast(size, tf.float64)
-    counts = tf.where(spread, counts, last)
-    edges = tf.where(spread, tf.linspace(low, high, bins + 1), tf.fill([bins + 1], low))
-    return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 #: Values per fused group in `batched_statistics`: bounds peak memory.
@@ -121,8 +83,11 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES):
         chunk_values: Python int, values per fused group.
 
     Returns:
-        `(buckets, norms, nonfinite)`: float64 `[n, bins, 3]` in the layout of
-        `histogram_buckets` (finite values only), float64 `[n]` L2 norms
+        `(buckets, norms, nonfinite)`: float64 `[n, bins, 3]` histograms of
+        the finite values (left edge, right edge, count of equal-width
+        buckets from the minimum to the maximum, the last bucket including
+        the maximum; a constant tensor gives zero-width buckets at its value
+        with every count in the last, as `tf.summary.histogram` does), float64 `[n]` L2 norms
         (NaN/Inf propagate) and int64 `[n]` counts of NaN/Inf values.
     """
     if not tensors:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_explain._keras import layer_path
+from tb_explain._keras import walk_layers
 from tb_explain.summary import ops
 
 _KERAS_GRAPH_METADATA = None
@@ -123,14 +123,6 @@ def _output_shape(layer):
         return "?"
     shapes = [tuple(t.shape) for t in tf.nest.flatten(output)]
     return ", ".join(str(s) for s in shapes)
-
-
-def walk_layers(layer, depth=0):
-    """Yields `(depth, path, layer)` for every layer nested in `layer`."""
-    for sub in getattr(layer, "layers", None) or []:
-        yield depth, layer_path(sub), sub
-        if getattr(sub, "layers", None):
-            yield from walk_layers(sub, depth + 1)
 
 
 def summary_markdown(model):

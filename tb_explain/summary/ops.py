@@ -53,7 +53,7 @@ def write_histogram(tag, buckets, step):
 
     Args:
         tag: Summary tag.
-        buckets: Float64 tensor from `compute.stats.histogram_buckets`.
+        buckets: Float64 `[k, 3]` buckets, as from `compute.stats.batched_statistics`.
         step: Int step.
     """
     return tf.summary.write(
