@@ -105,6 +105,10 @@ class Probe:
                 batched = _from_dataset(data, self.max_samples, batched=False)
                 self._dataset = None
             data = batched
+        self._load(data)
+
+    def _load(self, data):
+        """Splits `data` into x, y, sample_weight; converts, checks and caps them."""
         if isinstance(data, tuple):
             if not 1 <= len(data) <= 3:
                 raise ValueError(
@@ -201,11 +205,5 @@ class Probe:
                 )
 
     def _reread_unbatched(self):
-        data = _from_dataset(self._dataset, self.max_samples, batched=False)
-        x, y, sample_weight = (tuple(data) + (None, None))[:3] if isinstance(data, tuple) else (
-            data, None, None)
-        self.x, self.y, self.sample_weight = (
-            None if part is None else _take(_to_numpy(part, name), self.max_samples)
-            for part, name in ((x, "x"), (y, "y"), (sample_weight, "sample_weight")))
-        self.num_samples = len(tf.nest.flatten(self.x)[0])
+        self._load(_from_dataset(self._dataset, self.max_samples, batched=False))
         self._dataset = None
