@@ -60,7 +60,7 @@ def _metrics(path, run):
 def describe(path, run):
     """One row of figures for a run (a dict)."""
     row = {"run": path}
-    row.update({k: v for k, v in sorted(_metrics(path, run).items())})
+    row.update(sorted(_metrics(path, run).items()))
     if "gradients/global_norm" in run.tags("scalars"):
         steps, norms = run.scalars("gradients/global_norm")
         row["grad_norm_first"] = float(norms[0])
