@@ -3,7 +3,8 @@
 `data` is accepted in every form `model.fit` users have at hand: an array;
 `(x,)`, `(x, y)` or `(x, y, sample_weight)`; a list or dict of arrays for
 multi-input models (a dict `y` for multi-output models); or a
-`tf.data.Dataset` (its first samples). It is capped at `max_samples`,
+`tf.data.Dataset` (its first samples). Inputs may mix numbers and strings
+(categorical features looked up inside the model). It is capped at `max_samples`,
 materialized once as numpy arrays (so every logging event sees the same
 samples and images compare across epochs), and checked against the model in
 `on_train_begin`.
@@ -13,6 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+
+
+def strings_as_array(array):
+    """An object array of `str` or `bytes` (tf.string read back) as a numpy
+    string array; other arrays unchanged."""
+    if array.dtype.kind != "O":
+        return array
+    flat = array.reshape(-1)
+    if len(flat) and all(isinstance(v, bytes) for v in flat):
+        return array.astype(bytes)
+    return array.astype(str)
 
 
 def _is_leaf(value):
@@ -138,13 +150,17 @@ class Probe:
             _take(p, self.num_samples) if p is not None else None
             for p in (self.x, self.y, self.sample_weight)
         )
+        if self.x is not None:  # strings (categorical features) are inputs too
+            self.x = tf.nest.map_structure(strings_as_array, self.x)
         for name, part in (("x", self.x), ("y", self.y), ("sample_weight", self.sample_weight)):
+            allowed = "fiubUS" if name == "x" else "fiub"
             for leaf in tf.nest.flatten(part) if part is not None else []:
                 if leaf.dtype.kind == "f" and not np.isfinite(leaf).all():
                     bad = int((~np.isfinite(leaf)).sum())
                     raise ValueError(f"`data` {name} holds {bad} NaN/Inf values.")
-                if leaf.dtype.kind not in "fiub":
-                    raise TypeError(f"`data` {name} must be numeric, got dtype {leaf.dtype}.")
+                if leaf.dtype.kind not in allowed:
+                    kinds = "numeric or strings" if name == "x" else "numeric"
+                    raise TypeError(f"`data` {name} must be {kinds}, got dtype {leaf.dtype}.")
 
     def tensors(self):
         """`(x, y, sample_weight)` as nests of tensors (None where absent)."""

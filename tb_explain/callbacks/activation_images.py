@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import activations
+from tb_explain.compute import activations, stats
 from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
@@ -62,6 +62,8 @@ class ActivationImages(ExplainCallback):
     ```
     """
 
+    tag_prefix = "activations"
+
     def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, max_channels=16,
                  max_layers=32, log_inputs=True):
         super().__init__(log_dir, freq)
@@ -103,7 +105,7 @@ class ActivationImages(ExplainCallback):
                 "called by the model's forward pass.")
 
     def log_event(self, epoch):
-        result = self._fn(self._x)
+        result = self._fn(self._x, stats.zero())
         dead = result["dead"].numpy()
         saturated = result["saturated"].numpy()
         buckets = result["buckets"].numpy()

@@ -2,6 +2,8 @@
 
 import re
 import time
+import traceback
+import warnings
 
 import keras
 import tensorflow as tf
@@ -14,6 +16,15 @@ def _snake(name):
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+class LoggingFailedWarning(RuntimeWarning):
+    """A tb_explain logging event failed; training went on.
+
+    The event's error is also written as Text under `<prefix>/alerts` of the
+    callback (`weights/alerts`, `attributions/alerts`...). The test suite
+    turns this warning into an error, so it never hides a bug.
+    """
+
+
 class ExplainCallback(keras.callbacks.Callback):
     """Base class of the tb_explain callbacks.
 
@@ -21,6 +32,15 @@ class ExplainCallback(keras.callbacks.Callback):
     context, so plain `tf.summary.*` calls land in the run) and may implement
     `validate_model()` (checks that need the model, run in `on_train_begin`)
     and `prepare()` (one-time setup that needs a built model).
+
+    Faults: configuration errors raise before training (`validate_model`,
+    `prepare`); anything that fails later, inside a logging event, becomes
+    one `LoggingFailedWarning` and a Text card `<tag_prefix>/alerts`, and
+    training goes on.
+
+    Setup: `prepare()` validates and warms up the compiled functions; its
+    duration is logged once as `timing/<callback>_setup_seconds`, so the
+    per-event `timing/<callback>_seconds` shows the steady cost.
 
     Schedule: an event is logged at the end of epoch `e` when `e % freq == 0`
     (absolute epoch, so `fit(initial_epoch=k)` continues the same axis) and
@@ -35,6 +55,9 @@ class ExplainCallback(keras.callbacks.Callback):
         freq: Log every `freq` epochs (int >= 1).
     """
 
+    #: First tag segment of what the callback writes (its `alerts` go there).
+    tag_prefix = "tb_explain"
+
     def __init__(self, log_dir, freq=1):
         super().__init__()
         self.log_dir = _validate.check_log_dir(log_dir)
@@ -45,6 +68,7 @@ class ExplainCallback(keras.callbacks.Callback):
         self._last_epoch = None
         self._last_logged = None
         self._epochs = None
+        self._setup_seconds = None
 
     # -- hooks for subclasses -------------------------------------------------
     def validate_model(self):
@@ -62,6 +86,11 @@ class ExplainCallback(keras.callbacks.Callback):
     def timing_tag(self):
         """Tag of the scalar holding each logging event's duration (seconds)."""
         return f"timing/{_snake(type(self).__name__)}_seconds"
+
+    @property
+    def setup_tag(self):
+        """Tag of the scalar holding the one-time setup's duration (seconds)."""
+        return f"timing/{_snake(type(self).__name__)}_setup_seconds"
 
     def on_train_begin(self, logs=None):
         self.validate_model()
@@ -83,7 +112,9 @@ class ExplainCallback(keras.callbacks.Callback):
         # with: prepare again for a new writer (or a new model).
         key = (id(self._writer), id(self.model))
         if self._prepared != key and self.model.built:
+            start = time.perf_counter()
             self.prepare()
+            self._setup_seconds = time.perf_counter() - start
             self._prepared = key
         return self._prepared == key
 
@@ -123,9 +154,32 @@ class ExplainCallback(keras.callbacks.Callback):
             return
         start = time.perf_counter()
         with self._writer.record(epoch):
-            self.log_event(epoch)
+            try:
+                self.log_event(epoch)
+            except Exception as exc:  # a logging fault must never end a fit
+                self.event_failed(epoch, exc)
             tf.summary.scalar(
                 self.timing_tag, time.perf_counter() - start, step=epoch,
                 description="Seconds this callback's logging event took.",
             )
+            if self._setup_seconds is not None:
+                tf.summary.scalar(
+                    self.setup_tag, self._setup_seconds, step=epoch,
+                    description="Seconds of this callback's one-time setup (validation, "
+                                "tracing and warm-up of its compiled functions).")
+                self._setup_seconds = None
         self._last_logged = epoch
+
+    def event_failed(self, epoch, exc):
+        """Reports a failed logging event: a warning and `<prefix>/alerts`."""
+        name = type(self).__name__
+        summary = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+        trace = "".join(traceback.format_exception(exc)[-6:])
+        try:
+            tf.summary.text(
+                f"{self.tag_prefix}/alerts",
+                tf.constant(f"**{name} failed to log epoch {epoch}**, training went on.\n\n"
+                            f"    {summary}\n\n```\n{trace}\n```"), step=epoch)
+        finally:
+            warnings.warn(f"tb_explain: {name} failed to log epoch {epoch} and skipped it "
+                          f"(training goes on): {summary}", LoggingFailedWarning, stacklevel=3)

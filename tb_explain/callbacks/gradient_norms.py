@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import gradients
+from tb_explain.compute import gradients, stats
 from tb_explain.probe import Probe
 from tb_explain.summary import ops
 
@@ -70,6 +70,8 @@ class GradientNorms(ExplainCallback):
     ```
     """
 
+    tag_prefix = "gradients"
+
     def __init__(self, log_dir, data, freq=1, histograms=True, max_samples=32,
                  vanishing_ratio=1e-4, vanishing_threshold=1e-10, exploding_factor=10.0,
                  stop_on_nonfinite=False):
@@ -117,12 +119,12 @@ class GradientNorms(ExplainCallback):
         self._has_snapshot = False
         self._inputs = self.probe.tensors()
         try:  # trace now: a probe that does not fit fails here, not epochs later
-            self._compute.get_concrete_function(*self._inputs)
+            self._compute.get_concrete_function(*self._inputs, stats.zero())
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
-        result = {k: v.numpy() for k, v in self._compute(*self._inputs).items()}
+        result = {k: v.numpy() for k, v in self._compute(*self._inputs, stats.zero()).items()}
         norms = result["norms"]
         for i, path in enumerate(self._paths):
             ops.write_scalar(f"gradients/{path}/norm", norms[i], epoch)

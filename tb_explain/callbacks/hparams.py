@@ -57,6 +57,8 @@ class HParams(ExplainCallback):
     ```
     """
 
+    tag_prefix = "hparams"
+
     def __init__(self, log_dir, hparams=None, trial_id=None):
         super().__init__(log_dir, freq=1)
         hparams = dict(hparams or {})
@@ -95,8 +97,13 @@ class HParams(ExplainCallback):
         return values
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         self._config_written = False
+        self._prepared = None  # every fit writes its configuration
+        super().on_train_begin(logs)
+
+    def prepare(self):
+        # Needs a built model (parameter count): a subclassed model is
+        # prepared right after its first batch.
         self.values = {**self.detected(), **self.hparams}
         with self._writer.record(0):
             hp.hparams(self.values, trial_id=self.trial_id)
@@ -108,7 +115,7 @@ class HParams(ExplainCallback):
         logs = {k: float(v) for k, v in (logs or {}).items()
                 if isinstance(v, numbers.Real) or hasattr(v, "__float__")}
         with self._writer.record(epoch):
-            if not self._config_written and logs:
+            if not self._config_written and logs and self.values:
                 hp.hparams_config(
                     hparams=[hp.HParam(name) for name in self.values],
                     metrics=[hp.Metric(f"hparams/{name}", display_name=name) for name in logs])

@@ -1,5 +1,6 @@
 """IntegratedGradients callback."""
 
+import logging
 import warnings
 
 import numpy as np
@@ -70,6 +71,8 @@ class IntegratedGradients(ExplainCallback):
     ```
     """
 
+    tag_prefix = "attributions"
+
     def __init__(self, log_dir, data, freq=1, steps=50, method="gausslegendre", baseline=None,
                  target=None, batch_size=None, max_samples=4, output=None, feature_names=None,
                  vocabulary=None, delta_tolerance=0.05, log_inputs=True):
@@ -92,12 +95,6 @@ class IntegratedGradients(ExplainCallback):
                                                      minimum=0.0, inclusive=False)
         self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
 
-    def _explain(self):
-        return attribution.integrated_gradients(
-            self.model, self.probe.x, target=self.target, baseline=self.baseline,
-            steps=self.steps, method=self.method, batch_size=self.batch_size,
-            output=self.output)
-
     def validate_model(self):
         self.probe.validate(self.model)
         for name, value in _named_leaves(self.probe.x):
@@ -109,38 +106,70 @@ class IntegratedGradients(ExplainCallback):
                     f"has {value.shape[1]} features.")
 
     def prepare(self):
-        try:  # fails now, not after epochs, on a bad probe/target/output/baseline
-            self._explain()
+        # Validates without computing: at most one forward pass, no gradients.
+        try:
+            plan = attribution.plan_inputs(self.model, self.probe.x)
+            self._outputs = attribution.explained_outputs(self.model, plan, self.output)
+            self._targets = {}
+            for output in self._outputs:
+                # `target` applies to multi-unit outputs; single-unit ones need none.
+                single = len(self._outputs) > 1 and attribution.output_units(
+                    self.model, output, plan) == 1
+                self._targets[output] = None if single else self.target
+                attribution.check_arguments(self.model, self.probe.x,
+                                            target=self._targets[output],
+                                            baseline=self.baseline, output=output)
         except tf.errors.InvalidArgumentError as exc:
             raise self.probe_failed(exc) from exc
         except ValueError as exc:
             if str(exc).startswith("`"):  # our own argument errors: already clear
                 raise
             raise self.probe_failed(exc) from exc
+        self._kinds = dict(zip(plan.names, plan.kinds))
+        self._skipped_note = plan.skipped_note()
+        if self._skipped_note:
+            logging.getLogger("tb_explain").warning(
+                "IntegratedGradients: %s", self._skipped_note)
 
     def log_event(self, epoch):
-        result = self._explain()
-        leaves = dict(_named_leaves(self.probe.x))
-        attributions = dict(_named_leaves(result.attributions))
-        for name, value in leaves.items():
-            attr = attributions[name]
-            tag = f"attributions/{name}"
-            if value.dtype.kind in "iu":
-                self._log_tokens(tag, value, attr, result, epoch)
-            elif value.ndim == 4:
-                self._log_images(tag, value, attr, epoch)
-            elif value.ndim == 2:
-                self._log_table(tag, name, attr, epoch)
-            else:
-                flat = attr.reshape(len(attr), -1)
-                ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)), epoch)
-        worst = float(np.max(result.relative_delta))
-        ops.write_scalar("attributions/completeness_delta", worst, epoch)
-        if worst > self.delta_tolerance:
-            warnings.warn(
-                f"tb_explain: integrated gradients completeness gap {worst:.1%} at epoch "
-                f"{epoch} exceeds {self.delta_tolerance:.0%}: raise `steps` (now {self.steps}) "
-                f"or use method='gausslegendre'.", RuntimeWarning, stacklevel=2)
+        if self._skipped_note:
+            ops.write_markdown("attributions/skipped_inputs",
+                               f"Integrated gradients: {self._skipped_note}.", epoch)
+        worst = {}
+        for output in self._outputs:
+            result = self._explain_output(output)
+            suffix = "" if len(self._outputs) == 1 else f"/{output}"
+            leaves = dict(_named_leaves(self.probe.x))
+            attributions = dict(_named_leaves(result.attributions))
+            for name, value in leaves.items():
+                if self._kinds[name] == "skip":
+                    continue
+                attr = attributions[name]
+                tag = f"attributions/{name}{suffix}"
+                if self._kinds[name] == "token":
+                    self._log_tokens(tag, value, attr, result, epoch)
+                elif value.ndim == 4:
+                    self._log_images(tag, value, attr, epoch)
+                elif value.ndim == 2:
+                    self._log_table(tag, name, attr, epoch)
+                else:
+                    flat = attr.reshape(len(attr), -1)
+                    ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)),
+                                     epoch)
+            worst[output] = float(np.max(result.relative_delta))
+            ops.write_scalar("attributions/completeness_delta" + suffix, worst[output], epoch)
+        for output, gap in worst.items():
+            if gap > self.delta_tolerance:
+                where = "" if len(worst) == 1 else f" (output {output!r})"
+                warnings.warn(
+                    f"tb_explain: integrated gradients completeness gap {gap:.1%}{where} at "
+                    f"epoch {epoch} exceeds {self.delta_tolerance:.0%}: raise `steps` (now "
+                    f"{self.steps}) or use method='gausslegendre'.", RuntimeWarning, stacklevel=2)
+
+    def _explain_output(self, output):
+        return attribution.integrated_gradients(
+            self.model, self.probe.x, target=self._targets[output], baseline=self.baseline,
+            steps=self.steps, method=self.method, batch_size=self.batch_size, output=output)
 
     def _log_images(self, tag, value, attr, epoch):
         heat = [images.attribution_heatmap(a) for a in attr]

@@ -30,6 +30,8 @@ class ModelGraph(ExplainCallback):
     ```
     """
 
+    tag_prefix = "model"
+
     def __init__(self, log_dir):
         super().__init__(log_dir, freq=1)
         self._done = False

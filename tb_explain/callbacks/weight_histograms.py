@@ -48,6 +48,8 @@ class WeightHistograms(ExplainCallback):
     ```
     """
 
+    tag_prefix = "weights"
+
     def __init__(self, log_dir, freq=1, images=False, bins=stats.DEFAULT_BINS):
         super().__init__(log_dir, freq)
         self.images = _validate.check_bool("images", images)
@@ -65,15 +67,15 @@ class WeightHistograms(ExplainCallback):
         bins = self.bins
 
         @tf.function(autograph=False)
-        def compute():
+        def compute(zero):
             return stats.batched_statistics(
-                [tf.convert_to_tensor(v.value) for v in variables], bins
+                [tf.convert_to_tensor(v.value) for v in variables], bins, zero=zero
             )
 
         self._compute_fn = compute
 
     def log_event(self, epoch):
-        buckets, norms, counts = (t.numpy() for t in self._compute_fn())
+        buckets, norms, counts = (t.numpy() for t in self._compute_fn(stats.zero()))
         for i, variable in enumerate(self._variables):
             tag = f"weights/{variable.path}"
             ops.write_histogram(tag, buckets[i], epoch)

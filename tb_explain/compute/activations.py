@@ -131,7 +131,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         bins: Histogram buckets.
 
     Returns:
-        `(fn, paths)`: `fn(x)` returns a dict with `display` (path -> float32
+        `(fn, paths)`: `fn(x, stats.zero())` returns a dict with `display` (path -> float32
         output, last axis cut to `max_channels`), `buckets` `[k, bins, 3]`,
         `dead` `[k]` (fraction of units zero for every sample and position)
         and `saturated` `[k]` (fraction of values within 0.01 of a tanh or
@@ -151,7 +151,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
 
     reached = []
 
-    def forward(inputs):
+    def forward(inputs, zero):
         captured.clear()
         model(inputs, training=False)
         outputs = {}
@@ -161,7 +161,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
                 outputs[path] = tf.cast(tensor, tf.float32)
         reached[:] = list(outputs)
         values = [outputs[p] for p in reached]
-        buckets, _, _ = stats.batched_statistics(values, bins)
+        buckets, _, _ = stats.batched_statistics(values, bins, zero=zero)
         dead, saturated = [], []
         for path, value in zip(reached, values):
             if value.shape.rank and value.shape.rank >= 2:
@@ -186,5 +186,6 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         for path, layer in layers:
             stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
         spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
-        concrete = tf.function(forward).get_concrete_function(spec)
+        concrete = tf.function(forward, autograph=False).get_concrete_function(
+            spec, tf.TensorSpec([], tf.int32))
     return concrete, list(reached)

@@ -13,7 +13,7 @@ def layer_of(variable_path):
 def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
     """Returns a compiled function computing the probe loss and its gradients' health.
 
-    The function takes `(x, y, sample_weight)`, runs `model(x, training=False)`,
+    The function takes `(x, y, sample_weight, zero)` (`zero`: `stats.zero()`), runs `model(x, training=False)`,
     applies the model's own loss (`model.compute_loss`: compiled losses, loss
     dicts of multi-output models, sample weights, regularization losses) and
     returns a dict of:
@@ -31,8 +31,8 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
     variables = list(model.trainable_variables)
     snapshots = [tf.Variable(tf.convert_to_tensor(v.value), trainable=False) for v in variables]
 
-    @tf.function
-    def compute(x, y, sample_weight):
+    @tf.function(autograph=False)
+    def compute(x, y, sample_weight, zero):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=False)
             loss = model._compute_loss(
@@ -41,7 +41,7 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
         grads = tape.gradient(loss, variables,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]
-        buckets, norms, nonfinite = stats.batched_statistics(grads, bins)
+        buckets, norms, nonfinite = stats.batched_statistics(grads, bins, zero=zero)
         values = [tf.convert_to_tensor(v.value) for v in variables]
         update_norms = tf.stack([stats.l2_norm(w - s) for w, s in zip(values, snapshots)])
         previous_norms = tf.stack([stats.l2_norm(s) for s in snapshots])

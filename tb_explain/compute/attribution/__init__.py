@@ -1,0 +1,9 @@
+"""Attribution methods: shared parts in `_common`, one module per method."""
+
+from tb_explain.compute.attribution._common import (  # noqa: F401
+    _CACHE, explained_outputs, output_units, plan_inputs,
+)
+from tb_explain.compute.attribution.integrated_gradients import (  # noqa: F401
+    _blur, check_arguments, integrated_gradients,
+)
+from tb_explain.compute.attribution.result import Attribution  # noqa: F401
