@@ -99,6 +99,7 @@ class ActivationImages(ExplainCallback):
                 self.model, selection, self._x, max_channels=self.max_channels)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
+        self._fn(self._x, stats.zero())  # warm-up: the graph is optimized at its first call
         if not self._paths:
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "

@@ -106,7 +106,7 @@ class IntegratedGradients(ExplainCallback):
                     f"has {value.shape[1]} features.")
 
     def prepare(self):
-        # Validates without computing: at most one forward pass, no gradients.
+        # Validates without computing the attributions: one gradient per output.
         try:
             plan = attribution.plan_inputs(self.model, self.probe.x)
             self._outputs = attribution.explained_outputs(self.model, plan, self.output)
@@ -116,9 +116,10 @@ class IntegratedGradients(ExplainCallback):
                 single = len(self._outputs) > 1 and attribution.output_units(
                     self.model, output, plan) == 1
                 self._targets[output] = None if single else self.target
-                attribution.check_arguments(self.model, self.probe.x,
-                                            target=self._targets[output],
-                                            baseline=self.baseline, output=output)
+                attribution.warm_up(  # validates, traces, computes one gradient
+                    self.model, self.probe.x, target=self._targets[output],
+                    baseline=self.baseline, steps=self.steps, method=self.method,
+                    batch_size=self.batch_size, output=output)
         except tf.errors.InvalidArgumentError as exc:
             raise self.probe_failed(exc) from exc
         except ValueError as exc:

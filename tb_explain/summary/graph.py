@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain._keras import walk_layers
+from tb_explain.compute.attribution._common import forward
 from tb_explain.summary import ops
 
 _KERAS_GRAPH_METADATA = None
@@ -98,8 +99,8 @@ def trace_forward_graph(model):
     if signature is None:
         warnings.warn("tb_explain: op graph skipped, the model's input shapes are unknown.")
         return None
-    fn = tf.function(lambda inputs: model(inputs, training=False))
-    concrete = fn.get_concrete_function(signature)
+    # The forward pass the attribution methods run: traced once for both.
+    concrete = forward(model).get_concrete_function(signature)
     return concrete.graph
 
 

@@ -4,6 +4,6 @@ from tb_explain.compute.attribution._common import (  # noqa: F401
     _CACHE, explained_outputs, output_units, plan_inputs,
 )
 from tb_explain.compute.attribution.integrated_gradients import (  # noqa: F401
-    _blur, check_arguments, integrated_gradients,
+    _blur, integrated_gradients, warm_up,
 )
 from tb_explain.compute.attribution.result import Attribution  # noqa: F401

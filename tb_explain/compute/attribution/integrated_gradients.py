@@ -159,9 +159,9 @@ def _core(model, output, plan):
 
     def run(*args):
         # Look concrete functions up by shapes here: cheaper than tf.function's
-        # own dispatch on nested arguments, which costs ~1 ms per call.
-        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args[:-2] + args[-1:])
-                    ) + (args[-2],)
+        # own dispatch on nested arguments, which costs ~1 ms per call. The
+        # chunk size is a tensor: one trace serves every chunk size.
+        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args[:-3] + args[-1:]))
         fn = concrete.get(key)
         if fn is None:
             fn = concrete[key] = core.get_concrete_function(*args)
@@ -193,12 +193,50 @@ def _outputs_and_targets(model, plan, target, output):
     return key, _common.targets(target, _common.select(raw, key).numpy())
 
 
-def check_arguments(model, inputs, *, target=None, baseline=None, output=None):
-    """Validates an integrated-gradients configuration without computing it.
+def _quadrature_with_ends(method, steps):
+    """The rule's points and weights, with the path's end points added
+    (weight 0) where the rule has none: they give F(baseline) and F(x)."""
+    alphas, weights = quadrature(method, steps)
+    if alphas[0] != 0:
+        alphas, weights = np.concatenate([[0.0], alphas]), np.concatenate([[0.0], weights])
+    if alphas[-1] != 1:
+        alphas, weights = np.concatenate([alphas, [1.0]]), np.concatenate([weights, [0.0]])
+    return alphas.astype(np.float32), weights.astype(np.float32)
 
-    Runs at most one forward pass (for the predicted targets, or the output
-    units of a model without symbolic outputs) and checks the baseline
-    against the inputs' shapes.
+
+class _Run:
+    """Everything one integrated-gradients computation feeds its compiled core."""
+
+    def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output):
+        self.plan = plan = _common.plan_inputs(model, inputs)
+        self.n = len(plan.leaves[0])
+        key, self.targets = _outputs_and_targets(model, plan, target, output)
+        self.xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.leaves[i])))
+                   if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
+        self.base_sets = _baseline_sets(baseline, plan, self.xs)
+        self.core = _core(model, key, plan)
+        self.feed = _common.model_input_leaves(model, plan)
+        self.alphas, self.weights = alphas, weights
+        self.total_rows = self.n * len(alphas)
+        # Balanced chunks of at most batch_size rows: the last one is padded least.
+        chunks = -(-self.total_rows // (batch_size or self.total_rows))
+        self.chunk = -(-self.total_rows // chunks)
+
+    def arguments(self, bases):
+        """The core's arguments for one baseline set, up to (start, chunk, acc)."""
+        return ([tf.convert_to_tensor(x) for x in self.xs],
+                [tf.convert_to_tensor(b) for b in bases], self.feed,
+                tf.constant(self.targets), tf.constant(self.alphas), tf.constant(self.weights))
+
+
+
+def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",
+            batch_size=None, output=None):
+    """Validates a configuration and traces its compiled core on one row.
+
+    Computes one gradient (not `samples x steps`), so the one-time cost of
+    tracing and graph optimization is paid here, and the first real call
+    runs at its steady speed.
 
     Returns:
         The `InputPlan` of `inputs`.
@@ -206,11 +244,11 @@ def check_arguments(model, inputs, *, target=None, baseline=None, output=None):
     Raises:
         ValueError: naming the parameter and the offending value.
     """
-    plan = _common.plan_inputs(model, inputs)
-    _outputs_and_targets(model, plan, target, output)
-    if baseline is not None:
-        _baselines(baseline, [plan.leaves[i] for i in plan.attributed])
-    return plan
+    alphas, weights = _quadrature_with_ends(method, steps)
+    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
+    grads = [tf.zeros(x.shape, tf.float64) for x in run.xs]
+    run.core(*run.arguments(run.base_sets[0]), tf.constant(0), tf.constant(1), grads)
+    return run.plan
 
 
 def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
@@ -263,43 +301,19 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     _validate.check_choice("method", method, METHODS)
     if batch_size is not None:
         batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
-    alphas, weights = quadrature(method, steps)
-    # The path's end points give F(baseline) and F(x): add them (weight 0)
-    # where the rule has none.
-    if alphas[0] != 0:
-        alphas, weights = np.concatenate([[0.0], alphas]), np.concatenate([[0.0], weights])
-    if alphas[-1] != 1:
-        alphas, weights = np.concatenate([alphas, [1.0]]), np.concatenate([weights, [0.0]])
-    alphas, weights = alphas.astype(np.float32), weights.astype(np.float32)
+    alphas, weights = _quadrature_with_ends(method, steps)
 
-    plan = _common.plan_inputs(model, inputs)
-    n = len(plan.leaves[0])
-    key, targets = _outputs_and_targets(model, plan, target, output)
-    xs = []
-    for i in plan.attributed:
-        x = plan.leaves[i]
-        if plan.kinds[i] == "token":
-            xs.append(np.asarray(plan.embeddings[i](tf.convert_to_tensor(x))))
-        else:
-            xs.append(x)
-    base_sets = _baseline_sets(baseline, plan, xs)
-
-    core = _core(model, key, plan)
-    points = len(alphas)
-    total_rows = n * points
-    # Balanced chunks of at most batch_size rows: the last one is padded least.
-    chunks = -(-total_rows // (batch_size or total_rows))
-    chunk = -(-total_rows // chunks)
-    feed = _common.model_input_leaves(model, plan)
+    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
+    plan, n, xs, base_sets, targets = run.plan, run.n, run.xs, run.base_sets, run.targets
+    points, total_rows, chunk = len(alphas), run.total_rows, run.chunk
     total = [np.zeros(x.shape, np.float64) for x in xs]
     f_x, f_base = None, np.zeros(n)
     for bases in base_sets:
-        args = ([tf.convert_to_tensor(x) for x in xs], [tf.convert_to_tensor(b) for b in bases],
-                feed, tf.constant(targets), tf.constant(alphas), tf.constant(weights))
+        args = run.arguments(bases)
         grads = [tf.zeros(x.shape, tf.float64) for x in xs]
         f_rows = []
         for start in range(0, total_rows, chunk):  # running weighted sum per sample
-            grads, rows = core(*args, tf.constant(start), chunk, grads)
+            grads, rows = run.core(*args, tf.constant(start), tf.constant(chunk), grads)
             f_rows.append(rows.numpy())
         path = np.concatenate(f_rows)[:total_rows].reshape(n, points).astype(np.float64)
         for j, (g, x, b) in enumerate(zip(grads, xs, bases)):  # IG = (x - x') * avg grad
