@@ -5,7 +5,9 @@ Usage:
 
 `digits` (default): a small CNN on the 8x8 digit images, with image
 attributions. `cancer`: an MLP on the breast-cancer table, with per-feature
-attributions named by the dataset's feature names. Logs keras's loss curves
+attributions named by the dataset's feature names. Both log what the model
+predicts on the train and validation sets (metrics, confusion, PR curves,
+calibration, confident mistakes, diagnostics). Logs keras's loss curves
 and everything tb_explain logs, then prints the `tensorboard --logdir ...`
 command to browse them.
 """
@@ -96,16 +98,19 @@ def main(argv=None):
     if args.dataset == "digits":
         (x, y), (x_val, y_val) = load_data()
         model = build_model()
-        loss, options = "sparse_categorical_crossentropy", {}
+        loss, options = "sparse_categorical_crossentropy", {
+            "class_names": [str(d) for d in range(10)]}
     else:
         (x, y), (x_val, y_val), names = load_cancer()
         model = build_mlp(x.shape[1])
-        loss, options = "binary_crossentropy", {"feature_names": names}
+        loss, options = "binary_crossentropy", {"feature_names": names,
+                                                "class_names": ["malignant", "benign"]}
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
     callbacks = [
         keras.callbacks.TensorBoard(args.logdir),
         *tbx.explain(args.logdir, data=(x_val[:8], y_val[:8]), freq=args.freq, images=True,
-                     steps=32, **options),
+                     steps=32, datasets={"train": (x, y), "validation": (x_val, y_val)},
+                     **options),
     ]
     model.fit(x, y, epochs=args.epochs, batch_size=64, validation_data=(x_val, y_val),
               callbacks=callbacks, verbose=2)

@@ -7,11 +7,21 @@ Part 1 fits the demo CNN on the bundled digits with each configuration, the
 configurations interleaved in every repeat, and prints each fit's median time
 as a ratio to the same fit without callbacks.
 
+Part 1 also reports the suite's one-time setup and its steady per-event
+cost, read from the `timing/*` scalars the callbacks log.
+
 Part 2 isolates the weight-histogram logging event itself on a larger model
 (keras.applications.MobileNetV2, weights=None, ~3.5M parameters): our
 `WeightHistograms` event against the histogram logging of
 `keras.callbacks.TensorBoard(histogram_freq=1)` for the same weights,
 interleaved, as a ratio (target: <= 1.0).
+
+Part 3 drives the whole suite (`tbx.explain` defaults, 2-sample probe) on
+ResNet50 (weights=None, 224x224) through the callback hooks of one fit, and
+compares its first epoch's extra time (setup + first event) and a steady
+event with the compute floor of one integrated-gradients event: the same
+2 x 52 input gradients in one compiled call, already traced (targets:
+first epoch <= 2x, steady event <= 1.3x).
 """
 
 import argparse
@@ -33,16 +43,30 @@ from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
-def fit_seconds(make_callbacks, data, epochs):
+LOG_DIRS = {}
+
+
+def fit_seconds(name, make_callbacks, data, epochs):
     (x, y), (x_val, y_val) = data
     keras.utils.set_random_seed(0)
     model = build_model()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x[:64], y[:64], epochs=1, verbose=0)  # trace the train step
-    callbacks = make_callbacks(tempfile.mkdtemp(prefix="tbx_bench_"), (x_val[:8], y_val[:8]))
+    log_dir = LOG_DIRS[name] = tempfile.mkdtemp(prefix="tbx_bench_")
+    callbacks = make_callbacks(log_dir, (x_val[:8], y_val[:8]))
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks)
     return time.perf_counter() - start
+
+
+def _suite_timing(log_dir):
+    """`(setup seconds, mean per-event seconds)` of the suite, from its scalars."""
+    run = tbx.load_run(log_dir)
+    setup = sum(run.last(t) for t in run.tags("scalars") if t.endswith("_setup_seconds"))
+    events = [t for t in run.tags("scalars") if t.startswith("timing/")
+              and t.endswith("_seconds") and not t.endswith("_setup_seconds")]
+    steady = sum(np.mean(run.scalars(t)[1][1:]) for t in events if len(run.scalars(t)[1]) > 1)
+    return setup, steady
 
 
 CONFIGS = {
@@ -55,6 +79,7 @@ CONFIGS = {
     "tbx.WeightHistograms(images=True)": lambda d, probe: [tbx.WeightHistograms(d, images=True)],
     "tbx.explain (whole suite)": lambda d, probe: tbx.explain(d, data=probe),
     "tbx.explain (whole suite, freq=3)": lambda d, probe: tbx.explain(d, data=probe, freq=3),
+    "tbx.explain (whole suite, freq=5)": lambda d, probe: tbx.explain(d, data=probe, freq=5),
 }
 
 
@@ -63,12 +88,15 @@ def part1(epochs, repeats):
     times = {name: [] for name in CONFIGS}
     for _ in range(repeats):
         for name, make in CONFIGS.items():
-            times[name].append(fit_seconds(make, data, epochs))
+            times[name].append(fit_seconds(name, make, data, epochs))
     base = statistics.median(times["no callbacks"])
     print(f"\nPart 1: demo CNN, {epochs} epochs of fit, median of {repeats} interleaved runs")
     print(f"{'configuration':40s} {'ratio to no callbacks':>22s}")
     for name, values in times.items():
         print(f"{name:40s} {statistics.median(values) / base:22.3f}")
+    setup, steady = _suite_timing(LOG_DIRS["tbx.explain (whole suite)"])
+    print(f"whole suite, last repeat: setup {setup:.2f} s, steady event {steady:.3f} s, "
+          f"plain epoch {base / epochs:.3f} s  (targets: freq=5 <= 1.10, freq=1 <= 1.35)")
 
 
 def part2(repeats):
@@ -95,13 +123,65 @@ def part2(repeats):
           "  (target <= 1.0)")
 
 
+def part3():
+    import tensorflow as tf  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((2, 224, 224, 3), dtype=np.float32)
+    y = np.zeros(2, "int64")
+    model.fit(x, y, epochs=1, verbose=0)  # trace the train step
+
+    @tf.function
+    def floor(batch, target):
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            out = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
+                                          batch_dims=1))
+        return tape.gradient(out, batch)
+
+    steps = 52  # 50 Gauss-Legendre points and the two path ends
+    alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)
+    batch = tf.constant((alphas[None, :, None, None, None] * x[:, None]).reshape(-1, 224, 224, 3))
+    targets = tf.zeros(len(x) * steps, tf.int32)
+    floor(batch, targets)  # traced, warmed up
+    log_dir = tempfile.mkdtemp(prefix="tbx_bench_")
+    callbacks = keras.callbacks.CallbackList(tbx.explain(log_dir, data=(x, y)), model=model,
+                                             epochs=3, steps=1, verbose=0)
+    start = time.perf_counter()
+    callbacks.on_train_begin()
+    callbacks.on_train_batch_end(0)
+    callbacks.on_epoch_end(0)
+    first = time.perf_counter() - start
+    steady = []
+    for epoch in (1, 2):
+        start = time.perf_counter()
+        callbacks.on_epoch_end(epoch)
+        steady.append(time.perf_counter() - start)
+        floor_time = min(interleaved({"floor": lambda: floor(batch, targets).numpy()}, 2)["floor"])
+    callbacks.on_train_end()
+    setup, _ = _suite_timing(log_dir)
+    print(f"\nPart 3: ResNet50 224x224, whole suite with defaults, 2-sample probe")
+    print(f"IG event compute floor (2 x {steps} input gradients): {floor_time:.2f} s")
+    print(f"first epoch's extra time (setup {setup:.2f} s + first event): {first:.2f} s = "
+          f"{first / floor_time:.2f} x floor  (target <= 2)")
+    print(f"steady event: {min(steady):.2f} s = {min(steady) / floor_time:.2f} x floor  "
+          f"(target <= 1.3)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default="123", help="which parts to run (default: 123)")
     args = parser.parse_args()
-    part1(args.epochs, args.repeats)
-    part2(max(5, args.repeats))
+    if "1" in args.parts:
+        part1(args.epochs, args.repeats)
+    if "2" in args.parts:
+        part2(max(5, args.repeats))
+    if "3" in args.parts:
+        part3()
 
 
 if __name__ == "__main__":

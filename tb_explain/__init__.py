@@ -22,7 +22,8 @@ from tb_explain._compat import check_environment as _check_environment  # noqa: 
 _check_environment()
 
 from tb_explain.callbacks import (  # noqa: E402
-    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, WeightHistograms,
+    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions,
+    WeightHistograms,
 )
 from tb_explain.compute.attribution import Attribution, integrated_gradients  # noqa: E402
 from tb_explain.probe import Probe  # noqa: E402
@@ -33,6 +34,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationImages", "Attribution", "GradientNorms", "HParams", "IntegratedGradients",
-    "ModelGraph", "Probe", "Run", "WeightHistograms", "explain", "integrated_gradients",
+    "ModelGraph", "Predictions", "Probe", "Run", "WeightHistograms", "explain", "integrated_gradients",
     "load_run", "load_runs", "__version__",
 ]

@@ -73,7 +73,22 @@ def describe(path, run):
     delta = run.last("attributions/completeness_delta")
     if delta is not None:
         row["ig_completeness_delta"] = delta
+    row.update(_dataset_metrics(run))
     return row
+
+
+#: Headline metrics of `Predictions`, per dataset (and output).
+HEADLINE = ("accuracy", "loss", "macro_f1", "ece", "mae", "rmse", "r2")
+
+
+def _dataset_metrics(run):
+    """`{"<dataset>[/<output>]/<metric>": last value}` of the `outputs/` headline metrics."""
+    found = {}
+    for tag in sorted(run.tags("scalars")):
+        parts = tag.split("/")
+        if parts[0] == "outputs" and len(parts) in (3, 4) and parts[-1] in HEADLINE:
+            found["/".join(parts[1:])] = run.last(tag)
+    return found
 
 
 def _fmt(value):

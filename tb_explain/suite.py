@@ -4,21 +4,24 @@ import inspect
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, WeightHistograms,
+    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions,
+    WeightHistograms,
 )
 
-#: Callbacks in the suite, in order: (class, needs probe data).
+#: Callbacks in the suite, in order: (class, the data it needs: None, the
+#: probe `data`, or the named `datasets`).
 SUITE = [
-    (ModelGraph, False), (HParams, False), (WeightHistograms, False), (ActivationImages, True), (GradientNorms, True),
-    (IntegratedGradients, True),
+    (ModelGraph, None), (HParams, None), (WeightHistograms, None), (ActivationImages, "data"),
+    (GradientNorms, "data"), (IntegratedGradients, "data"), (Predictions, "datasets"),
 ]
 
 
-def explain(log_dir, data=None, freq=1, **options):
+def explain(log_dir, data=None, freq=1, datasets=None, **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
     Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
-    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`.
+    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`; with
+    `datasets`, also `Predictions`.
     Options are passed to every callback that accepts them by name (for
     instance `max_samples` to all three probe callbacks); an option no
     callback accepts is a `TypeError`.
@@ -26,6 +29,8 @@ def explain(log_dir, data=None, freq=1, **options):
     Args:
         log_dir: Directory of the run (created if missing).
         data: Optional probe data for the callbacks that need it.
+        datasets: Optional labelled datasets for `Predictions`: one, or a dict
+            `{name: dataset}` (`{"train": (x, y), "val": (x_val, y_val)}`).
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         **options: Keyword arguments of individual callbacks, such as
             `images=True` (WeightHistograms), `steps=64` (IntegratedGradients)
@@ -39,7 +44,8 @@ def explain(log_dir, data=None, freq=1, **options):
     ```python
     model.fit(x, y, epochs=30, callbacks=[
         keras.callbacks.TensorBoard("runs/exp1"),
-        *tbx.explain("runs/exp1", data=(x_val[:8], y_val[:8]), freq=5)])
+        *tbx.explain("runs/exp1", data=(x_val[:8], y_val[:8]), freq=5,
+                     datasets={"train": (x, y), "val": (x_val, y_val)})])
     ```
     """
     log_dir = _validate.check_log_dir(log_dir)
@@ -51,16 +57,17 @@ def explain(log_dir, data=None, freq=1, **options):
     if unknown:
         raise TypeError(
             f"explain() got unknown option(s) {unknown}; options are "
-            f"{sorted(accepted - {'self', 'log_dir', 'data', 'freq'})}."
+            f"{sorted(accepted - {'self', 'log_dir', 'data', 'freq'})} (and `datasets`)."
         )
     callbacks = []
-    for cls, needs_data, params in signatures:
-        if needs_data and data is None:
+    given = {"data": data, "datasets": datasets}
+    for cls, needs, params in signatures:
+        if needs is not None and given[needs] is None:
             continue
         kwargs = {k: v for k, v in options.items() if k in params}
         if "freq" in params:
             kwargs["freq"] = freq
-        if needs_data:
-            kwargs["data"] = data
+        if needs is not None:
+            kwargs["data"] = given[needs]
         callbacks.append(cls(log_dir, **kwargs))
     return callbacks

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,6 +30,12 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     assert run.steps("gradients/digits_cnn/conv1/update_ratio") == [2]
     assert read_run(log_dir / "train").steps("epoch_loss") == [0, 1, 2]
     assert read_run(log_dir / "validation").steps("epoch_accuracy") == [0, 1, 2]
+    # Predictions on train and validation: the validation accuracy is keras's own
+    assert run.steps("outputs/validation/accuracy") == [0, 2]
+    keras_accuracy = read_run(log_dir / "validation").value("epoch_accuracy", 2)
+    assert run.value("outputs/validation/accuracy", 2) == pytest.approx(keras_accuracy, abs=1e-6)
+    assert "| 0 |" in run.text("outputs/validation/confusion")
+    assert "validation" in run.text("outputs/diagnostics")
 
 
 def test_demo_rejects_bad_arguments(tmp_path):

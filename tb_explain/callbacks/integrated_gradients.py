@@ -15,6 +15,12 @@ from tb_explain.render import images
 from tb_explain.summary import ops
 
 
+#: Automatic `batch_size`: interpolated rows holding at most this many input
+#: values, and at least `AUTO_MIN_ROWS`.
+AUTO_VALUES = 1 << 22
+AUTO_MIN_ROWS = 32
+
+
 def _named_leaves(x):
     """Probe inputs by tag name: `input` for a single-input model."""
     return [(name or "input", value) for name, value in named_leaves(x)]
@@ -53,7 +59,10 @@ class IntegratedGradients(ExplainCallback):
         baseline: See `tbx.integrated_gradients`.
         target: See `tbx.integrated_gradients` (None: predicted class).
         batch_size: Interpolated inputs per gradient computation (bounds
-            memory), or None.
+            memory), or None: automatic, as many as hold at most 4M input
+            values, and at least 32 (big images: 32 rows; the demo's 8x8
+            digits: everything at once). Fewer rows than the whole path keep
+            the first event's memory, and its cost, down on large models.
         max_samples: Probe samples explained (int >= 1).
         output: The output to explain in multi-output models.
         feature_names: Names of tabular features (a list, or a dict of lists
@@ -119,7 +128,7 @@ class IntegratedGradients(ExplainCallback):
                 attribution.warm_up(  # validates, traces, computes one gradient
                     self.model, self.probe.x, target=self._targets[output],
                     baseline=self.baseline, steps=self.steps, method=self.method,
-                    batch_size=self.batch_size, output=output)
+                    batch_size=self._batch_size(), output=output)
         except tf.errors.InvalidArgumentError as exc:
             raise self.probe_failed(exc) from exc
         except ValueError as exc:
@@ -170,7 +179,13 @@ class IntegratedGradients(ExplainCallback):
     def _explain_output(self, output):
         return attribution.integrated_gradients(
             self.model, self.probe.x, target=self._targets[output], baseline=self.baseline,
-            steps=self.steps, method=self.method, batch_size=self.batch_size, output=output)
+            steps=self.steps, method=self.method, batch_size=self._batch_size(), output=output)
+
+    def _batch_size(self):
+        if self.batch_size is not None:
+            return self.batch_size
+        per_row = sum(int(np.prod(v.shape[1:])) for _, v in named_leaves(self.probe.x))
+        return max(AUTO_MIN_ROWS, AUTO_VALUES // max(per_row, 1))
 
     def _log_images(self, tag, value, attr, epoch):
         heat = [images.attribution_heatmap(a) for a in attr]

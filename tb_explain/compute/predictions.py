@@ -1,0 +1,204 @@
+"""Model outputs on whole datasets: task detection and one streamed pass.
+
+`evaluate` reads a dataset in batches through one compiled function that
+returns the model's outputs and its compiled loss, and keeps per sample only
+what the metrics and curves need: the scores of each explained output, the
+labels, and the inputs of the current most-confident mistakes.
+"""
+
+import heapq
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tb_explain.compute.attribution import _common
+
+TASKS = ("auto", "multiclass", "binary", "multilabel", "regression")
+
+
+# -- datasets --------------------------------------------------------------------
+
+def split(element):
+    """`(x, y, sample_weight)` of a dataset element or a tuple given by the user."""
+    if isinstance(element, tuple):
+        if not 1 <= len(element) <= 3:
+            raise ValueError(f"a dataset element must be (x, y) or (x, y, sample_weight), got a "
+                             f"tuple of {len(element)} elements")
+        return (tuple(element) + (None, None))[:3]
+    return element, None, None
+
+
+def batches(data, batch_size):
+    """Yields `(x, y, sample_weight)` batches (numpy or tensors) of `data`:
+    a tuple of arrays (sliced here) or a batched `tf.data.Dataset`."""
+    if isinstance(data, tf.data.Dataset):
+        for element in data:
+            yield split(element)
+        return
+    x, y, weights = split(data)
+    n = len(tf.nest.flatten(x)[0])
+    for start in range(0, n, batch_size):
+        cut = lambda a, s=start: a[s:s + batch_size]  # noqa: E731
+        yield (tf.nest.map_structure(cut, x), tf.nest.map_structure(cut, y),
+               None if weights is None else cut(weights))
+
+
+def first_batch(data, batch_size):
+    """The first `(x, y, sample_weight)` batch of `data`."""
+    for batch in batches(data, batch_size):
+        return batch
+    raise ValueError("is empty")
+
+
+def to_numpy(value):
+    return None if value is None else tf.nest.map_structure(np.asarray, value)
+
+
+# -- outputs and tasks --------------------------------------------------------------
+
+def output_layer(model, key):
+    """The layer that produces output `key` of a Functional model, or None."""
+    static = _common.static_outputs(model)
+    if static is None:
+        return None
+    tensor = static[key] if key is not None else static
+    tensor = tf.nest.flatten(tensor)[0]
+    history = getattr(tensor, "_keras_history", None)
+    return getattr(history, "operation", None) if history is not None else None
+
+
+def output_activation(model, key):
+    """`"softmax"`, `"sigmoid"`, `"linear"` or None (unknown) for output `key`."""
+    layer = output_layer(model, key)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    name = getattr(activation, "__name__", str(activation))
+    return {"softmax": "softmax", "sigmoid": "sigmoid", "linear": "linear"}.get(name, "other")
+
+
+def loss_from_logits(model, key):
+    """Whether the compiled loss of output `key` takes logits, or None if unknown."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        loss = loss.get(key)
+    elif isinstance(loss, (list, tuple)):
+        loss = loss[key] if isinstance(key, int) and key < len(loss) else None
+    if isinstance(loss, str):
+        return False
+    return getattr(loss, "from_logits", None)
+
+
+def loss_name(model, key):
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        loss = loss.get(key)
+    elif isinstance(loss, (list, tuple)):
+        loss = loss[key] if isinstance(key, int) and key < len(loss) else None
+    name = loss if isinstance(loss, str) else type(loss).__name__ if loss is not None else ""
+    return name.lower().replace("_", "")
+
+
+def detect_task(units, activation, labels, lossname=""):
+    """The task of one output from its units, activation and a batch of labels."""
+    labels = np.asarray(labels)
+    flat = labels.reshape(len(labels), -1)
+    binary_values = labels.size > 0 and np.isin(labels, (0, 1)).all()
+    if units == 1:
+        if activation == "sigmoid" or "binary" in lossname or "hinge" in lossname:
+            return "binary"
+        return "regression"
+    if activation == "sigmoid" or ("binary" in lossname and flat.shape[1] == units):
+        return "multilabel"
+    if activation == "softmax" or "categorical" in lossname:
+        return "multiclass"
+    integral = labels.dtype.kind in "iub" or (labels.size and np.all(labels == np.round(labels)))
+    if flat.shape[1] == 1 and integral:
+        return "multiclass"
+    if flat.shape[1] == units and binary_values and np.all(flat.sum(axis=1) == 1):
+        return "multiclass"
+    return "regression"
+
+
+def probabilities(task, scores, logits):
+    """Scores as probabilities: logits through softmax (multiclass) or sigmoid."""
+    if not logits or task == "regression":
+        return scores
+    if task == "multiclass":
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        return e / e.sum(axis=1, keepdims=True)
+    return 1.0 / (1.0 + np.exp(-scores))
+
+
+def class_labels(task, labels, units):
+    """Integer class ids (multiclass), 0/1 matrix (multilabel) or 0/1 vector (binary)."""
+    labels = np.asarray(labels)
+    if task == "multiclass":
+        flat = labels.reshape(len(labels), -1)
+        if flat.shape[1] == units and units > 1:
+            return np.argmax(flat, axis=1)
+        return flat[:, 0].astype(np.int64)
+    if task == "binary":
+        return labels.reshape(len(labels), -1)[:, 0]
+    return labels.reshape(len(labels), -1)
+
+
+# -- the streamed pass ----------------------------------------------------------------
+
+def evaluation_step(model):
+    """`(x, y, sample_weight) -> (outputs, loss)`, compiled once per input
+    signature (batch dimension left free, so the last, smaller batch reuses
+    it); `loss` is the compiled loss (`model.compute_loss`) or 0 without one."""
+    per_model = _common.cache(model)
+    fn = per_model.get("evaluation_step")
+    if fn is None:
+        has_loss = getattr(model, "_compile_loss", None) is not None or (
+            type(model).compute_loss is not keras.Model.compute_loss)
+
+        def step(x, y, sample_weight):
+            y_pred = model(x, training=False)
+            if has_loss and y is not None:
+                loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                           training=False)
+            else:
+                loss = tf.constant(0.0)
+            return y_pred, tf.cast(loss, tf.float64)
+
+        fn = per_model["evaluation_step"] = tf.function(step, autograph=False,
+                                                        reduce_retracing=True)
+    return fn
+
+
+class MistakeBuffer:
+    """The `k` most confident mistakes seen so far, with their inputs."""
+
+    def __init__(self, k):
+        self.k = k
+        self._heap = []  # (confidence, order, record)
+        self._order = 0
+
+    def offer(self, confidence, mistakes, take):
+        """Offers a batch: `confidence[i]` of each row, `mistakes` a bool mask,
+        `take(i)` the record kept for row `i` (copied only when it enters)."""
+        if self.k == 0:
+            return
+        rows = np.flatnonzero(mistakes)
+        if len(rows) > self.k:  # only the batch's own top k can enter
+            rows = rows[np.argsort(-confidence[rows], kind="stable")[:self.k]]
+        for i in rows:
+            item = (float(confidence[i]), -self._order)
+            self._order += 1
+            if len(self._heap) < self.k:
+                heapq.heappush(self._heap, (*item, take(i)))
+            elif item > self._heap[0][:2]:
+                heapq.heapreplace(self._heap, (*item, take(i)))
+
+    def items(self):
+        """Records, most confident first."""
+        return [entry[2] for entry in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]

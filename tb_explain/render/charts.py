@@ -1,0 +1,188 @@
+"""Charts with text, drawn with Pillow (a TensorBoard dependency): confusion
+matrices, reliability diagrams, density plots and captioned image grids.
+
+Every function returns a uint8 `(h, w, 3)` array for `ops.write_images`.
+"""
+
+import functools
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from tb_explain.render import colormap
+
+WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (20, 20, 20), (120, 120, 120), (225, 225, 225)
+BLUE, RED = (33, 102, 172), (178, 24, 43)
+
+
+@functools.lru_cache(maxsize=8)
+def font(size=12):
+    """Pillow's built-in scalable font (Aileron), or its bitmap font without FreeType."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def text_size(text, size=12):
+    left, top, right, bottom = font(size).getbbox(str(text))
+    return right - left, bottom - top
+
+
+def _shorten(text, width, size):
+    text = str(text)
+    while len(text) > 1 and text_size(text, size)[0] > width:
+        text = text[:-2] + "…"
+    return text
+
+
+def _ink(rgb):
+    """Black or white, whichever reads better on `rgb`."""
+    r, g, b = (int(c) for c in rgb)
+    return BLACK if 0.299 * r + 0.587 * g + 0.114 * b > 140 else WHITE
+
+
+def confusion_matrix(counts, names, size=12):
+    """A confusion matrix: a row per true class, a column per predicted class,
+    each cell coloured by its row-normalized rate (viridis) and labelled with
+    its count; class names on both axes (legible up to 40 classes).
+
+    Args:
+        counts: `[k, k]` int counts.
+        names: `k` class names.
+        size: Font size in pixels.
+    """
+    counts = np.asarray(counts)
+    k = len(counts)
+    rows = counts.sum(axis=1, keepdims=True)
+    rate = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    label_w = min(160, max(text_size(n, size)[0] for n in names) + 8)
+    cell = max(22, min(56, max(text_size(int(c), size)[0] for c in counts.ravel()) + 8))
+    if k > 40:
+        cell = 14
+    top = label_w + size + 10  # rotated predicted-class names, then the axis title
+    left = label_w + size + 10
+    width, height = left + k * cell + 10, top + k * cell + 10
+    image = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(image)
+    colours = colormap.apply(rate)
+    for i in range(k):
+        for j in range(k):
+            x0, y0 = left + j * cell, top + i * cell
+            rgb = tuple(int(c) for c in colours[i, j])
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=rgb)
+            if k <= 40:
+                text = str(int(counts[i, j]))
+                tw, th = text_size(text, size)
+                draw.text((x0 + (cell - tw) / 2, y0 + (cell - th) / 2 - 2), text,
+                          fill=_ink(rgb), font=font(size))
+    for i, name in enumerate(names):
+        name = _shorten(name, label_w - 6, size)
+        tw, th = text_size(name, size)
+        draw.text((left - tw - 6, top + i * cell + (cell - th) / 2 - 2), name, fill=BLACK,
+                  font=font(size))
+        # column names, rotated: drawn on their own strip, then pasted
+        strip = Image.new("RGB", (label_w, cell), WHITE)
+        ImageDraw.Draw(strip).text((2, (cell - th) / 2 - 2), name, fill=BLACK, font=font(size))
+        image.paste(strip.rotate(90, expand=True), (left + i * cell, top - label_w - 4))
+    draw.text((left, 2), "predicted class", fill=GREY, font=font(size))
+    title = Image.new("RGB", (max(k * cell, 80), size + 6), WHITE)
+    ImageDraw.Draw(title).text((0, 0), "true class", fill=GREY, font=font(size))
+    image.paste(title.rotate(90, expand=True), (2, top))
+    return np.asarray(image)
+
+
+def _axes(draw, box, xlabel, ylabel, size, ticks=(0.0, 0.5, 1.0), xlim=(0, 1), ylim=(0, 1)):
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline=GREY)
+    for t in ticks:
+        tx = x0 + (t - xlim[0]) / (xlim[1] - xlim[0]) * (x1 - x0)
+        ty = y1 - (t - ylim[0]) / (ylim[1] - ylim[0]) * (y1 - y0)
+        label = f"{t:g}"
+        tw, th = text_size(label, size)
+        draw.text((tx - tw / 2, y1 + 4), label, fill=BLACK, font=font(size))
+        draw.text((x0 - tw - 5, ty - th / 2 - 2), label, fill=BLACK, font=font(size))
+    tw, _ = text_size(xlabel, size)
+    draw.text(((x0 + x1 - tw) / 2, y1 + size + 8), xlabel, fill=GREY, font=font(size))
+    draw.text((4, y0 - size - 6), ylabel, fill=GREY, font=font(size))
+
+
+def reliability_diagram(counts, accuracy, confidence, ece, size=12):
+    """A reliability diagram: per confidence bin, the accuracy (bar) against the
+    diagonal of perfect calibration, the mean confidence (tick) and the bin's
+    sample count above the bar; the ECE in the title.
+
+    Args:
+        counts, accuracy, confidence: Per bin (NaN for empty bins).
+        ece: Expected calibration error, shown in the title.
+    """
+    bins = len(counts)
+    plot = 300
+    left, top = 50, 40
+    image = Image.new("RGB", (left + plot + 20, top + plot + 45), WHITE)
+    draw = ImageDraw.Draw(image)
+    box = (left, top, left + plot, top + plot)
+    width = plot / bins
+    for b in range(bins):
+        if counts[b] <= 0:
+            continue
+        x0 = left + b * width
+        bar_top = top + plot * (1 - accuracy[b])
+        draw.rectangle([x0 + 1, bar_top, x0 + width - 1, top + plot], fill=BLUE)
+        mean_y = top + plot * (1 - confidence[b])
+        draw.line([x0 + 1, mean_y, x0 + width - 1, mean_y], fill=RED, width=2)
+        label = str(int(counts[b]))
+        tw, th = text_size(label, size - 3)
+        draw.text((x0 + (width - tw) / 2, max(top + 1, bar_top - th - 4)), label, fill=BLACK,
+                  font=font(size - 3))
+    draw.line([left, top + plot, left + plot, top], fill=GREY, width=1)
+    _axes(draw, box, "confidence (top-class probability)", "accuracy", size)
+    draw.text((left + 60, 4), f"ECE {ece:.4f}   bars: accuracy, red: mean confidence",
+              fill=BLACK, font=font(size - 1))
+    return np.asarray(image)
+
+
+def density(y_true, y_pred, bins=60, size=12):
+    """Predicted against true values: a 2-D histogram (log counts, viridis)
+    with the diagonal y = x."""
+    y_true = np.asarray(y_true, np.float64).ravel()
+    y_pred = np.asarray(y_pred, np.float64).ravel()
+    low = float(min(y_true.min(), y_pred.min()))
+    high = float(max(y_true.max(), y_pred.max()))
+    if high <= low:
+        high = low + 1.0
+    counts, _, _ = np.histogram2d(y_pred, y_true, bins=bins, range=[[low, high], [low, high]])
+    shade = np.log1p(counts[::-1])  # rows: predicted, high values on top
+    rgb = colormap.apply(shade / shade.max() if shade.max() > 0 else shade)
+    rgb[counts[::-1] == 0] = WHITE
+    plot = 300
+    left, top = 60, 30
+    image = Image.new("RGB", (left + plot + 20, top + plot + 45), WHITE)
+    image.paste(Image.fromarray(rgb).resize((plot, plot), Image.NEAREST), (left, top))
+    draw = ImageDraw.Draw(image)
+    draw.line([left, top + plot, left + plot, top], fill=RED, width=1)
+    ticks = tuple(float(f"{t:.3g}") for t in np.linspace(low, high, 3))
+    _axes(draw, (left, top, left + plot, top + plot), "true value", "predicted", size,
+          ticks=ticks, xlim=(low, high), ylim=(low, high))
+    return np.asarray(image)
+
+
+def captioned_grid(tiles, captions, cols=4, size=11):
+    """RGB tiles `(n, h, w, 3)` in a grid, each with its caption lines below."""
+    tiles = np.asarray(tiles, np.uint8)
+    n, h, w, _ = tiles.shape
+    lines = max(len(c) for c in captions)
+    cap_h = lines * (size + 3) + 4
+    cell_w = max(w, 120)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    image = Image.new("RGB", (cols * (cell_w + 6) + 6, rows * (h + cap_h + 6) + 6), WHITE)
+    draw = ImageDraw.Draw(image)
+    for i in range(n):
+        x0 = 6 + (i % cols) * (cell_w + 6)
+        y0 = 6 + (i // cols) * (h + cap_h + 6)
+        image.paste(Image.fromarray(tiles[i]), (x0 + (cell_w - w) // 2, y0))
+        for j, line in enumerate(captions[i]):
+            draw.text((x0, y0 + h + 2 + j * (size + 3)), _shorten(line, cell_w, size),
+                      fill=BLACK, font=font(size))
+    return np.asarray(image)
