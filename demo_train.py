@@ -62,11 +62,11 @@ def build_mlp(features):
     )
 
 
-def build_model():
-    """A small CNN for 8x8 digits."""
+def build_model(shape=(8, 8, 1)):
+    """A small CNN for 8x8 digits (or images of another `shape`)."""
     return keras.Sequential(
         [
-            keras.layers.Input((8, 8, 1), name="digit"),
+            keras.layers.Input(shape, name="digit"),
             keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
             keras.layers.BatchNormalization(name="bn1"),
             keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),

@@ -1,4 +1,5 @@
-"""Regenerates docs/images-dashboard.png: the demo's logs in TensorBoard's Images tab.
+"""Regenerates the README's screenshots of the demo's logs in TensorBoard:
+docs/images-dashboard.png (Images) and docs/pr-curves-dashboard.png (PR Curves).
 
 Usage (needs Debian's chromium and the test extra's playwright):
     python docs/screenshot.py
@@ -47,6 +48,13 @@ def main():
             page.keyboard.type("activations/digits_cnn/conv1$|attributions/input/overlay")
             page.wait_for_timeout(8000)
             page.screenshot(path=os.path.join(ROOT, "docs", "images-dashboard.png"))
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/#pr_curves")
+            page.wait_for_timeout(5000)
+            page.mouse.click(700, 93)  # the "Filter tags" box
+            page.keyboard.type("outputs/validation/pr_curve/[0-5]$")
+            page.wait_for_timeout(8000)
+            page.screenshot(path=os.path.join(ROOT, "docs", "pr-curves-dashboard.png"))
             browser.close()
     finally:
         server.terminate()

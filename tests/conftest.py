@@ -117,5 +117,7 @@ def fit_suite(log_dir, lr, digits, epochs=3):
                         validation_data=(x[:16], y[:16]),
                         callbacks=[keras.callbacks.TensorBoard(str(log_dir)),
                                    *tbx.explain(str(log_dir), data=(x[:4], y[:4]), freq=2,
-                                                steps=8, hparams={"augment": False})])
+                                                steps=8, hparams={"augment": False},
+                                                datasets={"train": (x, y),
+                                                          "val": (x[:16], y[:16])})])
     return model, history

@@ -113,9 +113,11 @@ def test_dashboards_render_in_chromium(tensorboard, tmp_path):
                     "weights", "timing"],
         "histograms": ["activations/cnn/conv/histogram", "gradients/cnn/bn/gamma", "weights"],
         "images": ["activations/cnn/conv", "attributions"],
-        "text": ["model/summary", "BatchNormalization", "(None, 6, 6, 4)", "cnn/flat"],
+        "text": ["model/summary", "BatchNormalization", "(None, 6, 6, 4)", "cnn/flat",
+                 "outputs/diagnostics"],
         "graphs": ["Main Graph", "Op graph", "Conceptual graph"],
         "hparams": ["learning_rate", "augment", "val_loss", "lr0.01", "lr0.001"],
+        "pr_curves": ["outputs/val/pr_curve/0", "outputs/train/pr_curve/9"],
     }
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
