@@ -5,7 +5,9 @@ Usage:
 
 `digits` (default): a small CNN on the 8x8 digit images, with image
 attributions. `cancer`: an MLP on the breast-cancer table, with per-feature
-attributions named by the dataset's feature names. Both log what the model
+attributions named by the dataset's feature names, permutation feature
+importance and the decision rules a surrogate tree reads off the model. Both
+log what the model
 predicts on the train and validation sets (metrics, confusion, PR curves,
 calibration, confident mistakes, diagnostics). Logs keras's loss curves
 and everything tb_explain logs, then prints the `tensorboard --logdir ...`
@@ -106,9 +108,12 @@ def main(argv=None):
         loss, options = "binary_crossentropy", {"feature_names": names,
                                                 "class_names": ["malignant", "benign"]}
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+    probe = (x_val[:8], y_val[:8]) if args.dataset == "digits" else (x_val, y_val)
     callbacks = [
         keras.callbacks.TensorBoard(args.logdir),
-        *tbx.explain(args.logdir, data=(x_val[:8], y_val[:8]), freq=args.freq, images=True,
+        # Tables: all of the validation set, which FeatureImportance and
+        # DecisionRules read whole (the probe callbacks keep its first rows).
+        *tbx.explain(args.logdir, data=probe, freq=args.freq, images=True,
                      steps=32, datasets={"train": (x, y), "validation": (x_val, y_val)},
                      **options),
     ]

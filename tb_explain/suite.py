@@ -1,26 +1,66 @@
 """explain(): the whole suite of callbacks in one call."""
 
 import inspect
+import logging
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions,
-    WeightHistograms,
+    ActivationImages, DecisionRules, FeatureImportance, GradientNorms, HParams,
+    IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
 )
+from tb_explain.compute import importance
 
 #: Callbacks in the suite, in order: (class, the data it needs: None, the
-#: probe `data`, or the named `datasets`).
+#: probe `data`, `data` as a table (with labels), or the named `datasets`).
 SUITE = [
     (ModelGraph, None), (HParams, None), (WeightHistograms, None), (ActivationImages, "data"),
-    (GradientNorms, "data"), (IntegratedGradients, "data"), (Predictions, "datasets"),
+    (GradientNorms, "data"), (IntegratedGradients, "data"),
+    (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
 ]
+
+
+#: Rows a table needs for the tabular callbacks to join the suite.
+MIN_TABLE_ROWS = 32
+
+
+def _tables(data):
+    """What `data` offers the tabular callbacks: `{"table", "labelled table"}` or less."""
+    if data is None or hasattr(data, "element_spec"):
+        return set()
+    x = data[0] if isinstance(data, tuple) else data
+    try:
+        leaves, _, _ = importance.tables(x)
+    except (ValueError, TypeError):
+        return set()
+    if len(leaves[0]) < MIN_TABLE_ROWS:
+        logging.getLogger("tb_explain").info(
+            "explain(): FeatureImportance and DecisionRules need a table of at least %d rows "
+            "as `data`; it has %d.", MIN_TABLE_ROWS, len(leaves[0]))
+        return set()
+    labelled = isinstance(data, tuple) and len(data) > 1 and data[1] is not None
+    return {"table", "labelled table"} if labelled else {"table"}
+
+
+def _has_sklearn():
+    try:
+        import sklearn  # noqa: F401, PLC0415
+    except ImportError:
+        logging.getLogger("tb_explain").warning(
+            "explain(): DecisionRules left out: it needs scikit-learn "
+            "(pip install 'tb_explain[rules]').")
+        return False
+    return True
 
 
 def explain(log_dir, data=None, freq=1, datasets=None, **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
     Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
-    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`; with
+    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`; when
+    `data` is a table (2-D float arrays) of at least 32 rows, also
+    `FeatureImportance` (with
+    labels) and `DecisionRules` (with scikit-learn installed), which read all
+    of `data` (the probe callbacks keep its first `max_samples` rows); with
     `datasets`, also `Predictions`.
     Options are passed to every callback that accepts them by name (for
     instance `max_samples` to all three probe callbacks); an option no
@@ -61,8 +101,13 @@ def explain(log_dir, data=None, freq=1, datasets=None, **options):
         )
     callbacks = []
     given = {"data": data, "datasets": datasets}
+    tables = _tables(data)
     for cls, needs, params in signatures:
-        if needs is not None and given[needs] is None:
+        if needs in ("table", "labelled table"):
+            if needs not in tables or (cls is DecisionRules and not _has_sklearn()):
+                continue
+            given[needs] = data
+        elif needs is not None and given[needs] is None:
             continue
         kwargs = {k: v for k, v in options.items() if k in params}
         if "freq" in params:

@@ -60,3 +60,7 @@ def test_demo_tabular_variant_names_features(tmp_path, read_run):
     ranking = run.text("attributions/input/ranking")
     assert ranking.count("\n| ") == 30 + 1  # header + 30 features
     assert run.value("attributions/completeness_delta") < 0.05
+    assert run.steps("importance/mean radius") == [0, 1]
+    assert "IG rank" in run.text("importance/ranking")
+    assert "THEN malignant" in run.text("rules/text") or "THEN benign" in run.text("rules/text")
+    assert 0.5 < run.value("rules/fidelity") <= 1.0

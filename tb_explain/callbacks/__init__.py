@@ -7,7 +7,8 @@ from tb_explain.callbacks.hparams import HParams
 from tb_explain.callbacks.integrated_gradients import IntegratedGradients
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.predictions import Predictions
+from tb_explain.callbacks.tabular import DecisionRules, FeatureImportance
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ActivationImages", "ExplainCallback", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
+__all__ = ["ActivationImages", "DecisionRules", "ExplainCallback", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
            "WeightHistograms"]

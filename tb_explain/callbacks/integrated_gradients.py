@@ -213,6 +213,9 @@ class IntegratedGradients(ExplainCallback):
     def _log_table(self, tag, name, attr, epoch):
         names = self._names(name, attr.shape[1])
         mean_abs = np.abs(attr).mean(axis=0)
+        prefix = "" if len(self._kinds) == 1 else f"{name}/"
+        means = self._writer.shared.setdefault("attribution_means", {})
+        means.update({prefix + n: float(v) for n, v in zip(names, mean_abs)})
         for feature, value in zip(names, mean_abs):
             ops.write_scalar(f"{tag}/features/{feature}", value, epoch)
         ops.write_images(tag + "/table", images.signed_table(attr), epoch)

@@ -73,6 +73,9 @@ class RunWriter:
         else:
             self._writer = tf.summary.create_noop_writer()
         self._users = 0
+        #: What callbacks on this run share between them (e.g. the latest
+        #: mean |attribution| per feature, for the importance ranking).
+        self.shared = {}
 
     @classmethod
     def acquire(cls, log_dir, chief=True):

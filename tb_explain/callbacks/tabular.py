@@ -1,0 +1,203 @@
+"""FeatureImportance and DecisionRules callbacks: what a tabular model relies on."""
+
+import numpy as np
+
+from tb_explain import _validate
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.compute import importance, rules
+from tb_explain.summary import ops
+
+
+def _table_data(data, name, need_labels):
+    """`(x, y)` of `data` ((x,), (x, y), (x, y, w) or x), checked as tables."""
+    if isinstance(data, tuple):
+        if not 1 <= len(data) <= 3:
+            raise ValueError(f"{name}: `data` must be (x, y) or (x, y, sample_weight), got a "
+                             f"tuple of {len(data)} elements.")
+        x, y = data[0], data[1] if len(data) > 1 else None
+    else:
+        x, y = data, None
+    if hasattr(x, "element_spec"):
+        raise TypeError(f"{name}: `data` must be arrays (x, y), not a tf.data.Dataset: "
+                        f"permutations need the whole table in memory.")
+    importance.tables(x, what="data")  # 2-D float tables only
+    if need_labels and y is None:
+        raise ValueError(f"{name}: `data` has no labels: permutation importance scores the model "
+                         f"against them; pass data=(x, y).")
+    return x, (None if y is None else np.asarray(y))
+
+
+class FeatureImportance(ExplainCallback):
+    """Logs permutation feature importance of a tabular model as it trains.
+
+    At each event, `tbx.permutation_importance` on `data` (scikit-learn's
+    semantics: score drop when a feature's column is permuted, over
+    `repeats` permutations, all in one compiled forward function), logged as:
+
+    - `importance/<feature>` (Scalars): the mean importance, so the trend
+      over epochs shows; `importance/<input>/<feature>` for several inputs;
+    - `importance/ranking` (Text): features by importance, with their
+      standard deviation over repeats and, when `IntegratedGradients` runs on
+      the same `log_dir`, each feature's rank by mean |attribution| beside it
+      (two views of what the model relies on; where they disagree, look
+      closer).
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: `(x, y)`: 2-D float table(s) (a list or dict for multi-input
+            models) and labels; a few hundred rows or more.
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        repeats: Permutations per feature (int >= 1).
+        metric: None (accuracy or R2), `"loss"`, or a callable
+            `(y_true, y_pred) -> float`; see `tbx.permutation_importance`.
+        feature_names: Names (a list, or a dict of lists per input).
+        groups: `{name: [columns]}` permuted together (one-hot blocks).
+        seed: Seed of the permutations (the same at every event, so changes
+            come from the model).
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=20, callbacks=[
+        tbx.FeatureImportance("runs/exp1", data=(x_val, y_val), freq=5,
+                              feature_names=names)])
+    ```
+    """
+
+    tag_prefix = "importance"
+
+    def __init__(self, log_dir, data, freq=1, repeats=5, metric=None, feature_names=None,
+                 groups=None, seed=0):
+        super().__init__(log_dir, freq)
+        self.x, self.y = _table_data(data, "FeatureImportance", need_labels=True)
+        self.repeats = _validate.check_int("repeats", repeats, minimum=1)
+        if metric is not None and metric != "loss" and not callable(metric):
+            raise ValueError(f"`metric` must be None, 'loss' or a callable (y_true, y_pred) -> "
+                             f"float, got {metric!r}.")
+        self.metric = metric
+        leaves, _, names = importance.tables(self.x, what="data")
+        importance.column_names(leaves, names, feature_names)  # raises on a wrong length
+        self.feature_names = feature_names
+        self.groups = groups
+        self.seed = _validate.check_int("seed", seed)
+
+    def _compute(self):
+        return importance.permutation_importance(
+            self.model, self.x, self.y, metric=self.metric, repeats=self.repeats,
+            seed=self.seed, feature_names=self.feature_names, groups=self.groups)
+
+    def prepare(self):
+        try:  # one forward pass on a few rows: the output, the task, the groups
+            leaves, structure, _ = importance.tables(self.x)
+            importance.output_task(self.model, leaves, structure, self.y, None)
+            importance._columns(leaves, importance.column_names(
+                leaves, importance.tables(self.x)[2], self.feature_names), self.groups)
+        except ValueError as exc:
+            if str(exc).startswith("`"):
+                raise
+            raise self.probe_failed(exc) from exc
+
+    def log_event(self, epoch):
+        result = self._compute()
+        for name, value in zip(result.names, result.importances_mean):
+            ops.write_scalar(f"importance/{name}", value, epoch)
+        attributions = self._writer.shared.get("attribution_means", {})
+        ig_rank = {}
+        if attributions:
+            ordered = sorted(attributions, key=lambda k: -attributions[k])
+            ig_rank = {name: i + 1 for i, name in enumerate(ordered)}
+        header = ["rank", "feature", "importance", "std"] + (["IG rank"] if ig_rank else [])
+        rows = []
+        for rank, i in enumerate(result.ranking()):
+            name = result.names[i]
+            row = [rank + 1, name, f"{result.importances_mean[i]:.4g}",
+                   f"{result.importances_std[i]:.2g}"]
+            if ig_rank:
+                row.append(ig_rank.get(name, "–"))
+            rows.append(row)
+        what = {None: "score drop (accuracy or R2)", "loss": "loss increase"}.get(
+            self.metric if not callable(self.metric) else "callable", "score drop")
+        ops.write_markdown(
+            "importance/ranking",
+            f"Permutation importance at epoch {epoch} ({what} when the feature is permuted, "
+            f"mean of {self.repeats} repeats; baseline score {result.baseline_score:.4g}):\n\n"
+            + ops.markdown_table(header, rows), epoch)
+
+
+class DecisionRules(ExplainCallback):
+    """Logs the decision rules a surrogate tree reads off the model, as it trains.
+
+    At each event, `tbx.extract_rules` on `data`: scikit-learn's CART fitted
+    to the model's own predictions (the `tb_explain[rules]` extra), so the
+    rules change as the model learns:
+
+    - `rules/text` (Text): one rule per line, IF ... AND ... THEN class
+      (support, confidence), by support;
+    - `rules/fidelity` (Scalars): agreement of the rules with the model on a
+      held-out quarter of `data` (R2 for regression models): trust the rules
+      as far as this goes;
+    - `rules/leaves` (Scalars): the number of rules.
+
+    A surrogate explains the model, not the data: a rule says what the
+    model predicts, right or wrong.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: 2-D float table(s) (labels, if given, are ignored).
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        max_depth: Tree depth (int >= 1): at most `2**max_depth` rules.
+        feature_names: Names (a list, or a dict of lists per input).
+        class_names: Class names of a classifier.
+        min_samples_leaf: Smallest rule, a fraction of the rows or a count.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=20, callbacks=[
+        tbx.DecisionRules("runs/exp1", data=x_val, freq=5, feature_names=names,
+                          class_names=["malignant", "benign"])])
+    ```
+    """
+
+    tag_prefix = "rules"
+
+    def __init__(self, log_dir, data, freq=1, max_depth=3, feature_names=None, class_names=None,
+                 min_samples_leaf=0.02):
+        super().__init__(log_dir, freq)
+        rules._sklearn_tree()  # says what to install, now
+        self.x, _ = _table_data(data, "DecisionRules", need_labels=False)
+        rows = len(importance.tables(self.x)[0][0])
+        if rows < 8:
+            raise ValueError(f"DecisionRules: `data` has {rows} rows; decision rules need at "
+                             f"least 8 (a few hundred make reliable ones).")
+        self.max_depth = _validate.check_int("max_depth", max_depth, minimum=1)
+        leaves, _, names = importance.tables(self.x, what="data")
+        importance.column_names(leaves, names, feature_names)
+        self.feature_names = feature_names
+        self.class_names = class_names
+        self.min_samples_leaf = min_samples_leaf
+
+    def _compute(self):
+        return rules.extract_rules(self.model, self.x, feature_names=self.feature_names,
+                                   class_names=self.class_names, max_depth=self.max_depth,
+                                   min_samples_leaf=self.min_samples_leaf)
+
+    def prepare(self):
+        try:
+            leaves, structure, _ = importance.tables(self.x)
+            rules._model_labels(self.model, [leaf[:8] for leaf in leaves], structure, None,
+                                self.class_names)
+        except ValueError as exc:
+            if str(exc).startswith("`"):
+                raise
+            raise self.probe_failed(exc) from exc
+
+    def log_event(self, epoch):
+        result = self._compute()
+        kind = "accuracy" if result.task != "regression" else "R2"
+        ops.write_markdown("rules/text", (
+            f"Decision rules at epoch {epoch}: a depth-{self.max_depth} tree fitted to the "
+            f"model's predictions, fidelity {result.fidelity:.3f} ({kind} against the model on "
+            f"held-out rows). They explain the model, not the data.\n\n{result.text}"), epoch)
+        ops.write_scalar("rules/fidelity", result.fidelity, epoch)
+        ops.write_scalar("rules/leaves", len(result.rules), epoch)

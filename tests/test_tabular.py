@@ -1,0 +1,162 @@
+"""Permutation importance and decision rules, against known truths and scikit-learn."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.inspection import permutation_importance as sk_permutation_importance
+
+import tb_explain as tbx
+
+
+def _two_feature_models():
+    """A regressor and a classifier whose output depends on features 2 and 7 only."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 10)).astype("float32")
+    w = np.zeros((10, 1), "float32")
+    w[2], w[7] = 2.0, -1.0
+    regressor = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
+    regressor.layers[0].set_weights([w, np.zeros(1, "float32")])
+    regressor.compile(loss="mse")
+    classifier = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, activation="sigmoid")])
+    classifier.layers[0].set_weights([4 * w, np.zeros(1, "float32")])
+    classifier.compile(loss="binary_crossentropy")
+    return x, (x @ w)[:, 0], regressor, classifier
+
+
+def test_the_two_features_the_output_depends_on_rank_first():
+    x, target, regressor, classifier = _two_feature_models()
+    for model, y in ((regressor, target), (classifier, (target > 0).astype("float32"))):
+        result = tbx.permutation_importance(model, x, y, repeats=4, seed=1)
+        assert result.importances.shape == (10, 4)
+        assert set(result.ranking()[:2]) == {2, 7}
+        others = [i for i in range(10) if i not in (2, 7)]
+        np.testing.assert_array_equal(result.importances[others], 0.0)  # never changes output
+        assert result.importances_mean[2] > result.importances_mean[7] > 0.05
+        np.testing.assert_allclose(result.importances_mean, result.importances.mean(1))
+        np.testing.assert_allclose(result.importances_std, result.importances.std(1))
+    # R2: the baseline is exact, and permuting feature 2 costs about 2 * var share
+    r2 = tbx.permutation_importance(regressor, x, target, repeats=20)
+    assert r2.baseline_score == pytest.approx(1.0)
+    share = 4 * x[:, 2].var() / target.var()
+    assert r2.importances_mean[2] == pytest.approx(2 * share, rel=0.15)
+
+
+class _Wrapped(ClassifierMixin, BaseEstimator):
+    """A fitted Keras classifier as a scikit-learn estimator (for its permutation_importance)."""
+
+    def __init__(self, model=None):
+        self.model = model
+
+    def fit(self, x, y):
+        self.classes_ = np.arange(3)
+        return self
+
+    def predict(self, x):
+        return np.argmax(self.model.predict(x, verbose=0, batch_size=4096), axis=1)
+
+
+def test_agrees_with_scikit_learn_within_noise():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5)).astype("float32")
+    y = np.argmax(x[:, :3] * [1.5, 1.0, 0.5], axis=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, verbose=0, batch_size=32)
+    ours = tbx.permutation_importance(model, x, y, repeats=30, seed=0)
+    theirs = sk_permutation_importance(_Wrapped(model).fit(x, y), x, y, n_repeats=30,
+                                       random_state=0)
+    assert ours.baseline_score == pytest.approx(_Wrapped(model).fit(x, y).score(x, y))
+    # two independent estimates of one mean: within 4 standard errors of their difference
+    se = np.sqrt((ours.importances_std ** 2 + theirs.importances_std ** 2) / 30) + 1e-3
+    assert np.all(np.abs(ours.importances_mean - theirs.importances_mean) < 4 * se)
+    assert list(ours.ranking()[:3]) == list(np.argsort(-theirs.importances_mean)[:3])
+
+
+def test_loss_metric_callable_and_groups():
+    x, target, regressor, _ = _two_feature_models()
+    loss = tbx.permutation_importance(regressor, x, target, metric="loss", repeats=3)
+    assert loss.baseline_score == pytest.approx(0.0, abs=1e-10)
+    # MSE after permuting feature 2: E[(2 (x2' - x2))^2] = 8 var(x2), averaged over permutations
+    assert loss.importances_mean[2] == pytest.approx(8 * x[:, 2].var(), rel=0.2)
+    mae = tbx.permutation_importance(regressor, x, target, repeats=3,
+                                     metric=lambda t, p: -np.mean(np.abs(t - p[:, 0])))
+    assert set(mae.ranking()[:2]) == {2, 7}
+    grouped = tbx.permutation_importance(regressor, x, target, repeats=3,
+                                         groups={"pair": [2, 7]},
+                                         feature_names=[f"f{i}" for i in range(10)])
+    assert grouped.names[0] == "pair" and len(grouped.names) == 9 and "f2" not in grouped.names
+    single = tbx.permutation_importance(regressor, x, target, repeats=3)
+    assert grouped.importances_mean[0] > single.importances_mean[2]  # both at once cost more
+
+
+def test_rules_recover_a_known_rule_and_reproduce_fidelity():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 10)).astype("float32")
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Lambda(
+        lambda t: keras.ops.sigmoid(80 * (t[:, 2:3] - 0.5)) * keras.ops.sigmoid(-80 * t[:, 7:8]))])
+    model.compile(loss="binary_crossentropy")
+    names = [f"f{i}" for i in range(10)]
+    result = tbx.extract_rules(model, x, feature_names=names, class_names=["no", "yes"],
+                               max_depth=2)
+    yes = [r for r in result.rules if r.prediction == "yes"]
+    assert len(yes) == 1
+    conditions = {(c.feature, c.operator): c.threshold for c in yes[0].conditions}
+    assert conditions[("f2", ">")] == pytest.approx(0.5, abs=0.1)
+    assert conditions[("f7", "<=")] == pytest.approx(0.0, abs=0.1)
+    truth = (x[:, 2] > 0.5) & (x[:, 7] <= 0)
+    assert yes[0].support == pytest.approx(truth.mean(), abs=0.03)
+    assert sum(r.support for r in result.rules) == pytest.approx(1.0)
+    model_says = np.where(model.predict(x, verbose=0)[:, 0] >= 0.5, "yes", "no")
+    held = result.holdout
+    assert result.fidelity == pytest.approx(np.mean(result.predict(x[held]) == model_says[held]))
+    assert result.fidelity > 0.95
+    line = next(line for line in result.text.splitlines() if "THEN yes" in line)
+    assert line.startswith(f"{result.rules.index(yes[0]) + 1}. IF f2 > ") and " AND f7 <= " in line
+
+
+def test_tabular_callbacks_log_what_the_functions_compute(tmp_path, read_run):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4)).astype("float32")
+    y = (x[:, 0] - x[:, 1] > 0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    names = ["alpha", "beta", "gamma", "delta"]
+    callbacks = tbx.explain(tmp_path, data=(x, y), feature_names=names, repeats=3, steps=16,
+                            class_names=["neg", "pos"])
+    kinds = [type(c).__name__ for c in callbacks]
+    assert kinds.index("IntegratedGradients") < kinds.index("FeatureImportance")
+    assert "DecisionRules" in kinds
+    model.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
+    run = read_run(tmp_path)
+    expected = tbx.permutation_importance(model, x, y, repeats=3, feature_names=names)
+    for name, value in zip(expected.names, expected.importances_mean):
+        assert run.value(f"importance/{name}") == pytest.approx(value, abs=1e-6)
+    ranking = run.text("importance/ranking")
+    assert "IG rank" in ranking
+    top = expected.names[expected.ranking()[0]]
+    assert f"| 1 | {top} |" in ranking
+    rules = tbx.extract_rules(model, x, feature_names=names, class_names=["neg", "pos"])
+    assert run.value("rules/fidelity") == pytest.approx(rules.fidelity)
+    assert run.value("rules/leaves") == len(rules.rules)
+    assert rules.text in run.text("rules/text")
+
+
+def test_bad_tabular_input_is_refused_before_training(tmp_path):
+    images = np.zeros((8, 4, 4, 1), "float32")
+    with pytest.raises(ValueError, match=r"2-D float tables.*not 4-D inputs"):
+        tbx.FeatureImportance(tmp_path, (images, np.zeros(8)))
+    with pytest.raises(ValueError, match=r"token ids"):
+        tbx.DecisionRules(tmp_path, np.zeros((8, 5), "int32"))
+    with pytest.raises(ValueError, match=r"FeatureImportance: `data` has no labels"):
+        tbx.FeatureImportance(tmp_path, np.zeros((8, 5), "float32"))
+    with pytest.raises(ValueError, match=r"`feature_names` has 2 names but input 'input' has 5"):
+        tbx.FeatureImportance(tmp_path, (np.zeros((8, 5), "float32"), np.zeros(8)),
+                              feature_names=["a", "b"])
+    x, target, regressor, _ = _two_feature_models()
+    with pytest.raises(ValueError, match=r"`groups\['g'\]` must list column indices in \[0, 10\)"):
+        tbx.permutation_importance(regressor, x, target, groups={"g": [3, 12]})
