@@ -162,7 +162,7 @@ def part3():
         floor_time = min(interleaved({"floor": lambda: floor(batch, targets).numpy()}, 2)["floor"])
     callbacks.on_train_end()
     setup, _ = _suite_timing(log_dir)
-    print(f"\nPart 3: ResNet50 224x224, whole suite with defaults, 2-sample probe")
+    print("\nPart 3: ResNet50 224x224, whole suite with defaults, 2-sample probe")
     print(f"IG event compute floor (2 x {steps} input gradients): {floor_time:.2f} s")
     print(f"first epoch's extra time (setup {setup:.2f} s + first event): {first:.2f} s = "
           f"{first / floor_time:.2f} x floor  (target <= 2)")

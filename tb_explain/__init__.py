@@ -22,12 +22,14 @@ from tb_explain._compat import check_environment as _check_environment  # noqa: 
 _check_environment()
 
 from tb_explain.callbacks import (  # noqa: E402
-    ActivationImages, DecisionRules, FeatureImportance, GradientNorms, HParams,
+    ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
     IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
 )
 from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
 from tb_explain.compute.rules import extract_rules  # noqa: E402
-from tb_explain.compute.attribution import Attribution, integrated_gradients  # noqa: E402
+from tb_explain.compute.attribution import (  # noqa: E402
+    Attribution, RandomizationTest, attribute, integrated_gradients, randomization_test,
+)
 from tb_explain.probe import Probe  # noqa: E402
 from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
 from tb_explain.suite import explain  # noqa: E402
@@ -35,8 +37,9 @@ from tb_explain.suite import explain  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "Attribution", "DecisionRules", "FeatureImportance", "GradientNorms",
+    "ActivationImages", "Attribution", "Attributions", "DecisionRules", "FeatureImportance", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
-    "Probe", "Run", "WeightHistograms", "explain", "extract_rules", "integrated_gradients",
+    "Probe", "RandomizationTest", "Run", "WeightHistograms", "attribute", "explain",
+    "extract_rules", "integrated_gradients", "randomization_test",
     "load_run", "load_runs", "permutation_importance", "__version__",
 ]

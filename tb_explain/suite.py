@@ -5,16 +5,17 @@ import logging
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, DecisionRules, FeatureImportance, GradientNorms, HParams,
+    ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
     IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
 )
 from tb_explain.compute import importance
+from tb_explain.compute.attribution import METHODS
 
 #: Callbacks in the suite, in order: (class, the data it needs: None, the
 #: probe `data`, `data` as a table (with labels), or the named `datasets`).
 SUITE = [
     (ModelGraph, None), (HParams, None), (WeightHistograms, None), (ActivationImages, "data"),
-    (GradientNorms, "data"), (IntegratedGradients, "data"),
+    (GradientNorms, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
 ]
 
@@ -52,7 +53,7 @@ def _has_sklearn():
     return True
 
 
-def explain(log_dir, data=None, freq=1, datasets=None, **options):
+def explain(log_dir, data=None, freq=1, datasets=None, methods=None, **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
     Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
@@ -71,6 +72,9 @@ def explain(log_dir, data=None, freq=1, datasets=None, **options):
         data: Optional probe data for the callbacks that need it.
         datasets: Optional labelled datasets for `Predictions`: one, or a dict
             `{name: dataset}` (`{"train": (x, y), "val": (x_val, y_val)}`).
+        methods: Optional attribution methods for `Attributions`
+            (`["saliency", "smoothgrad", "gradcam", "occlusion"]`); their
+            options (`samples=`, `window=`...) are accepted too.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         **options: Keyword arguments of individual callbacks, such as
             `images=True` (WeightHistograms), `steps=64` (IntegratedGradients)
@@ -90,9 +94,12 @@ def explain(log_dir, data=None, freq=1, datasets=None, **options):
     """
     log_dir = _validate.check_log_dir(log_dir)
     freq = _validate.check_int("freq", freq, minimum=1)
-    signatures = [(cls, needs, inspect.signature(cls.__init__).parameters)
+    signatures = [(cls, needs, {name for name, p in inspect.signature(cls.__init__).parameters.items()
+                                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
                   for cls, needs in SUITE]
     accepted = set().union(*(params for _, _, params in signatures))
+    method_options = set().union(*(METHODS[m][1] for m in methods or () if m in METHODS))
+    accepted |= method_options
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(
@@ -100,7 +107,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, **options):
             f"{sorted(accepted - {'self', 'log_dir', 'data', 'freq'})} (and `datasets`)."
         )
     callbacks = []
-    given = {"data": data, "datasets": datasets}
+    given = {"data": data, "datasets": datasets,
+             "methods": data if methods is not None else None}
     tables = _tables(data)
     for cls, needs, params in signatures:
         if needs in ("table", "labelled table"):
@@ -109,7 +117,10 @@ def explain(log_dir, data=None, freq=1, datasets=None, **options):
             given[needs] = data
         elif needs is not None and given[needs] is None:
             continue
-        kwargs = {k: v for k, v in options.items() if k in params}
+        kwargs = {k: v for k, v in options.items() if k in params
+                  or (cls is Attributions and k in method_options)}
+        if cls is Attributions:
+            kwargs["methods"] = methods
         if "freq" in params:
             kwargs["freq"] = freq
         if needs is not None:

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attribution
 from tb_explain.compute.quadrature import METHODS
@@ -26,7 +27,7 @@ def _named_leaves(x):
     return [(name or "input", value) for name, value in named_leaves(x)]
 
 
-class IntegratedGradients(ExplainCallback):
+class IntegratedGradients(AttributionRendering, ExplainCallback):
     """Logs integrated-gradients attributions of the probe as training goes.
 
     Uses `tbx.integrated_gradients` (exact on linear models, compiled once
@@ -162,6 +163,7 @@ class IntegratedGradients(ExplainCallback):
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
                     self._log_table(tag, name, attr, epoch)
+                    self._share_means(name, attr)
                 else:
                     flat = attr.reshape(len(attr), -1)
                     ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)),
@@ -187,59 +189,9 @@ class IntegratedGradients(ExplainCallback):
         per_row = sum(int(np.prod(v.shape[1:])) for _, v in named_leaves(self.probe.x))
         return max(AUTO_MIN_ROWS, AUTO_VALUES // max(per_row, 1))
 
-    def _log_images(self, tag, value, attr, epoch):
-        heat = [images.attribution_heatmap(a) for a in attr]
-        factor = images.fit_factor(*value.shape[1:3], min_side=128, max_side=512)
-        up = lambda img: images.upscale(img, factor)  # noqa: E731
-        if self.log_inputs:
-            ops.write_images(tag + "/probe", np.stack([up(images.image_rgb(v)) for v in value]),
-                             epoch)
-        ops.write_images(tag + "/heatmap",
-                         np.stack([up(images.colormap.apply(h, "viridis")) for h in heat]), epoch)
-        ops.write_images(tag + "/overlay",
-                         np.stack([up(images.overlay(v, h)) for v, h in zip(value, heat)]), epoch)
-        ops.write_images(tag + "/signed", np.stack([
-            up(images.colormap.apply(images.signed_attribution(a), "diverging")) for a in attr]),
-            epoch)
-
-    def _names(self, name, count):
-        names = self.feature_names
-        if isinstance(names, dict):
-            names = names.get(name)
-        if names is None or len(names) != count:
-            return [f"feature_{i}" for i in range(count)]
-        return [str(n) for n in names]
-
-    def _log_table(self, tag, name, attr, epoch):
+    def _share_means(self, name, attr):
+        """Mean |attribution| per feature, for FeatureImportance's ranking."""
         names = self._names(name, attr.shape[1])
-        mean_abs = np.abs(attr).mean(axis=0)
         prefix = "" if len(self._kinds) == 1 else f"{name}/"
         means = self._writer.shared.setdefault("attribution_means", {})
-        means.update({prefix + n: float(v) for n, v in zip(names, mean_abs)})
-        for feature, value in zip(names, mean_abs):
-            ops.write_scalar(f"{tag}/features/{feature}", value, epoch)
-        ops.write_images(tag + "/table", images.signed_table(attr), epoch)
-        order = np.argsort(-mean_abs)
-        rows = [[names[j], f"{mean_abs[j]:.4g}"] + [f"{attr[i, j]:+.4g}" for i in range(len(attr))]
-                for j in order]
-        header = ["feature", "mean abs"] + [f"sample {i}" for i in range(len(attr))]
-        ops.write_markdown(tag + "/ranking", f"Integrated gradients at epoch {epoch}, features by "
-                           f"mean absolute attribution:\n\n" + ops.markdown_table(header, rows),
-                           epoch)
-
-    def _token(self, token_id):
-        vocab = self.vocabulary
-        try:
-            return str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
-        except (KeyError, IndexError):
-            return f"<{int(token_id)}>"
-
-    def _log_tokens(self, tag, value, attr, result, epoch):
-        parts = [f"Integrated gradients at epoch {epoch} (attribution per token)."]
-        for i, (ids, scores) in enumerate(zip(value, attr)):
-            parts.append(f"\n**sample {i}** (target {result.target[i]}, "
-                         f"F(x) = {result.output[i]:.4g})\n")
-            parts.append(ops.markdown_table(
-                ["position", "token", "attribution"],
-                [[p, self._token(t), f"{s:+.4g}"] for p, (t, s) in enumerate(zip(ids, scores))]))
-        ops.write_markdown(tag + "/tokens", "\n".join(parts), epoch)
+        means.update({prefix + n: float(v) for n, v in zip(names, np.abs(attr).mean(axis=0))})

@@ -26,6 +26,28 @@ def per_class(matrix):
     return precision, recall, f1
 
 
+def rankdata(values):
+    """1-based ranks of `values`, ties sharing their mean rank (mid-ranks), as
+    `scipy.stats.rankdata` gives them."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def spearman(a, b):
+    """Spearman rank correlation of two equally long vectors (0 if one is constant)."""
+    ra, rb = rankdata(np.ravel(a)), rankdata(np.ravel(b))
+    ra -= ra.mean()
+    rb -= rb.mean()
+    norm = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / norm) if norm > 0 else 0.0
+
+
 def roc_auc(positive, scores):
     """Exact ROC AUC of `scores` for binary `positive` labels, or NaN when only
     one class is present: the Mann-Whitney statistic with mid-ranks for ties
@@ -35,14 +57,7 @@ def roc_auc(positive, scores):
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), np.float64)
-    # mid-ranks: every run of equal scores gets the mean of its positions
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    mid = (starts + ends + 1) / 2.0  # 1-based mean position of each run
-    ranks[order] = np.repeat(mid, ends - starts)
+    ranks = rankdata(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

@@ -186,3 +186,33 @@ def captioned_grid(tiles, captions, cols=4, size=11):
             draw.text((x0, y0 + h + 2 + j * (size + 3)), _shorten(line, cell_w, size),
                       fill=BLACK, font=font(size))
     return np.asarray(image)
+
+
+def labelled_heatmap(values, row_labels, col_labels, size=11, cell=(22, 40)):
+    """Signed values `[rows, cols]` as a diverging heatmap (each row scaled by
+    its own largest magnitude: blue negative, white zero, red positive), with
+    row labels on the left and column labels above (rotated)."""
+    values = np.asarray(values, np.float64)
+    rows, cols = values.shape
+    scale = np.max(np.abs(values), axis=1, keepdims=True)
+    unit = np.where(scale > 0, 0.5 + 0.5 * values / np.where(scale > 0, scale, 1), 0.5)
+    colours = colormap.apply(unit, "diverging")
+    ch, cw = cell
+    label_w = min(180, max(text_size(n, size)[0] for n in row_labels) + 8)
+    top_h = min(140, max(text_size(n, size)[0] for n in col_labels) + 8)
+    image = Image.new("RGB", (label_w + cols * cw + 6, top_h + rows * ch + 6), WHITE)
+    draw = ImageDraw.Draw(image)
+    for i in range(rows):
+        name = _shorten(row_labels[i], label_w - 6, size)
+        draw.text((label_w - text_size(name, size)[0] - 4, top_h + i * ch + 4), name,
+                  fill=BLACK, font=font(size))
+        for j in range(cols):
+            x0, y0 = label_w + j * cw, top_h + i * ch
+            draw.rectangle([x0, y0, x0 + cw - 2, y0 + ch - 2],
+                           fill=tuple(int(c) for c in colours[i, j]))
+    for j, name in enumerate(col_labels):
+        name = _shorten(name, top_h - 6, size)
+        strip = Image.new("RGB", (top_h, cw), WHITE)
+        ImageDraw.Draw(strip).text((2, (cw - size) / 2 - 1), name, fill=BLACK, font=font(size))
+        image.paste(strip.rotate(90, expand=True), (label_w + j * cw, 0))
+    return np.asarray(image)

@@ -362,3 +362,119 @@ def explained_outputs(model, plan, output=None):
         first = dataclasses.replace(plan, leaves=[x[:1] for x in plan.leaves])
         static = forward(model)(model_inputs(model, first))
     return output_names(static)
+
+
+# -- what every method computes on: the setup, the model feed, chunking ----------
+
+def outputs_and_targets(model, plan, target, output):
+    """`(output key, targets)`: one compiled forward pass when the targets
+    depend on the predictions or the model has no symbolic outputs."""
+    n = len(plan.leaves[0])
+    static = static_outputs(model)
+    if target is not None and static is not None:
+        key = output_key(model, static, output)
+        units = output_units(model, key, plan)
+        return key, targets(target, np.zeros((n, units)))
+    raw = forward(model)(model_inputs(model, plan))
+    key = output_key(model, raw, output)
+    return key, targets(target, select(raw, key).numpy())
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a method computes on: the inputs' plan, the explained output and
+    targets, the attributed arrays (token inputs: their embeddings) and the
+    model's input leaves."""
+
+    plan: InputPlan
+    key: object
+    targets: np.ndarray
+    xs: list
+    feed: list
+
+    @property
+    def n(self):
+        return len(self.plan.leaves[0])
+
+
+def setup(model, inputs, target=None, output=None):
+    """Plans the inputs, validates `output` and `target`, embeds token ids."""
+    plan = plan_inputs(model, inputs)
+    key, chosen = outputs_and_targets(model, plan, target, output)
+    xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.leaves[i])))
+          if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
+    return Setup(plan, key, chosen, xs, model_input_leaves(model, plan))
+
+
+def feed(plan, points, model_xs, rows, holder):
+    """The model's inputs inside a compiled core: attributed float inputs are
+    `points`, the others the original leaves gathered at `rows`; token
+    inputs' embeddings go to `holder` (returned by their swapped layer)."""
+    position = {i: j for j, i in enumerate(plan.attributed)}
+    out = []
+    for i, kind in enumerate(plan.kinds):
+        if kind == "float":
+            out.append(points[position[i]])
+        else:
+            out.append(tf.gather(model_xs[i], rows))
+            if kind == "token":
+                holder[i] = points[position[i]]
+    return plan.rebuild(out)
+
+
+@contextlib.contextmanager
+def embeddings_swapped(plan, holder):
+    """Context in which each token input's Embedding returns `holder[i]`."""
+    with contextlib.ExitStack() as stack:
+        for i, layer in enumerate(plan.embeddings):
+            if layer is not None:
+                stack.enter_context(swapped_call(layer, lambda *a, i=i, **k: holder[i]))
+        yield
+
+
+def chunk_rows(total_rows, batch_size):
+    """Balanced chunks of at most `batch_size` rows: the last is padded least."""
+    chunks = -(-total_rows // (batch_size or total_rows))
+    return -(-total_rows // chunks)
+
+
+#: Automatic `batch_size` of the attribution methods: rows holding at most
+#: this many input values, and at least `AUTO_MIN_ROWS`.
+AUTO_VALUES = 1 << 22
+AUTO_MIN_ROWS = 32
+
+
+def auto_batch_size(xs, batch_size):
+    """`batch_size`, or (None) as many rows as hold 4M input values (>= 32)."""
+    if batch_size is not None:
+        return batch_size
+    per_row = sum(int(np.prod(x.shape[1:])) for x in xs)
+    return max(AUTO_MIN_ROWS, AUTO_VALUES // max(per_row, 1))
+
+
+def by_shapes(fn):
+    """Calls `fn`'s concrete function for the arguments' shapes (traced once
+    per shape; cheaper than tf.function's own dispatch on nested arguments)."""
+    concrete = {}
+
+    def call(*args):
+        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args)
+                    if isinstance(t, (tf.Tensor, np.ndarray)))
+        found = concrete.get(key)
+        if found is None:
+            found = concrete[key] = fn.get_concrete_function(*args)
+        return found(*args)
+    return call
+
+
+def leaves_like(setup, per_attributed, reduce_tokens=True):
+    """Attributions of the attributed inputs back into the inputs' structure:
+    token inputs summed over the embedding axis, skipped inputs zeros."""
+    plan = setup.plan
+    leaves = [np.zeros(x.shape, np.float32) for x in plan.leaves]
+    for j, i in enumerate(plan.attributed):
+        value = np.asarray(per_attributed[j])
+        if plan.kinds[i] == "token" and reduce_tokens:
+            value = value.sum(axis=-1)
+        leaves[i] = value.astype(np.float32)
+    return plan.rebuild(leaves)

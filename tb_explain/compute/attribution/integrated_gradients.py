@@ -10,13 +10,10 @@ gets them with weight 0), so `F(x)` and `F(baseline)` come out of the same
 pass, for every kind of input.
 """
 
-import contextlib
-
 import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
-from tb_explain._keras import swapped_call
 from tb_explain.compute.attribution import _common
 from tb_explain.compute.attribution.result import Attribution
 from tb_explain.compute.quadrature import METHODS, quadrature
@@ -111,8 +108,6 @@ def _core(model, output, plan):
     per_model = _common.cache(model)
     if key in per_model:
         return per_model[key]
-    rebuild = _common.rebuilder(plan.structure)
-    position = {i: j for j, i in enumerate(plan.attributed)}
     holder = {}  # token inputs: the interpolated embeddings their layer returns
 
     @tf.function(autograph=False)
@@ -135,15 +130,7 @@ def _core(model, output, plan):
                           + tf.reshape(tf.cast(alpha, x.dtype), shape) * tf.gather(x - b, sample))
         with tf.GradientTape() as tape:
             tape.watch(interp)
-            feed = []
-            for i, kind in enumerate(kinds):
-                if kind == "float":
-                    feed.append(interp[position[i]])
-                else:
-                    feed.append(tf.gather(model_xs[i], sample))
-                    if kind == "token":
-                        holder[i] = interp[position[i]]
-            outs = model(rebuild(feed), training=False)
+            outs = model(_common.feed(plan, interp, model_xs, sample, holder), training=False)
             selected = _common.select(outs, output)
             f_rows = tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1)
             f = tf.reduce_sum(f_rows)
@@ -168,29 +155,12 @@ def _core(model, output, plan):
         return fn(*args)
 
     def call(*args):
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                if layer is not None:
-                    stack.enter_context(swapped_call(layer, lambda *a, i=i, **k: holder[i]))
+        with _common.embeddings_swapped(plan, holder):
             return run(*args)
 
     call.core = core
     per_model[key] = call
     return call
-
-
-def _outputs_and_targets(model, plan, target, output):
-    """`(output key, targets)`: one compiled forward pass when the targets
-    depend on the predictions or the model has no symbolic outputs."""
-    n = len(plan.leaves[0])
-    static = _common.static_outputs(model)
-    if target is not None and static is not None:
-        key = _common.output_key(model, static, output)
-        units = _common.output_units(model, key, plan)
-        return key, _common.targets(target, np.zeros((n, units)))
-    raw = _common.forward(model)(_common.model_inputs(model, plan))
-    key = _common.output_key(model, raw, output)
-    return key, _common.targets(target, _common.select(raw, key).numpy())
 
 
 def _quadrature_with_ends(method, steps):
@@ -208,19 +178,14 @@ class _Run:
     """Everything one integrated-gradients computation feeds its compiled core."""
 
     def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output):
-        self.plan = plan = _common.plan_inputs(model, inputs)
-        self.n = len(plan.leaves[0])
-        key, self.targets = _outputs_and_targets(model, plan, target, output)
-        self.xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.leaves[i])))
-                   if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
-        self.base_sets = _baseline_sets(baseline, plan, self.xs)
-        self.core = _core(model, key, plan)
-        self.feed = _common.model_input_leaves(model, plan)
+        done = _common.setup(model, inputs, target, output)
+        self.plan, self.n, self.targets, self.xs, self.feed = (
+            done.plan, done.n, done.targets, done.xs, done.feed)
+        self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
+        self.core = _core(model, done.key, self.plan)
         self.alphas, self.weights = alphas, weights
         self.total_rows = self.n * len(alphas)
-        # Balanced chunks of at most batch_size rows: the last one is padded least.
-        chunks = -(-self.total_rows // (batch_size or self.total_rows))
-        self.chunk = -(-self.total_rows // chunks)
+        self.chunk = _common.chunk_rows(self.total_rows, batch_size)
 
     def arguments(self, bases):
         """The core's arguments for one baseline set, up to (start, chunk, acc)."""
@@ -324,10 +289,6 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     total = [t / len(base_sets) for t in total]
     f_base /= len(base_sets)
     summed = sum(t.reshape(n, -1).sum(axis=1) for t in total)
-    leaves = [np.zeros(x.shape, np.float32) for x in plan.leaves]
-    for j, i in enumerate(plan.attributed):
-        leaves[i] = (total[j].sum(axis=-1) if plan.kinds[i] == "token" else total[j]
-                     ).astype(np.float32)
-    return Attribution(attributions=plan.rebuild(leaves), delta=summed - (f_x - f_base),
+    return Attribution(attributions=_common.leaves_like(run, total), delta=summed - (f_x - f_base),
                        target=targets, output=f_x, baseline_output=f_base,
                        skipped=dict(plan.skipped))

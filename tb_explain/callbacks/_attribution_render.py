@@ -1,0 +1,69 @@
+"""Rendering of attributions by input kind, shared by IntegratedGradients and Attributions."""
+
+import numpy as np
+
+from tb_explain.render import images
+from tb_explain.summary import ops
+
+
+class AttributionRendering:
+    """Writes attributions as images (heatmap, overlay, signed), tables
+    (per-feature scalars, a signed heatmap, a ranking) or tokens (Text).
+
+    The host callback has `feature_names`, `vocabulary` and `log_inputs`.
+    """
+
+    def _log_images(self, tag, value, attr, epoch, signed=True):
+        heat = [images.attribution_heatmap(a) for a in attr]
+        factor = images.fit_factor(*value.shape[1:3], min_side=128, max_side=512)
+        up = lambda img: images.upscale(img, factor)  # noqa: E731
+        if self.log_inputs:
+            ops.write_images(tag + "/probe", np.stack([up(images.image_rgb(v)) for v in value]),
+                             epoch)
+        ops.write_images(tag + "/heatmap",
+                         np.stack([up(images.colormap.apply(h, "viridis")) for h in heat]), epoch)
+        ops.write_images(tag + "/overlay",
+                         np.stack([up(images.overlay(v, h)) for v, h in zip(value, heat)]), epoch)
+        if signed:
+            ops.write_images(tag + "/signed", np.stack([
+                up(images.colormap.apply(images.signed_attribution(a), "diverging"))
+                for a in attr]), epoch)
+
+    def _names(self, name, count):
+        names = self.feature_names
+        if isinstance(names, dict):
+            names = names.get(name)
+        if names is None or len(names) != count:
+            return [f"feature_{i}" for i in range(count)]
+        return [str(n) for n in names]
+
+    def _log_table(self, tag, name, attr, epoch, title="Integrated gradients"):
+        names = self._names(name, attr.shape[1])
+        mean_abs = np.abs(attr).mean(axis=0)
+        for feature, value in zip(names, mean_abs):
+            ops.write_scalar(f"{tag}/features/{feature}", value, epoch)
+        ops.write_images(tag + "/table", images.signed_table(attr), epoch)
+        order = np.argsort(-mean_abs)
+        rows = [[names[j], f"{mean_abs[j]:.4g}"] + [f"{attr[i, j]:+.4g}" for i in range(len(attr))]
+                for j in order]
+        header = ["feature", "mean abs"] + [f"sample {i}" for i in range(len(attr))]
+        ops.write_markdown(tag + "/ranking", f"{title} at epoch {epoch}, features by "
+                           f"mean absolute attribution:\n\n" + ops.markdown_table(header, rows),
+                           epoch)
+
+    def _token(self, token_id):
+        vocab = self.vocabulary
+        try:
+            return str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
+        except (KeyError, IndexError):
+            return f"<{int(token_id)}>"
+
+    def _log_tokens(self, tag, value, attr, result, epoch, title="Integrated gradients"):
+        parts = [f"{title} at epoch {epoch} (attribution per token)."]
+        for i, (ids, scores) in enumerate(zip(value, attr)):
+            parts.append(f"\n**sample {i}** (target {result.target[i]}, "
+                         f"F(x) = {float(np.ravel(result.output)[i]):.4g})\n")
+            parts.append(ops.markdown_table(
+                ["position", "token", "attribution"],
+                [[p, self._token(t), f"{s:+.4g}"] for p, (t, s) in enumerate(zip(ids, scores))]))
+        ops.write_markdown(tag + "/tokens", "\n".join(parts), epoch)

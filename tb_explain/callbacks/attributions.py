@@ -1,0 +1,227 @@
+"""Attributions callback: several attribution methods side by side, with a sanity check."""
+
+import numpy as np
+import tensorflow as tf
+
+from tb_explain import _validate
+from tb_explain.callbacks._attribution_render import AttributionRendering
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.compute import attribution
+from tb_explain.compute.attribution import gradcam, sanity
+from tb_explain.compute.attribution import methods as registry
+from tb_explain.probe import Probe, named_leaves
+from tb_explain.render import charts, images
+from tb_explain.summary import ops
+
+DEFAULT_METHODS = ("saliency", "smoothgrad", "gradcam", "occlusion")
+
+
+class Attributions(AttributionRendering, ExplainCallback):
+    """Logs several attribution methods on the same probe samples, side by side.
+
+    Each method of `tbx.attribute` runs on the probe at every event and is
+    rendered by input kind as `IntegratedGradients` renders its maps, under
+    `attributions/<method>/<input>/...`: images (`heatmap`, `overlay`,
+    `signed`; Grad-CAM: `heatmap` and `overlay`), tables (`features/<name>`
+    scalars, `table`, `ranking`) and tokens (`tokens`). Per sample, one
+    comparison image puts the input and each method's heatmap side by side,
+    labelled (`attributions/comparison/<input>`; tables: a methods x features
+    map; tokens: one Text table with a column per method).
+
+    With `sanity_check=True`, the model-parameter randomization test
+    (Adebayo et al., 2018; `tbx.randomization_test`) runs on a copy of the
+    model at the last epoch of the fit: its correlations as scalars
+    `attributions/sanity/<method>/<layer>` and a verdict per method as Text
+    (`attributions/sanity`).
+
+    `integrated_gradients` as a method here uses the same function as
+    `IntegratedGradients`, whose own tags stay as they are.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: Probe data (labels ignored), as for the other probe callbacks.
+        methods: Names of `tbx.attribute` methods. Grad-CAM needs an image
+            input: without one it is refused before training.
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        max_samples: Probe samples explained (int >= 1).
+        sanity_check: Whether to run the randomization test at the last epoch.
+        log_inputs: Whether the probe itself may be drawn (the comparison's
+            first panel, the overlays' background).
+        target: None (the predicted class), an int, or one int per sample.
+        output: The output explained, for multi-output models.
+        batch_size: Rows per compiled call (None: automatic).
+        feature_names: Names of tabular features.
+        vocabulary: Token strings by id.
+        **method_options: Options of the methods (`samples=`, `noise=`,
+            `base=` for SmoothGrad; `layer=` for Grad-CAM; `window=`,
+            `stride=`, `baseline=` for occlusion; `steps=` for integrated
+            gradients and SmoothGrad's IG base), each given to the methods
+            that take it; one that no chosen method takes is a TypeError.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[
+        tbx.Attributions("runs/exp1", data=x_val[:4], sanity_check=True,
+                         methods=("saliency", "smoothgrad", "gradcam"), samples=25)])
+    ```
+    """
+
+    tag_prefix = "attributions"
+
+    def __init__(self, log_dir, data, methods=DEFAULT_METHODS, freq=1, max_samples=4,
+                 sanity_check=False, log_inputs=True, target=None, output=None, batch_size=None,
+                 feature_names=None, vocabulary=None, **method_options):
+        super().__init__(log_dir, freq)
+        if isinstance(methods, str) or not methods:
+            raise TypeError(f"`methods` must be a non-empty list of method names, got "
+                            f"{methods!r}.")
+        self.methods = list(methods)
+        accepted = set()
+        for method in self.methods:
+            registry.check_method(method)
+            accepted |= set(registry.METHODS[method][1])
+        unknown = sorted(set(method_options) - accepted)
+        if unknown:
+            raise TypeError(f"no method of {self.methods} takes option(s) {unknown}; their "
+                            f"options are {sorted(accepted)}.")
+        self.method_options = method_options
+        self.probe = Probe(data, max_samples=max_samples)
+        self.sanity_check = _validate.check_bool("sanity_check", sanity_check)
+        self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        if batch_size is not None:
+            _validate.check_int("batch_size", batch_size, minimum=1)
+        self.target, self.output, self.batch_size = target, output, batch_size
+        self.feature_names, self.vocabulary = feature_names, vocabulary
+        self._sanity_done = False
+
+    def _options(self, method):
+        takes = registry.METHODS[method][1]
+        return {k: v for k, v in self.method_options.items() if k in takes}
+
+    def _attribute(self, method):
+        return registry.attribute(self.model, self.probe.x, method, target=self.target,
+                                 output=self.output, batch_size=self.batch_size,
+                                 **self._options(method))
+
+    def validate_model(self):
+        self.probe.validate(self.model)
+        self._sanity_done = False
+
+    def prepare(self):
+        try:
+            plan = attribution.plan_inputs(self.model, self.probe.x)
+            if "gradcam" in self.methods:  # an image input and a conv layer, or an error now
+                gradcam.find_layer(self.model, plan, self._options("gradcam").get("layer"))
+            # one forward pass validates output and target for every method
+            attribution._common.outputs_and_targets(self.model, plan, self.target, self.output)
+        except tf.errors.InvalidArgumentError as exc:
+            raise self.probe_failed(exc) from exc
+        except ValueError as exc:
+            if str(exc).startswith("`") or "Grad-CAM" in str(exc):
+                raise
+            raise self.probe_failed(exc) from exc
+        self._kinds = dict(zip(plan.names, plan.kinds))
+
+    def log_event(self, epoch):
+        results = {method: self._attribute(method) for method in self.methods}
+        leaves = dict(named_leaves(self.probe.x))
+        names = {name: ("input" if name is None else name) for name in leaves}
+        for method, result in results.items():
+            title = method.replace("_", " ")
+            if method == "gradcam":
+                image = [n for n in leaves if leaves[n].ndim == 4][0]
+                self._log_images(f"attributions/gradcam/{names[image]}", leaves[image],
+                                 result.attributions[..., None], epoch, signed=False)
+                continue
+            attributions = dict(named_leaves(result.attributions))
+            for name, value in leaves.items():
+                kind = self._kinds[names[name]]
+                if kind == "skip":
+                    continue
+                tag = f"attributions/{method}/{names[name]}"
+                attr = attributions[name]
+                if kind == "token":
+                    self._log_tokens(tag, value, attr, result, epoch, title=title)
+                elif value.ndim == 4:
+                    self._log_images(tag, value, attr, epoch)
+                elif value.ndim == 2:
+                    self._log_table(tag, names[name], attr, epoch, title=title)
+        self._log_comparison(leaves, names, results, epoch)
+        if self.sanity_check and self._epochs is not None and epoch == self._epochs - 1:
+            self._log_sanity(epoch)
+
+    def on_train_end(self, logs=None):
+        if (self.sanity_check and not self._sanity_done and self._last_epoch is not None
+                and self._writer is not None and self._last_logged == self._last_epoch):
+            with self._writer.record(self._last_epoch):  # a fit cut short (EarlyStopping)
+                try:
+                    self._log_sanity(self._last_epoch)
+                except Exception as exc:  # noqa: BLE001 (a logging fault never ends a fit)
+                    self.event_failed(self._last_epoch, exc)
+        super().on_train_end(logs)
+
+    def _magnitude(self, method, attr):
+        """Per-sample `(h, w)` importance maps of image attributions."""
+        if method == "gradcam":
+            return [images.attribution_heatmap(a[..., None]) for a in attr]
+        return [images.attribution_heatmap(a) for a in attr]
+
+    def _log_comparison(self, leaves, names, results, epoch):
+        for name, value in leaves.items():
+            kind = self._kinds[names[name]]
+            if kind == "skip":
+                continue
+            tag = f"attributions/comparison/{names[name]}"
+            if value.ndim == 4 and kind == "float":
+                panels, labels = [], []
+                if self.log_inputs:
+                    panels.append([images.image_rgb(v) for v in value])
+                    labels.append("input")
+                for method, result in results.items():
+                    attr = result.attributions if method == "gradcam" else dict(
+                        named_leaves(result.attributions))[name]
+                    panels.append([images.colormap.apply(h, "viridis")
+                                   for h in self._magnitude(method, attr)])
+                    labels.append(method)
+                factor = images.fit_factor(*value.shape[1:3], min_side=96, max_side=256)
+                rows = []
+                for i in range(len(value)):
+                    tiles = np.stack([images.upscale(p[i], factor) for p in panels])
+                    rows.append(charts.captioned_grid(tiles, [[label] for label in labels],
+                                                      cols=len(labels)))
+                ops.write_images(tag, np.stack(rows), epoch)
+            elif value.ndim == 2 and kind == "float":
+                feature_names = self._names(names[name], value.shape[1])
+                table = [dict(named_leaves(r.attributions))[name] for m, r in results.items()
+                         if m != "gradcam"]
+                labels = [m for m in results if m != "gradcam"]
+                ops.write_images(tag, np.stack([charts.labelled_heatmap(
+                    np.stack([t[i] for t in table]), labels, feature_names)
+                    for i in range(len(value))]), epoch)
+            elif kind == "token":
+                parts = [f"Attributions per token at epoch {epoch}, one column per method."]
+                labels = [m for m in results if m != "gradcam"]
+                per = [dict(named_leaves(results[m].attributions))[name] for m in labels]
+                for i, ids in enumerate(value):
+                    parts.append(f"\n**sample {i}**\n")
+                    parts.append(ops.markdown_table(["position", "token"] + labels, [
+                        [p, self._token(t)] + [f"{a[i, p]:+.4g}" for a in per]
+                        for p, t in enumerate(ids)]))
+                ops.write_markdown(tag, "\n".join(parts), epoch)
+
+    def _log_sanity(self, epoch):
+        self._sanity_done = True
+        lines = [f"**Sanity check at epoch {epoch}** (model-parameter randomization, Adebayo "
+                 f"et al. 2018): mean Spearman correlation of |attributions| with the trained "
+                 f"model's, as layers are re-initialized from the output down, on a copy of "
+                 f"the model.\n"]
+        for method in self.methods:
+            test = sanity.randomization_test(self.model, self.probe.x, method,
+                                             target=self.target, output=self.output,
+                                             batch_size=self.batch_size, **self._options(method))
+            for layer, value in zip(test.layers, test.correlations):
+                ops.write_scalar(f"attributions/sanity/{method}/{layer}", value, epoch)
+            lines.append("- " + test.verdict() + " Cascade: " + ", ".join(
+                f"{layer} {value:.2f}" for layer, value in zip(test.layers, test.correlations)))
+        ops.write_markdown("attributions/sanity", "\n".join(lines), epoch)

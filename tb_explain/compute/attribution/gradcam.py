@@ -1,0 +1,137 @@
+"""Grad-CAM (Selvaraju et al., 2017): class activation maps from a conv layer.
+
+ReLU(sum_k mean_ij(dF/dA_k) * A_k) at a layer with a 4-D output A (default:
+the last one the forward pass calls, nested models included), upsampled
+bilinearly (half-pixel centres, `tf.image.resize`) to the image input's
+height x width.
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from tb_explain._keras import swapped_call, walk_layers
+from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution.result import Attribution
+
+OPTIONS = ("layer",)
+
+
+def image_input(plan):
+    """Index of the first image input (4-D float), or a ValueError."""
+    for i, (x, kind) in enumerate(zip(plan.leaves, plan.kinds)):
+        if kind == "float" and x.ndim == 4:
+            return i
+    raise ValueError(
+        f"Grad-CAM needs an image input (samples, height, width, channels); this model's "
+        f"inputs have shapes {[x.shape for x in plan.leaves]}. Use 'saliency', "
+        f"'gradient_x_input', 'smoothgrad', 'integrated_gradients' or 'occlusion'.")
+
+
+def _conv_layers(model, plan):
+    """`[(path, layer)]` of the layers with a 4-D output, in call order (one eager
+    forward pass on the first sample, which reaches nested models' layers)."""
+    layers = [(path, layer) for _, path, layer in walk_layers(model)
+              if not hasattr(layer, "layers")]
+    calls = []
+
+    def recorder(path, layer, original):
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            first = tf.nest.flatten(out)[0] if tf.nest.flatten(out) else None
+            if first is not None and len(first.shape) == 4:
+                calls.append((path, layer))
+            return out
+        return call
+
+    import contextlib  # noqa: PLC0415
+
+    with contextlib.ExitStack() as stack:
+        for path, layer in layers:
+            stack.enter_context(swapped_call(layer, recorder(path, layer, layer.call)))
+        first = [tf.convert_to_tensor(x[:1]) for x in plan.leaves]
+        model(plan.rebuild(first), training=False)
+    return calls
+
+
+def find_layer(model, plan, layer=None):
+    """`(path, layer)` Grad-CAM reads: `layer` (a name or path) or the last 4-D one."""
+    if layer is not None:
+        from tb_explain.compute import activations  # noqa: PLC0415
+
+        hits = activations.select_layers(model, [layer])
+        if len(hits) != 1:
+            raise ValueError(f"`layer` {layer!r} matches {len(hits)} layers: "
+                             f"{[p for p, _ in hits]}; name one.")
+        return hits[0]
+    image_input(plan)
+    calls = _conv_layers(model, plan)
+    if not calls:
+        raise ValueError(f"Grad-CAM needs a layer with a 4-D output (a convolution); model "
+                         f"{model.name!r} has none.")
+    return calls[-1]
+
+
+def _core(model, key, plan, layer, size):
+    cache_key = ("gradcam", key, id(layer), size, tuple(plan.kinds), plan.structure)
+    per_model = _common.cache(model)
+    if cache_key in per_model:
+        return per_model[cache_key]
+    captured = {}
+    original = layer.call
+
+    def record(*args, **kwargs):
+        out = original(*args, **kwargs)
+        captured["A"] = tf.nest.flatten(out)[0]
+        return out
+
+    @tf.function(autograph=False)
+    def core(model_xs, target):
+        with tf.GradientTape() as tape:
+            outs = model(plan.rebuild(list(model_xs)), training=False)
+            activation = captured["A"]
+            tape.watch(activation)
+            selected = _common.select(outs, key)
+            f = tf.gather(selected, target, axis=1, batch_dims=1)
+            total_f = tf.reduce_sum(f)
+        grads = tape.gradient(total_f, activation)
+        weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=[1, 2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activation, tf.float32), axis=-1))
+        return tf.image.resize(cam[..., None], size, method="bilinear")[..., 0], f
+
+    run = _common.by_shapes(core)
+
+    def call(*args):
+        with swapped_call(layer, record):
+            return run(*args)
+
+    per_model[cache_key] = call
+    return call
+
+
+def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=None):
+    """Grad-CAM maps `(n, height, width)` of the image input.
+
+    Args:
+        layer: The layer read (a name, a path or a regular expression that
+            matches one layer); default the last layer with a 4-D output.
+    """
+    done = _common.setup(model, inputs, target, output)
+    image = image_input(done.plan)
+    _, found = find_layer(model, done.plan, layer)
+    size = tuple(done.plan.leaves[image].shape[1:3])
+    core = _core(model, done.key, done.plan, found, size)
+    n = done.n
+    chunk = _common.chunk_rows(n, batch_size or n)
+    maps, outputs = [], []
+    for start in range(0, n, chunk):
+        rows = np.minimum(np.arange(start, start + chunk), n - 1)  # pad the last chunk
+        feed = [tf.gather(leaf, rows) for leaf in done.feed]
+        cam, f = core(feed, tf.constant(done.targets[rows]))
+        maps.append(cam.numpy())
+        outputs.append(f.numpy())
+    return Attribution(attributions=np.concatenate(maps)[:n], delta=None, target=done.targets,
+                       output=np.concatenate(outputs)[:n], baseline_output=None,
+                       skipped=dict(done.plan.skipped))

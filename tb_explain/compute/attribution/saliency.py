@@ -1,0 +1,20 @@
+"""Saliency (Simonyan et al., 2013): |dF/dx| per input element."""
+
+from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution._gradient_rows import gradient_rows
+from tb_explain.compute.attribution.result import Attribution
+
+#: Options `attribute(..., method="saliency")` takes.
+OPTIONS = ()
+
+
+def saliency(model, inputs, *, target=None, output=None, batch_size=None):
+    """|dF/dx|: how much a small change of each input element moves the output.
+
+    Token inputs: |dF/de| at their embedding, summed over the embedding axis.
+    """
+    done = _common.setup(model, inputs, target, output)
+    grads, f = gradient_rows(model, done, "abs", batch_size=batch_size)
+    return Attribution(attributions=_common.leaves_like(done, grads), delta=None,
+                       target=done.targets, output=f[:, 0], baseline_output=None,
+                       skipped=dict(done.plan.skipped))
