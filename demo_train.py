@@ -4,7 +4,8 @@ Usage:
     python demo_train.py [--dataset digits|cancer] [--logdir DIR] [--epochs N] [--freq N]
 
 `digits` (default): a small CNN on the 8x8 digit images, with image
-attributions. `cancer`: an MLP on the breast-cancer table, with per-feature
+attributions by five methods side by side (integrated gradients, saliency,
+SmoothGrad, Grad-CAM, occlusion) and their sanity check. `cancer`: an MLP on the breast-cancer table, with per-feature
 attributions named by the dataset's feature names, permutation feature
 importance and the decision rules a surrogate tree reads off the model. Both
 log what the model
@@ -101,7 +102,8 @@ def main(argv=None):
         (x, y), (x_val, y_val) = load_data()
         model = build_model()
         loss, options = "sparse_categorical_crossentropy", {
-            "class_names": [str(d) for d in range(10)]}
+            "class_names": [str(d) for d in range(10)], "sanity_check": True,
+            "methods": ["saliency", "smoothgrad", "gradcam", "occlusion"]}
     else:
         (x, y), (x_val, y_val), names = load_cancer()
         model = build_mlp(x.shape[1])

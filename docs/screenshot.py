@@ -1,5 +1,6 @@
 """Regenerates the README's screenshots of the demo's logs in TensorBoard:
-docs/images-dashboard.png (Images) and docs/pr-curves-dashboard.png (PR Curves).
+docs/images-dashboard.png (Images), docs/pr-curves-dashboard.png (PR Curves) and
+docs/attributions-comparison.png (the attribution methods side by side).
 
 Usage (needs Debian's chromium and the test extra's playwright):
     python docs/screenshot.py
@@ -55,6 +56,15 @@ def main():
             page.keyboard.type("outputs/validation/pr_curve/[0-5]$")
             page.wait_for_timeout(8000)
             page.screenshot(path=os.path.join(ROOT, "docs", "pr-curves-dashboard.png"))
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/#images")
+            page.wait_for_timeout(5000)
+            page.mouse.click(700, 93)
+            page.keyboard.type("attributions/comparison")
+            page.wait_for_timeout(6000)
+            page.mouse.click(38, 96)  # "Show actual image size"
+            page.wait_for_timeout(3000)
+            page.screenshot(path=os.path.join(ROOT, "docs", "attributions-comparison.png"))
             browser.close()
     finally:
         server.terminate()

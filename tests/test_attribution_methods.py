@@ -205,7 +205,7 @@ def test_attributions_callback_logs_methods_side_by_side(tmp_path, digits, read_
     np.testing.assert_array_equal(run.image("attributions/saliency/input/heatmap")[::16, ::16],
                                   heat)
     comparison = run.image("attributions/comparison/input", index=2)
-    assert comparison.shape[1] > 5 * 96  # input + four methods, side by side
+    assert comparison.shape[1] > 3 * 128 and comparison.shape[0] > 2 * 128  # 5 panels, 3 a row
     assert run.value("attributions/comparison/input")[2:].shape == (3,)  # one image per sample
     text = run.text("attributions/sanity")
     for method in ("saliency", "smoothgrad", "gradcam", "occlusion"):

@@ -26,6 +26,9 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     assert run.steps("activations/digits_cnn/conv1") == [0, 2]
     assert run.steps("activations/input") == [0, 2]
     assert run.steps("attributions/input/overlay") == [0, 2]
+    assert run.steps("attributions/comparison/input") == [0, 2]
+    assert run.steps("attributions/gradcam/input/overlay") == [0, 2]
+    assert "Sanity check at epoch 2" in run.text("attributions/sanity")
     assert run.value("attributions/completeness_delta", 2) < 0.05
     assert run.steps("gradients/digits_cnn/conv1/update_ratio") == [2]
     assert read_run(log_dir / "train").steps("epoch_loss") == [0, 1, 2]

@@ -184,12 +184,12 @@ class Attributions(AttributionRendering, ExplainCallback):
                     panels.append([images.colormap.apply(h, "viridis")
                                    for h in self._magnitude(method, attr)])
                     labels.append(method)
-                factor = images.fit_factor(*value.shape[1:3], min_side=96, max_side=256)
+                factor = images.fit_factor(*value.shape[1:3], min_side=128, max_side=256)
                 rows = []
                 for i in range(len(value)):
                     tiles = np.stack([images.upscale(p[i], factor) for p in panels])
                     rows.append(charts.captioned_grid(tiles, [[label] for label in labels],
-                                                      cols=len(labels)))
+                                                      cols=3, size=16))
                 ops.write_images(tag, np.stack(rows), epoch)
             elif value.ndim == 2 and kind == "float":
                 feature_names = self._names(names[name], value.shape[1])

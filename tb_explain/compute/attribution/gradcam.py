@@ -6,6 +6,7 @@ bilinearly (half-pixel centres, `tf.image.resize`) to the image input's
 height x width.
 """
 
+import contextlib
 import functools
 
 import numpy as np
@@ -46,8 +47,6 @@ def _conv_layers(model, plan):
             return out
         return call
 
-    import contextlib  # noqa: PLC0415
-
     with contextlib.ExitStack() as stack:
         for path, layer in layers:
             stack.enter_context(swapped_call(layer, recorder(path, layer, layer.call)))
@@ -67,7 +66,11 @@ def find_layer(model, plan, layer=None):
                              f"{[p for p, _ in hits]}; name one.")
         return hits[0]
     image_input(plan)
-    calls = _conv_layers(model, plan)
+    per_model = _common.cache(model)
+    key = ("gradcam layers", plan.structure, tuple(x.shape[1:] for x in plan.leaves))
+    if key not in per_model:  # one eager pass per model and input shapes
+        per_model[key] = _conv_layers(model, plan)
+    calls = per_model[key]
     if not calls:
         raise ValueError(f"Grad-CAM needs a layer with a 4-D output (a convolution); model "
                          f"{model.name!r} has none.")

@@ -1,0 +1,94 @@
+"""Each attribution method as a ratio to its own compiled floor, side by side.
+
+Usage:
+    python bench/attributions.py [--repeats N]
+
+MobileNetV2 (weights=None) at 96x96, 4 images, targets fixed:
+
+- SmoothGrad (50 noisy copies, saliency): floor = one compiled gradient over
+  the 200 precomputed noisy inputs (target <= 1.25x);
+- occlusion (default 12x12 window, stride 6: 225 positions): floor = one
+  compiled forward pass over the 900 precomputed occluded inputs
+  (target <= 1.25x);
+- Grad-CAM (last 4-D layer): floor = one compiled input gradient of the 4
+  images (target <= 1.5x);
+- saliency, for reference: the same input gradient.
+
+Interleaved runs; the best of each (the least disturbed by this noisy
+machine) is compared.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tb_explain as tbx  # noqa: E402
+from bench._timing import interleaved  # noqa: E402
+from tb_explain.compute.attribution import _common, occlusion, smoothgrad  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    x = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
+    targets = np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int32)
+
+    @tf.function
+    def gradient(batch, target):
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            f = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
+                                        batch_dims=1))
+        return tape.gradient(f, batch)
+
+    @tf.function
+    def forward(batch, target):
+        return tf.gather(model(batch, training=False), target, axis=1, batch_dims=1)
+
+    done = _common.setup(model, x, targets)
+    noise = smoothgrad.noise_for(done, 50, 0.15, 0)[0]
+    noisy = tf.constant(np.repeat(x, 50, axis=0) + noise)
+    noisy_targets = tf.constant(np.repeat(targets, 50))
+    size, starts = occlusion.windows([x])[0]
+    occluded = []
+    for image in x:
+        for top, left in starts:
+            copy = image.copy()
+            copy[top:top + size[0], left:left + size[1]] = 0.0
+            occluded.append(copy)
+    occluded = tf.constant(np.stack(occluded))
+    occluded_targets = tf.constant(np.repeat(targets, len(starts)))
+    images, image_targets = tf.constant(x), tf.constant(targets)
+    runs = {
+        "smoothgrad floor": lambda: gradient(noisy, noisy_targets).numpy(),
+        "smoothgrad": lambda: tbx.attribute(model, x, "smoothgrad", target=targets, samples=50),
+        "occlusion floor": lambda: forward(occluded, occluded_targets).numpy(),
+        "occlusion": lambda: tbx.attribute(model, x, "occlusion", target=targets),
+        "gradcam floor": lambda: gradient(images, image_targets).numpy(),
+        "gradcam": lambda: tbx.attribute(model, x, "gradcam", target=targets),
+        "saliency": lambda: tbx.attribute(model, x, "saliency", target=targets),
+    }
+    for fn in runs.values():  # trace and warm up everything first
+        fn()
+    best = {k: min(v) for k, v in interleaved(runs, args.repeats).items()}
+    print(f"MobileNetV2 96x96, 4 images, best of {args.repeats} interleaved runs")
+    print(f"{'method':12s} {'seconds':>8s} {'floor':>8s} {'ratio':>6s}  target")
+    for method, target in (("smoothgrad", 1.25), ("occlusion", 1.25), ("gradcam", 1.5),
+                           ("saliency", None)):
+        floor = best["gradcam floor" if method == "saliency" else f"{method} floor"]
+        goal = f"<= {target}" if target else "(reference)"
+        print(f"{method:12s} {best[method]:8.3f} {floor:8.3f} {best[method] / floor:6.2f}  {goal}")
+
+
+if __name__ == "__main__":
+    main()
