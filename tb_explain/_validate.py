@@ -94,3 +94,18 @@ def check_log_dir(log_dir):
             f"`log_dir` {path!r} cannot be created as a directory: {exc}"
         ) from exc
     return path
+
+
+#: Privacy levels, from most to least written (see the README's "Privacy").
+PRIVACY_LEVELS = ("off", "inputs", "strict")
+
+
+def check_privacy(privacy, log_inputs=True, min_samples=8):
+    """Returns `(level, min_samples)`: `privacy` checked, raised to "inputs"
+    when `log_inputs` is False; `min_samples` (int >= 2) checked."""
+    check_choice("privacy", privacy, PRIVACY_LEVELS)
+    check_bool("log_inputs", log_inputs)
+    min_samples = check_int("min_samples", min_samples, minimum=2)
+    if not log_inputs and privacy == "off":
+        privacy = "inputs"
+    return privacy, min_samples

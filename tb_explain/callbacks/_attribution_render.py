@@ -10,24 +10,43 @@ class AttributionRendering:
     """Writes attributions as images (heatmap, overlay, signed), tables
     (per-feature scalars, a signed heatmap, a ranking) or tokens (Text).
 
-    The host callback has `feature_names`, `vocabulary` and `log_inputs`.
+    The host callback has `feature_names`, `vocabulary`, `privacy` and
+    `min_samples`. Privacy levels: "off" writes everything below; "inputs"
+    writes no raw input (no probe image, no overlay, no token strings or ids:
+    tokens are positions); "strict" writes no per-sample rendering: image
+    maps and token tables become means over the samples (written only with
+    at least `min_samples` of them), tables keep their per-feature means.
     """
 
+    def _aggregate(self, count):
+        """Whether per-sample renderings are replaced by means ("strict"), and
+        whether there are enough samples to write those."""
+        return self.privacy == "strict", count >= self.min_samples
+
     def _log_images(self, tag, value, attr, epoch, signed=True):
-        heat = [images.attribution_heatmap(a) for a in attr]
+        strict, enough = self._aggregate(len(attr))
+        if strict:
+            if not enough:
+                return
+            heat = [images.attribution_heatmap(np.abs(attr).mean(axis=0))]
+            sign = [attr.mean(axis=0)]
+        else:
+            heat, sign = [images.attribution_heatmap(a) for a in attr], list(attr)
         factor = images.fit_factor(*value.shape[1:3], min_side=128, max_side=512)
         up = lambda img: images.upscale(img, factor)  # noqa: E731
-        if self.log_inputs:
+        if self.privacy == "off":
             ops.write_images(tag + "/probe", np.stack([up(images.image_rgb(v)) for v in value]),
                              epoch)
         ops.write_images(tag + "/heatmap",
                          np.stack([up(images.colormap.apply(h, "viridis")) for h in heat]), epoch)
-        ops.write_images(tag + "/overlay",
-                         np.stack([up(images.overlay(v, h)) for v, h in zip(value, heat)]), epoch)
+        if self.privacy == "off":
+            ops.write_images(tag + "/overlay",
+                             np.stack([up(images.overlay(v, h)) for v, h in zip(value, heat)]),
+                             epoch)
         if signed:
             ops.write_images(tag + "/signed", np.stack([
                 up(images.colormap.apply(images.signed_attribution(a), "diverging"))
-                for a in attr]), epoch)
+                for a in sign]), epoch)
 
     def _names(self, name, count):
         names = self.feature_names
@@ -42,11 +61,16 @@ class AttributionRendering:
         mean_abs = np.abs(attr).mean(axis=0)
         for feature, value in zip(names, mean_abs):
             ops.write_scalar(f"{tag}/features/{feature}", value, epoch)
-        ops.write_images(tag + "/table", images.signed_table(attr), epoch)
         order = np.argsort(-mean_abs)
-        rows = [[names[j], f"{mean_abs[j]:.4g}"] + [f"{attr[i, j]:+.4g}" for i in range(len(attr))]
-                for j in order]
-        header = ["feature", "mean abs"] + [f"sample {i}" for i in range(len(attr))]
+        if self.privacy == "strict":  # per-feature means only, no per-sample row
+            mean = attr.mean(axis=0)
+            rows = [[names[j], f"{mean_abs[j]:.4g}", f"{mean[j]:+.4g}"] for j in order]
+            header = ["feature", "mean abs", "mean"]
+        else:
+            ops.write_images(tag + "/table", images.signed_table(attr), epoch)
+            rows = [[names[j], f"{mean_abs[j]:.4g}"]
+                    + [f"{attr[i, j]:+.4g}" for i in range(len(attr))] for j in order]
+            header = ["feature", "mean abs"] + [f"sample {i}" for i in range(len(attr))]
         ops.write_markdown(tag + "/ranking", f"{title} at epoch {epoch}, features by "
                            f"mean absolute attribution:\n\n" + ops.markdown_table(header, rows),
                            epoch)
@@ -59,11 +83,30 @@ class AttributionRendering:
             return f"<{int(token_id)}>"
 
     def _log_tokens(self, tag, value, attr, result, epoch, title="Integrated gradients"):
-        parts = [f"{title} at epoch {epoch} (attribution per token)."]
+        strict, enough = self._aggregate(len(attr))
+        if strict:
+            if not enough:
+                return
+            ops.write_markdown(tag + "/tokens", (
+                f"{title} at epoch {epoch}: mean attribution per position over {len(attr)} "
+                f"samples (privacy='strict': no token, no sample).\n\n")
+                + ops.markdown_table(["position", "mean attribution", "mean abs"], [
+                    [p, f"{m:+.4g}", f"{a:.4g}"] for p, (m, a) in enumerate(
+                        zip(attr.mean(axis=0), np.abs(attr).mean(axis=0)))]), epoch)
+            return
+        hide = self.privacy != "off"
+        parts = [f"{title} at epoch {epoch} (attribution per token"
+                 + ("; privacy='inputs': positions only)." if hide else ").")]
         for i, (ids, scores) in enumerate(zip(value, attr)):
             parts.append(f"\n**sample {i}** (target {result.target[i]}, "
                          f"F(x) = {float(np.ravel(result.output)[i]):.4g})\n")
-            parts.append(ops.markdown_table(
-                ["position", "token", "attribution"],
-                [[p, self._token(t), f"{s:+.4g}"] for p, (t, s) in enumerate(zip(ids, scores))]))
+            if hide:
+                parts.append(ops.markdown_table(
+                    ["position", "attribution"],
+                    [[p, f"{s:+.4g}"] for p, s in enumerate(scores)]))
+            else:
+                parts.append(ops.markdown_table(
+                    ["position", "token", "attribution"],
+                    [[p, self._token(t), f"{s:+.4g}"]
+                     for p, (t, s) in enumerate(zip(ids, scores))]))
         ops.write_markdown(tag + "/tokens", "\n".join(parts), epoch)

@@ -52,7 +52,15 @@ class ActivationImages(ExplainCallback):
         max_samples: Probe samples shown (int >= 1).
         max_channels: Feature maps shown per layer (int >= 1).
         max_layers: Layers in the default selection (int >= 1).
-        log_inputs: Whether to log the probe inputs as images.
+        log_inputs: Whether to log the probe inputs as images (False is
+            `privacy="inputs"`).
+        privacy: `"off"`: everything above. `"inputs"`: no probe image;
+            per-sample activation maps stay (first-layer maps can reproduce
+            an input: use "strict" for logs that get shared). `"strict"`: no
+            per-sample map: each layer's image is the mean over the probe,
+            written only with at least `min_samples` samples (raise
+            `max_samples`); histograms and fractions stay.
+        min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
 
     Example:
 
@@ -65,7 +73,7 @@ class ActivationImages(ExplainCallback):
     tag_prefix = "activations"
 
     def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, max_channels=16,
-                 max_layers=32, log_inputs=True):
+                 max_layers=32, log_inputs=True, privacy="off", min_samples=8):
         super().__init__(log_dir, freq)
         self.probe = Probe(data, max_samples=max_samples)
         if layers is not None:
@@ -79,6 +87,7 @@ class ActivationImages(ExplainCallback):
         self.max_channels = _validate.check_int("max_channels", max_channels, minimum=1)
         self.max_layers = _validate.check_int("max_layers", max_layers, minimum=1)
         self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        self.privacy, self.min_samples = _validate.check_privacy(privacy, log_inputs, min_samples)
         self._fn = None
 
     def validate_model(self):
@@ -112,14 +121,20 @@ class ActivationImages(ExplainCallback):
         buckets = result["buckets"].numpy()
         for i, path in enumerate(self._paths):
             tag = f"activations/{path}"
-            rendered = images.activation_images(result["display"][path].numpy())
+            display = result["display"][path].numpy()
+            if self.privacy == "strict":  # one mean over the probe, or nothing
+                if len(display) < self.min_samples:
+                    display = None
+                else:
+                    display = display.mean(axis=0, keepdims=True)
+            rendered = None if display is None else images.activation_images(display)
             if rendered is not None:
                 ops.write_images(tag, rendered, epoch)
             ops.write_histogram(tag + "/histogram", buckets[i], epoch)
             ops.write_scalar(tag + "/dead_fraction", dead[i], epoch)
             if saturated[i] >= 0:
                 ops.write_scalar(tag + "/saturated_fraction", saturated[i], epoch)
-        if self.log_inputs:
+        if self.privacy == "off":
             self._log_inputs(epoch)
 
     def _log_inputs(self, epoch):

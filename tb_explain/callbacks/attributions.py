@@ -46,7 +46,14 @@ class Attributions(AttributionRendering, ExplainCallback):
         max_samples: Probe samples explained (int >= 1).
         sanity_check: Whether to run the randomization test at the last epoch.
         log_inputs: Whether the probe itself may be drawn (the comparison's
-            first panel, the overlays' background).
+            first panel, the overlays' background); False is
+            `privacy="inputs"`.
+        privacy: `"off"`, `"inputs"` (no probe image, no overlay, no input
+            panel in the comparison, tokens as positions) or `"strict"` (no
+            per-sample rendering: maps and the comparison become means over
+            the probe, written with at least `min_samples` samples), as for
+            `IntegratedGradients`; the sanity check's figures stay.
+        min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
         target: None (the predicted class), an int, or one int per sample.
         output: The output explained, for multi-output models.
         batch_size: Rows per compiled call (None: automatic).
@@ -71,7 +78,8 @@ class Attributions(AttributionRendering, ExplainCallback):
 
     def __init__(self, log_dir, data, methods=DEFAULT_METHODS, freq=1, max_samples=4,
                  sanity_check=False, log_inputs=True, target=None, output=None, batch_size=None,
-                 feature_names=None, vocabulary=None, **method_options):
+                 feature_names=None, vocabulary=None, privacy="off", min_samples=8,
+                 **method_options):
         super().__init__(log_dir, freq)
         if isinstance(methods, str) or not methods:
             raise TypeError(f"`methods` must be a non-empty list of method names, got "
@@ -89,6 +97,7 @@ class Attributions(AttributionRendering, ExplainCallback):
         self.probe = Probe(data, max_samples=max_samples)
         self.sanity_check = _validate.check_bool("sanity_check", sanity_check)
         self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        self.privacy, self.min_samples = _validate.check_privacy(privacy, log_inputs, min_samples)
         if batch_size is not None:
             _validate.check_int("batch_size", batch_size, minimum=1)
         self.target, self.output, self.batch_size = target, output, batch_size
@@ -173,20 +182,25 @@ class Attributions(AttributionRendering, ExplainCallback):
             if kind == "skip":
                 continue
             tag = f"attributions/comparison/{names[name]}"
+            strict, enough = self._aggregate(len(value))
+            if strict and not enough:
+                continue
             if value.ndim == 4 and kind == "float":
                 panels, labels = [], []
-                if self.log_inputs:
+                if self.privacy == "off":
                     panels.append([images.image_rgb(v) for v in value])
                     labels.append("input")
                 for method, result in results.items():
                     attr = result.attributions if method == "gradcam" else dict(
                         named_leaves(result.attributions))[name]
-                    panels.append([images.colormap.apply(h, "viridis")
-                                   for h in self._magnitude(method, attr)])
-                    labels.append(method)
+                    maps = self._magnitude(method, attr)
+                    if strict:  # one mean map over the probe
+                        maps = [np.mean(maps, axis=0)]
+                    panels.append([images.colormap.apply(h, "viridis") for h in maps])
+                    labels.append(method + (" (mean)" if strict else ""))
                 factor = images.fit_factor(*value.shape[1:3], min_side=128, max_side=256)
                 rows = []
-                for i in range(len(value)):
+                for i in range(len(panels[0])):
                     tiles = np.stack([images.upscale(p[i], factor) for p in panels])
                     rows.append(charts.captioned_grid(tiles, [[label] for label in labels],
                                                       cols=3, size=16))
@@ -196,18 +210,27 @@ class Attributions(AttributionRendering, ExplainCallback):
                 table = [dict(named_leaves(r.attributions))[name] for m, r in results.items()
                          if m != "gradcam"]
                 labels = [m for m in results if m != "gradcam"]
+                if strict:  # per-feature means over the probe
+                    table = [t.mean(axis=0, keepdims=True) for t in table]
                 ops.write_images(tag, np.stack([charts.labelled_heatmap(
                     np.stack([t[i] for t in table]), labels, feature_names)
-                    for i in range(len(value))]), epoch)
+                    for i in range(len(table[0]))]), epoch)
             elif kind == "token":
                 parts = [f"Attributions per token at epoch {epoch}, one column per method."]
                 labels = [m for m in results if m != "gradcam"]
                 per = [dict(named_leaves(results[m].attributions))[name] for m in labels]
-                for i, ids in enumerate(value):
+                if strict:
+                    parts.append(f"\nMeans over {len(value)} samples, per position:\n")
+                    parts.append(ops.markdown_table(["position"] + labels, [
+                        [p] + [f"{a[:, p].mean():+.4g}" for a in per]
+                        for p in range(value.shape[1])]))
+                for i, ids in enumerate(value if not strict else []):
                     parts.append(f"\n**sample {i}**\n")
-                    parts.append(ops.markdown_table(["position", "token"] + labels, [
-                        [p, self._token(t)] + [f"{a[i, p]:+.4g}" for a in per]
-                        for p, t in enumerate(ids)]))
+                    shown = self.privacy == "off"
+                    parts.append(ops.markdown_table(
+                        ["position"] + (["token"] if shown else []) + labels, [
+                            [p] + ([self._token(t)] if shown else [])
+                            + [f"{a[i, p]:+.4g}" for a in per] for p, t in enumerate(ids)]))
                 ops.write_markdown(tag, "\n".join(parts), epoch)
 
     def _log_sanity(self, epoch):

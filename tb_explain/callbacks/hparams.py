@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from tensorboard.plugins.hparams import api as hp
 
+from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.summary import ops
 
@@ -48,6 +49,11 @@ class HParams(ExplainCallback):
             int, float or str values); they override the detected ones.
         trial_id: Name of the run in the dashboard (default: `log_dir`'s
             last component).
+        privacy: The privacy level the run's logs were written at (`"off"`,
+            `"inputs"`, `"strict"`), recorded as the `privacy` hyperparameter
+            so a shared log says how it was made (`tbx.explain` passes its
+            own); absent means "off", so runs logged before levels existed
+            compare as they were.
 
     Example:
 
@@ -59,7 +65,7 @@ class HParams(ExplainCallback):
 
     tag_prefix = "hparams"
 
-    def __init__(self, log_dir, hparams=None, trial_id=None):
+    def __init__(self, log_dir, hparams=None, trial_id=None, privacy="off"):
         super().__init__(log_dir, freq=1)
         hparams = dict(hparams or {})
         for key, value in hparams.items():
@@ -70,6 +76,7 @@ class HParams(ExplainCallback):
                     f"`hparams[{key!r}]` must be a bool, int, float or str, got {value!r} of "
                     f"type {type(value).__name__}.")
         self.hparams = hparams
+        self.privacy, _ = _validate.check_privacy(privacy)
         if trial_id is not None and not isinstance(trial_id, str):
             raise TypeError(f"`trial_id` must be a str, got {trial_id!r}.")
         self.trial_id = trial_id or os.path.basename(os.path.normpath(self.log_dir))
@@ -91,6 +98,8 @@ class HParams(ExplainCallback):
                 # float32 storage: keep the digits the user typed (1e-3, not 0.0010000000475)
                 rate = float(np.asarray(optimizer.learning_rate))
                 values["learning_rate"] = float(f"{rate:.7g}")
+        if self.privacy != "off":  # absent: written with privacy="off"
+            values["privacy"] = self.privacy
         batch_size = _fit_batch_size()
         if batch_size is not None:
             values["batch_size"] = batch_size

@@ -71,7 +71,19 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
         vocabulary: Token strings by id (a list or dict) for token inputs.
         delta_tolerance: Relative completeness gap above which a warning is
             raised (float > 0).
-        log_inputs: Whether to log the probe images beside the attributions.
+        log_inputs: Whether to log the probe images beside the attributions
+            (False is `privacy="inputs"`).
+        privacy: `"off"`: everything above. `"inputs"`: no raw input (no
+            `probe`, no `overlay`; tokens as positions, no strings or ids);
+            per-sample heatmaps, signed maps, tables and rankings stay (a
+            map can still outline its input: an IG map is zero wherever the
+            input is zero). `"strict"`: no per-sample rendering: `heatmap`
+            and `signed` become one mean over the probe (mean |attribution|,
+            mean attribution), tokens a mean per position, the ranking
+            per-feature means; written only with at least `min_samples`
+            probe samples. Scalars (features, completeness) stay at every
+            level.
+        min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
 
     Example:
 
@@ -85,7 +97,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
 
     def __init__(self, log_dir, data, freq=1, steps=50, method="gausslegendre", baseline=None,
                  target=None, batch_size=None, max_samples=4, output=None, feature_names=None,
-                 vocabulary=None, delta_tolerance=0.05, log_inputs=True):
+                 vocabulary=None, delta_tolerance=0.05, log_inputs=True, privacy="off",
+                 min_samples=8):
         super().__init__(log_dir, freq)
         self.probe = Probe(data, max_samples=max_samples)
         self.steps = _validate.check_int("steps", steps, minimum=1)
@@ -104,6 +117,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
         self.delta_tolerance = _validate.check_float("delta_tolerance", delta_tolerance,
                                                      minimum=0.0, inclusive=False)
         self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        self.privacy, self.min_samples = _validate.check_privacy(privacy, log_inputs, min_samples)
 
     def validate_model(self):
         self.probe.validate(self.model)

@@ -91,7 +91,11 @@ class Predictions(ExplainCallback):
         calibration_bins: Bins of the reliability diagram and ECE (int >= 1).
         max_mistakes: Confident mistakes shown per dataset (int >= 0).
         batch_size: Samples per forward pass for array datasets (int >= 1).
-        log_inputs: Whether raw inputs may be written (the mistakes).
+        log_inputs: Whether raw inputs may be written (the mistakes); False
+            is `privacy="inputs"`.
+        privacy: `"off"` writes the mistakes; `"inputs"` and `"strict"`
+            write no input (no mistakes gallery or table); every other tag is
+            an aggregate over the dataset and stays.
         vocabulary: Token strings by id, for token inputs in the mistakes.
 
     Example:
@@ -108,7 +112,7 @@ class Predictions(ExplainCallback):
 
     def __init__(self, log_dir, data, freq=1, class_names=None, output=None, task="auto",
                  calibration_bins=15, max_mistakes=8, batch_size=256, log_inputs=True,
-                 vocabulary=None):
+                 vocabulary=None, privacy="off"):
         super().__init__(log_dir, freq)
         if data is None:
             raise ValueError("`data` is required: a labelled dataset `(x, y)` or a dict "
@@ -129,6 +133,7 @@ class Predictions(ExplainCallback):
         self.max_mistakes = _validate.check_int("max_mistakes", max_mistakes, 0)
         self.batch_size = _validate.check_int("batch_size", batch_size, 1)
         self.log_inputs = _validate.check_bool("log_inputs", log_inputs)
+        self.privacy, _ = _validate.check_privacy(privacy, log_inputs)
         self.vocabulary = vocabulary
         self._outputs = None
 
@@ -244,7 +249,8 @@ class Predictions(ExplainCallback):
         for dname, data in self.datasets.items():
             scores = {key: [] for key in self._outputs}
             labels = {key: [] for key in self._outputs}
-            buffers = {key: predictions.MistakeBuffer(self.max_mistakes if self.log_inputs else 0)
+            keep = self.max_mistakes if self.privacy == "off" else 0
+            buffers = {key: predictions.MistakeBuffer(keep)
                        for key in self._outputs}
             loss_sum, count = 0.0, 0
             for x, y, weights in predictions.batches(data, self.batch_size):
@@ -350,7 +356,7 @@ class Predictions(ExplainCallback):
         top = confidence.reshape(len(confidence), -1).max(axis=1) if task != "multilabel" \
             else confidence.ravel()
         ops.write_histogram(f"{tag}/confidence", _buckets(top, 0.0, 1.0), epoch)
-        if self.log_inputs and buffer.k:
+        if self.privacy == "off" and buffer.k:
             self._log_mistakes(tag, info, buffer.items(), epoch)
         lowest = np.argsort(recall, kind="stable")[:3]
         return {"accuracy": accuracy, "macro_f1": macro, "ece": ece,

@@ -149,6 +149,10 @@ class DecisionRules(ExplainCallback):
         feature_names: Names (a list, or a dict of lists per input).
         class_names: Class names of a classifier.
         min_samples_leaf: Smallest rule, a fraction of the rows or a count.
+        privacy: `"off"` and `"inputs"` as above (rules are aggregates);
+            `"strict"`: every rule covers at least `min_samples` rows, so no
+            rule describes a handful of samples.
+        min_samples: Rows a rule covers at least at `privacy="strict"`.
 
     Example:
 
@@ -162,7 +166,7 @@ class DecisionRules(ExplainCallback):
     tag_prefix = "rules"
 
     def __init__(self, log_dir, data, freq=1, max_depth=3, feature_names=None, class_names=None,
-                 min_samples_leaf=0.02):
+                 min_samples_leaf=0.02, privacy="off", min_samples=8):
         super().__init__(log_dir, freq)
         rules._sklearn_tree()  # says what to install, now
         self.x, _ = _table_data(data, "DecisionRules", need_labels=False)
@@ -175,6 +179,11 @@ class DecisionRules(ExplainCallback):
         importance.column_names(leaves, names, feature_names)
         self.feature_names = feature_names
         self.class_names = class_names
+        self.privacy, self.min_samples = _validate.check_privacy(privacy, True, min_samples)
+        if self.privacy == "strict":
+            smallest = (min_samples_leaf if isinstance(min_samples_leaf, int)
+                        else int(np.ceil(min_samples_leaf * rows * (1 - rules.HOLDOUT))))
+            min_samples_leaf = max(smallest, self.min_samples)
         self.min_samples_leaf = min_samples_leaf
 
     def _compute(self):
