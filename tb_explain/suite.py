@@ -53,7 +53,8 @@ def _has_sklearn():
     return True
 
 
-def explain(log_dir, data=None, freq=1, datasets=None, methods=None, **options):
+def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="off",
+            **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
     Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
@@ -72,6 +73,9 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, **options):
         data: Optional probe data for the callbacks that need it.
         datasets: Optional labelled datasets for `Predictions`: one, or a dict
             `{name: dataset}` (`{"train": (x, y), "val": (x_val, y_val)}`).
+        privacy: `"off"`, `"inputs"` or `"strict"`, for every callback that
+            renders data (see the README's "Privacy"), and recorded in the
+            run's HParams.
         methods: Optional attribution methods for `Attributions`
             (`["saliency", "smoothgrad", "gradcam", "occlusion"]`); their
             options (`samples=`, `window=`...) are accepted too.
@@ -93,6 +97,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, **options):
     ```
     """
     log_dir = _validate.check_log_dir(log_dir)
+    _validate.check_privacy(privacy)
+    options["privacy"] = privacy
     freq = _validate.check_int("freq", freq, minimum=1)
     signatures = [(cls, needs, {name for name, p in inspect.signature(cls.__init__).parameters.items()
                                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
