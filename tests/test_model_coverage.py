@@ -62,6 +62,21 @@ def test_multi_output_model_explains_every_output(tmp_path, digits, read_run):
         heat = run.image(f"attributions/input/{output}/heatmap", step=1)
         assert heat.shape[:2] == (128, 128)
     assert "attributions/input/heatmap" not in run.tags  # every output under its name
+    # Attributions too, every output under its name
+    methods_dir = tmp_path / "methods"
+    model.fit(x, {"digit": y, "size": sizes}, epochs=1, verbose=0, callbacks=[
+        tbx.Attributions(methods_dir, data=x[:4], methods=["saliency", "gradcam"])])
+    tags = read_run(methods_dir).tags
+    for output in ("digit", "size"):
+        assert f"attributions/saliency/input/{output}/heatmap" in tags
+        assert f"attributions/gradcam/input/{output}/overlay" in tags
+        assert f"attributions/comparison/input/{output}" in tags
+    saliency = tbx.attribute(model, x[:4], "saliency", output="size").attributions
+    from tb_explain.render import images
+
+    heat = images.colormap.apply(images.attribution_heatmap(saliency[0]), "viridis")
+    np.testing.assert_array_equal(
+        read_run(methods_dir).image("attributions/saliency/input/size/heatmap")[::16, ::16], heat)
     # output= narrows it, and the tags stay as for a single-output model
     narrowed = tmp_path / "narrowed"
     model.fit(x, {"digit": y, "size": sizes}, epochs=1, verbose=0, callbacks=[

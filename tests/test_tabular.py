@@ -160,3 +160,27 @@ def test_bad_tabular_input_is_refused_before_training(tmp_path):
     x, target, regressor, _ = _two_feature_models()
     with pytest.raises(ValueError, match=r"`groups\['g'\]` must list column indices in \[0, 10\)"):
         tbx.permutation_importance(regressor, x, target, groups={"g": [3, 12]})
+
+
+def test_tabular_callbacks_explain_every_output_of_a_multi_output_model(tmp_path, read_run):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(160, 5)).astype("float32")
+    labels = {"flag": (x[:, 1] > 0).astype("float32"), "amount": (3 * x[:, 4]).astype("float32")}
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(8, activation="tanh")(inp)
+    model = keras.Model(inp, {"flag": keras.layers.Dense(1, activation="sigmoid", name="flag")(h),
+                              "amount": keras.layers.Dense(1, name="amount")(h)})
+    model.compile("adam", {"flag": "binary_crossentropy", "amount": "mse"})
+    model.fit(x, labels, epochs=2, verbose=0, callbacks=[
+        tbx.FeatureImportance(tmp_path, (x, labels), repeats=2),
+        tbx.DecisionRules(tmp_path, x, class_names={"flag": ["no", "yes"]})])
+    run = read_run(tmp_path)
+    for key in ("flag", "amount"):
+        expected = tbx.permutation_importance(model, x, labels[key], repeats=2, output=key)
+        for name, value in zip(expected.names, expected.importances_mean):
+            assert run.value(f"importance/{key}/{name}") == pytest.approx(value, abs=1e-6)
+        rules = tbx.extract_rules(model, x, output=key,
+                                  class_names=["no", "yes"] if key == "flag" else None)
+        assert run.value(f"rules/{key}/fidelity") == pytest.approx(rules.fidelity)
+    assert "THEN yes" in run.text("rules/flag/text") or "THEN no" in run.text("rules/flag/text")

@@ -55,7 +55,10 @@ class Attributions(AttributionRendering, ExplainCallback):
             `IntegratedGradients`; the sanity check's figures stay.
         min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
         target: None (the predicted class), an int, or one int per sample.
-        output: The output explained, for multi-output models.
+        output: The output explained, for multi-output models (default:
+            every output, each under its name after the input's:
+            `attributions/<method>/<input>/<output>/...`; the sanity check
+            reads the first).
         batch_size: Rows per compiled call (None: automatic).
         feature_names: Names of tabular features.
         vocabulary: Token strings by id.
@@ -108,9 +111,9 @@ class Attributions(AttributionRendering, ExplainCallback):
         takes = registry.METHODS[method][1]
         return {k: v for k, v in self.method_options.items() if k in takes}
 
-    def _attribute(self, method):
-        return registry.attribute(self.model, self.probe.x, method, target=self.target,
-                                 output=self.output, batch_size=self.batch_size,
+    def _attribute(self, method, output):
+        return registry.attribute(self.model, self.probe.x, method, target=self._targets[output],
+                                 output=output, batch_size=self.batch_size,
                                  **self._options(method))
 
     def validate_model(self):
@@ -122,8 +125,11 @@ class Attributions(AttributionRendering, ExplainCallback):
             plan = attribution.plan_inputs(self.model, self.probe.x)
             if "gradcam" in self.methods:  # an image input and a conv layer, or an error now
                 gradcam.find_layer(self.model, plan, self._options("gradcam").get("layer"))
-            # one forward pass validates output and target for every method
-            attribution._common.outputs_and_targets(self.model, plan, self.target, self.output)
+            # every output by default; one forward pass validates output and target
+            self._targets = attribution.explained_targets(self.model, plan, self.output,
+                                                          self.target)
+            for output, target in self._targets.items():
+                attribution._common.outputs_and_targets(self.model, plan, target, output)
         except tf.errors.InvalidArgumentError as exc:
             raise self.probe_failed(exc) from exc
         except ValueError as exc:
@@ -133,14 +139,21 @@ class Attributions(AttributionRendering, ExplainCallback):
         self._kinds = dict(zip(plan.names, plan.kinds))
 
     def log_event(self, epoch):
-        results = {method: self._attribute(method) for method in self.methods}
+        for output in self._targets:
+            suffix = "" if len(self._targets) == 1 else f"/{output}"
+            self._log_output(output, suffix, epoch)
+        if self.sanity_check and self._epochs is not None and epoch == self._epochs - 1:
+            self._log_sanity(epoch)
+
+    def _log_output(self, output, suffix, epoch):
+        results = {method: self._attribute(method, output) for method in self.methods}
         leaves = dict(named_leaves(self.probe.x))
         names = {name: ("input" if name is None else name) for name in leaves}
         for method, result in results.items():
             title = method.replace("_", " ")
             if method == "gradcam":
                 image = [n for n in leaves if leaves[n].ndim == 4][0]
-                self._log_images(f"attributions/gradcam/{names[image]}", leaves[image],
+                self._log_images(f"attributions/gradcam/{names[image]}{suffix}", leaves[image],
                                  result.attributions[..., None], epoch, signed=False)
                 continue
             attributions = dict(named_leaves(result.attributions))
@@ -148,7 +161,7 @@ class Attributions(AttributionRendering, ExplainCallback):
                 kind = self._kinds[names[name]]
                 if kind == "skip":
                     continue
-                tag = f"attributions/{method}/{names[name]}"
+                tag = f"attributions/{method}/{names[name]}{suffix}"
                 attr = attributions[name]
                 if kind == "token":
                     self._log_tokens(tag, value, attr, result, epoch, title=title)
@@ -156,9 +169,7 @@ class Attributions(AttributionRendering, ExplainCallback):
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
                     self._log_table(tag, names[name], attr, epoch, title=title)
-        self._log_comparison(leaves, names, results, epoch)
-        if self.sanity_check and self._epochs is not None and epoch == self._epochs - 1:
-            self._log_sanity(epoch)
+        self._log_comparison(leaves, names, results, epoch, suffix)
 
     def on_train_end(self, logs=None):
         if (self.sanity_check and not self._sanity_done and self._last_epoch is not None
@@ -176,12 +187,12 @@ class Attributions(AttributionRendering, ExplainCallback):
             return [images.attribution_heatmap(a[..., None]) for a in attr]
         return [images.attribution_heatmap(a) for a in attr]
 
-    def _log_comparison(self, leaves, names, results, epoch):
+    def _log_comparison(self, leaves, names, results, epoch, suffix=""):
         for name, value in leaves.items():
             kind = self._kinds[names[name]]
             if kind == "skip":
                 continue
-            tag = f"attributions/comparison/{names[name]}"
+            tag = f"attributions/comparison/{names[name]}{suffix}"
             strict, enough = self._aggregate(len(value))
             if strict and not enough:
                 continue
@@ -240,11 +251,13 @@ class Attributions(AttributionRendering, ExplainCallback):
                  f"model's, as layers are re-initialized from the output down, on a copy of "
                  f"the model.\n"]
         for method in self.methods:
+            output, target = next(iter(self._targets.items()))  # the first output
             test = sanity.randomization_test(self.model, self.probe.x, method,
-                                             target=self.target, output=self.output,
+                                             target=target, output=output,
                                              batch_size=self.batch_size, **self._options(method))
             for layer, value in zip(test.layers, test.correlations):
                 ops.write_scalar(f"attributions/sanity/{method}/{layer}", value, epoch)
-            lines.append("- " + test.verdict() + " Cascade: " + ", ".join(
+            where = "" if len(self._targets) == 1 else f" (output {output!r})"
+            lines.append("- " + test.verdict() + where + " Cascade: " + ", ".join(
                 f"{layer} {value:.2f}" for layer, value in zip(test.layers, test.correlations)))
         ops.write_markdown("attributions/sanity", "\n".join(lines), epoch)

@@ -133,13 +133,10 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
         # Validates without computing the attributions: one gradient per output.
         try:
             plan = attribution.plan_inputs(self.model, self.probe.x)
-            self._outputs = attribution.explained_outputs(self.model, plan, self.output)
-            self._targets = {}
+            self._targets = attribution.explained_targets(self.model, plan, self.output,
+                                                          self.target)
+            self._outputs = list(self._targets)
             for output in self._outputs:
-                # `target` applies to multi-unit outputs; single-unit ones need none.
-                single = len(self._outputs) > 1 and attribution.output_units(
-                    self.model, output, plan) == 1
-                self._targets[output] = None if single else self.target
                 attribution.warm_up(  # validates, traces, computes one gradient
                     self.model, self.probe.x, target=self._targets[output],
                     baseline=self.baseline, steps=self.steps, method=self.method,

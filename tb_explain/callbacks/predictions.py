@@ -17,15 +17,6 @@ PR_THRESHOLDS = 201
 MAX_TABLE_FEATURES = 12
 
 
-def _pick(structure, key):
-    """The part of a (possibly dict/list) structure that belongs to output `key`."""
-    if isinstance(structure, dict):
-        return structure[key] if key in structure else None
-    if isinstance(structure, (list, tuple)) and isinstance(key, int):
-        return structure[key]
-    return structure
-
-
 class Predictions(ExplainCallback):
     """Logs what the model outputs on whole datasets: metrics, where it fails.
 
@@ -191,7 +182,7 @@ class Predictions(ExplainCallback):
         for key in keys:
             units = int(_common.select(outs, key).shape[1])
             activation = predictions.output_activation(model, key)
-            labels = predictions.to_numpy(_pick(y0, key))
+            labels = predictions.to_numpy(predictions.part_for(y0, key))
             if labels is None:
                 raise ValueError(f"`data` dataset {name0!r} has no labels for output {key!r}.")
             task = self.task if self.task != "auto" else predictions.detect_task(
@@ -208,10 +199,10 @@ class Predictions(ExplainCallback):
             self._outputs[key] = {"task": task, "units": units, "logits": bool(logits),
                                   "names": names}
             for name, (_, y, _) in first.items():
-                self._check_labels(name, key, predictions.to_numpy(_pick(y, key)))
+                self._check_labels(name, key, predictions.to_numpy(predictions.part_for(y, key)))
             for name, data in self.datasets.items():  # arrays: every label, here
                 if not isinstance(data, tf.data.Dataset):
-                    self._check_labels(name, key, np.asarray(_pick(predictions.split(data)[1], key)))
+                    self._check_labels(name, key, np.asarray(predictions.part_for(predictions.split(data)[1], key)))
         self._step = predictions.evaluation_step(model)
 
     def _check_labels(self, dataset, key, labels):
@@ -261,7 +252,7 @@ class Predictions(ExplainCallback):
                 for key, info in self._outputs.items():
                     s = predictions.probabilities(info["task"], _common.select(outs, key).numpy(),
                                                   info["logits"])
-                    t = predictions.to_numpy(_pick(y, key))
+                    t = predictions.to_numpy(predictions.part_for(y, key))
                     scores[key].append(s)
                     labels[key].append(t)
                     if info["task"] != "regression":

@@ -4,7 +4,8 @@ import numpy as np
 
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import importance, rules
+from tb_explain.compute import importance, predictions, rules
+from tb_explain.compute.attribution import _common
 from tb_explain.summary import ops
 
 
@@ -21,10 +22,21 @@ def _table_data(data, name, need_labels):
         raise TypeError(f"{name}: `data` must be arrays (x, y), not a tf.data.Dataset: "
                         f"permutations need the whole table in memory.")
     importance.tables(x, what="data")  # 2-D float tables only
+    if isinstance(y, (dict, list)):  # labels per output of a multi-output model
+        y = y if isinstance(y, dict) else [np.asarray(part) for part in y]
+    elif y is not None:
+        y = np.asarray(y)
     if need_labels and y is None:
         raise ValueError(f"{name}: `data` has no labels: permutation importance scores the model "
                          f"against them; pass data=(x, y).")
-    return x, (None if y is None else np.asarray(y))
+    return x, y
+
+
+def _outputs(callback, output):
+    """The outputs a tabular callback explains: `[output]`, or every output."""
+    plan = _common.plan_inputs(callback.model, callback.x)
+    keys = _common.explained_outputs(callback.model, plan, output)
+    return keys, (lambda key: "" if len(keys) == 1 else f"{key}/")
 
 
 class FeatureImportance(ExplainCallback):
@@ -54,6 +66,9 @@ class FeatureImportance(ExplainCallback):
         groups: `{name: [columns]}` permuted together (one-hot blocks).
         seed: Seed of the permutations (the same at every event, so changes
             come from the model).
+        output: For multi-output models, the output explained (default:
+            every output, `importance/<output>/<feature>`, with `y` a dict or
+            list of labels per output).
 
     Example:
 
@@ -67,7 +82,7 @@ class FeatureImportance(ExplainCallback):
     tag_prefix = "importance"
 
     def __init__(self, log_dir, data, freq=1, repeats=5, metric=None, feature_names=None,
-                 groups=None, seed=0):
+                 groups=None, seed=0, output=None):
         super().__init__(log_dir, freq)
         self.x, self.y = _table_data(data, "FeatureImportance", need_labels=True)
         self.repeats = _validate.check_int("repeats", repeats, minimum=1)
@@ -80,16 +95,26 @@ class FeatureImportance(ExplainCallback):
         self.feature_names = feature_names
         self.groups = groups
         self.seed = _validate.check_int("seed", seed)
+        self.output = output
 
-    def _compute(self):
+    def _compute(self, key):
         return importance.permutation_importance(
-            self.model, self.x, self.y, metric=self.metric, repeats=self.repeats,
-            seed=self.seed, feature_names=self.feature_names, groups=self.groups)
+            self.model, self.x, predictions.part_for(self.y, key), metric=self.metric,
+            repeats=self.repeats, seed=self.seed, feature_names=self.feature_names,
+            groups=self.groups, output=key)
 
     def prepare(self):
-        try:  # one forward pass on a few rows: the output, the task, the groups
+        try:  # one forward pass on a few rows: the outputs, the tasks, the groups
+            self._keys, self._segment = _outputs(self, self.output)
+            if self.metric == "loss" and len(self._keys) > 1:
+                raise ValueError("`metric='loss'` is the compiled loss of the whole model; on a "
+                                 "multi-output model use the default metric or a callable.")
             leaves, structure, _ = importance.tables(self.x)
-            importance.output_task(self.model, leaves, structure, self.y, None)
+            for key in self._keys:
+                labels = predictions.part_for(self.y, key)
+                if labels is None:
+                    raise ValueError(f"`data` has no labels for output {key!r}.")
+                importance.output_task(self.model, leaves, structure, labels, key)
             importance._columns(leaves, importance.column_names(
                 leaves, importance.tables(self.x)[2], self.feature_names), self.groups)
         except ValueError as exc:
@@ -98,9 +123,13 @@ class FeatureImportance(ExplainCallback):
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
-        result = self._compute()
+        for key in self._keys:
+            self._log_output(key, self._segment(key), epoch)
+
+    def _log_output(self, key, segment, epoch):
+        result = self._compute(key)
         for name, value in zip(result.names, result.importances_mean):
-            ops.write_scalar(f"importance/{name}", value, epoch)
+            ops.write_scalar(f"importance/{segment}{name}", value, epoch)
         attributions = self._writer.shared.get("attribution_means", {})
         ig_rank = {}
         if attributions:
@@ -118,7 +147,7 @@ class FeatureImportance(ExplainCallback):
         what = {None: "score drop (accuracy or R2)", "loss": "loss increase"}.get(
             self.metric if not callable(self.metric) else "callable", "score drop")
         ops.write_markdown(
-            "importance/ranking",
+            f"importance/{segment}ranking",
             f"Permutation importance at epoch {epoch} ({what} when the feature is permuted, "
             f"mean of {self.repeats} repeats; baseline score {result.baseline_score:.4g}):\n\n"
             + ops.markdown_table(header, rows), epoch)
@@ -147,8 +176,11 @@ class DecisionRules(ExplainCallback):
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         max_depth: Tree depth (int >= 1): at most `2**max_depth` rules.
         feature_names: Names (a list, or a dict of lists per input).
-        class_names: Class names of a classifier.
+        class_names: Class names of a classifier (a dict of lists per output
+            for multi-output models).
         min_samples_leaf: Smallest rule, a fraction of the rows or a count.
+        output: For multi-output models, the output explained (default:
+            every output, under `rules/<output>/...`).
         privacy: `"off"` and `"inputs"` as above (rules are aggregates);
             `"strict"`: every rule covers at least `min_samples` rows, so no
             rule describes a handful of samples.
@@ -166,7 +198,7 @@ class DecisionRules(ExplainCallback):
     tag_prefix = "rules"
 
     def __init__(self, log_dir, data, freq=1, max_depth=3, feature_names=None, class_names=None,
-                 min_samples_leaf=0.02, privacy="off", min_samples=8):
+                 min_samples_leaf=0.02, privacy="off", min_samples=8, output=None):
         super().__init__(log_dir, freq)
         rules._sklearn_tree()  # says what to install, now
         self.x, _ = _table_data(data, "DecisionRules", need_labels=False)
@@ -185,28 +217,39 @@ class DecisionRules(ExplainCallback):
                         else int(np.ceil(min_samples_leaf * rows * (1 - rules.HOLDOUT))))
             min_samples_leaf = max(smallest, self.min_samples)
         self.min_samples_leaf = min_samples_leaf
+        self.output = output
 
-    def _compute(self):
+    def _class_names(self, key):
+        names = self.class_names
+        return names.get(key) if isinstance(names, dict) else names
+
+    def _compute(self, key):
         return rules.extract_rules(self.model, self.x, feature_names=self.feature_names,
-                                   class_names=self.class_names, max_depth=self.max_depth,
-                                   min_samples_leaf=self.min_samples_leaf)
+                                   class_names=self._class_names(key), max_depth=self.max_depth,
+                                   min_samples_leaf=self.min_samples_leaf, output=key)
 
     def prepare(self):
         try:
+            self._keys, self._segment = _outputs(self, self.output)
             leaves, structure, _ = importance.tables(self.x)
-            rules._model_labels(self.model, [leaf[:8] for leaf in leaves], structure, None,
-                                self.class_names)
+            for key in self._keys:
+                rules._model_labels(self.model, [leaf[:8] for leaf in leaves], structure, key,
+                                    self._class_names(key))
         except ValueError as exc:
             if str(exc).startswith("`"):
                 raise
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
-        result = self._compute()
+        for key in self._keys:
+            self._log_output(key, self._segment(key), epoch)
+
+    def _log_output(self, key, segment, epoch):
+        result = self._compute(key)
         kind = "accuracy" if result.task != "regression" else "R2"
-        ops.write_markdown("rules/text", (
+        ops.write_markdown(f"rules/{segment}text", (
             f"Decision rules at epoch {epoch}: a depth-{self.max_depth} tree fitted to the "
             f"model's predictions, fidelity {result.fidelity:.3f} ({kind} against the model on "
             f"held-out rows). They explain the model, not the data.\n\n{result.text}"), epoch)
-        ops.write_scalar("rules/fidelity", result.fidelity, epoch)
-        ops.write_scalar("rules/leaves", len(result.rules), epoch)
+        ops.write_scalar(f"rules/{segment}fidelity", result.fidelity, epoch)
+        ops.write_scalar(f"rules/{segment}leaves", len(result.rules), epoch)

@@ -44,6 +44,15 @@ def batches(data, batch_size):
                None if weights is None else cut(weights))
 
 
+def part_for(structure, key):
+    """The part of a (possibly dict/list) structure that belongs to output `key`."""
+    if isinstance(structure, dict):
+        return structure[key] if key in structure else None
+    if isinstance(structure, (list, tuple)) and isinstance(key, int):
+        return structure[key]
+    return structure
+
+
 def first_batch(data, batch_size):
     """The first `(x, y, sample_weight)` batch of `data`."""
     for batch in batches(data, batch_size):

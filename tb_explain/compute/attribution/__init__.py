@@ -1,7 +1,7 @@
 """Attribution methods: shared parts in `_common`, one module per method."""
 
 from tb_explain.compute.attribution._common import (  # noqa: F401
-    _CACHE, explained_outputs, output_units, plan_inputs,
+    _CACHE, explained_outputs, explained_targets, output_units, plan_inputs,
 )
 from tb_explain.compute.attribution.integrated_gradients import (  # noqa: F401
     _blur, integrated_gradients, warm_up,

@@ -478,3 +478,12 @@ def leaves_like(setup, per_attributed, reduce_tokens=True):
             value = value.sum(axis=-1)
         leaves[i] = value.astype(np.float32)
     return plan.rebuild(leaves)
+
+
+def explained_targets(model, plan, output=None, target=None):
+    """`{output: target}` for every explained output (see `explained_outputs`):
+    `target` applies to the outputs with several units; single-unit outputs
+    of a multi-output model need none."""
+    outputs = explained_outputs(model, plan, output)
+    return {key: None if len(outputs) > 1 and output_units(model, key, plan) == 1 else target
+            for key in outputs}
