@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import activations, stats
 from tb_explain.probe import Probe, named_leaves
@@ -108,14 +109,16 @@ class ActivationImages(ExplainCallback):
                 self.model, selection, self._x, max_channels=self.max_channels)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
-        self._fn(self._x, stats.zero())  # warm-up: the graph is optimized at its first call
+        with without_graph_rewrites():  # warm-up: the first call instantiates the graph
+            self._fn(self._x, stats.zero())
         if not self._paths:
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "
                 "called by the model's forward pass.")
 
     def log_event(self, epoch):
-        result = self._fn(self._x, stats.zero())
+        with without_graph_rewrites():
+            result = self._fn(self._x, stats.zero())
         dead = result["dead"].numpy()
         saturated = result["saturated"].numpy()
         buckets = result["buckets"].numpy()

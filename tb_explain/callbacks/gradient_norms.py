@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import gradients, stats
 from tb_explain.probe import Probe
@@ -124,7 +125,9 @@ class GradientNorms(ExplainCallback):
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
-        result = {k: v.numpy() for k, v in self._compute(*self._inputs, stats.zero()).items()}
+        with without_graph_rewrites():
+            result = {k: v.numpy()
+                      for k, v in self._compute(*self._inputs, stats.zero()).items()}
         norms = result["norms"]
         for i, path in enumerate(self._paths):
             ops.write_scalar(f"gradients/{path}/norm", norms[i], epoch)

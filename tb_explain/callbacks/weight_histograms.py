@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import stats
 from tb_explain.render.images import weight_image
@@ -75,7 +76,8 @@ class WeightHistograms(ExplainCallback):
         self._compute_fn = compute
 
     def log_event(self, epoch):
-        buckets, norms, counts = (t.numpy() for t in self._compute_fn(stats.zero()))
+        with without_graph_rewrites():
+            buckets, norms, counts = (t.numpy() for t in self._compute_fn(stats.zero()))
         for i, variable in enumerate(self._variables):
             tag = f"weights/{variable.path}"
             ops.write_histogram(tag, buckets[i], epoch)
