@@ -42,29 +42,23 @@ def main():
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"),
                                         args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/#images")
-            page.wait_for_timeout(5000)
-            page.mouse.click(700, 93)  # the "Filter tags" box
-            page.keyboard.type("activations/digits_cnn/conv1$|attributions/input/overlay")
-            page.wait_for_timeout(8000)
-            page.screenshot(path=os.path.join(ROOT, "docs", "images-dashboard.png"))
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/#pr_curves")
-            page.wait_for_timeout(5000)
-            page.mouse.click(700, 93)  # the "Filter tags" box
-            page.keyboard.type("outputs/validation/pr_curve/[0-5]$")
-            page.wait_for_timeout(8000)
-            page.screenshot(path=os.path.join(ROOT, "docs", "pr-curves-dashboard.png"))
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/#images")
-            page.wait_for_timeout(5000)
-            page.mouse.click(700, 93)
-            page.keyboard.type("attributions/comparison")
-            page.wait_for_timeout(6000)
-            page.mouse.click(38, 96)  # "Show actual image size"
-            page.wait_for_timeout(3000)
-            page.screenshot(path=os.path.join(ROOT, "docs", "attributions-comparison.png"))
+            for dashboard, tags, name, height, actual_size in (
+                    ("images", "activations/digits_cnn/conv1$|attributions/input/overlay",
+                     "images-dashboard.png", 1000, False),
+                    ("pr_curves", "outputs/validation/pr_curve/[0-5]$",
+                     "pr-curves-dashboard.png", 1000, False),
+                    ("images", "attributions/comparison", "attributions-comparison.png", 900,
+                     True)):
+                page = browser.new_page(viewport={"width": 1400, "height": height})
+                page.goto(f"http://127.0.0.1:{port}/#{dashboard}")
+                page.wait_for_timeout(5000)
+                page.mouse.click(700, 93)  # the "Filter tags" box
+                page.keyboard.type(tags)
+                page.wait_for_timeout(8000)
+                if actual_size:
+                    page.mouse.click(38, 96)  # "Show actual image size"
+                    page.wait_for_timeout(3000)
+                page.screenshot(path=os.path.join(ROOT, "docs", name))
             browser.close()
     finally:
         server.terminate()

@@ -9,7 +9,6 @@ value. "off" must find them (the search has teeth); "inputs" must find no
 text and no whole image that is the canary; "strict", not even a tile.
 """
 
-import glob
 
 import keras
 import numpy as np

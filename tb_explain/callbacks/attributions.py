@@ -1,7 +1,6 @@
 """Attributions callback: several attribution methods side by side, with a sanity check."""
 
 import numpy as np
-import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks._attribution_render import AttributionRendering
@@ -121,7 +120,7 @@ class Attributions(AttributionRendering, ExplainCallback):
         self._sanity_done = False
 
     def prepare(self):
-        try:
+        with self.model_checks(passing=("`", "Grad-CAM")):
             plan = attribution.plan_inputs(self.model, self.probe.x)
             if "gradcam" in self.methods:  # an image input and a conv layer, or an error now
                 gradcam.find_layer(self.model, plan, self._options("gradcam").get("layer"))
@@ -130,12 +129,6 @@ class Attributions(AttributionRendering, ExplainCallback):
                                                           self.target)
             for output, target in self._targets.items():
                 attribution._common.outputs_and_targets(self.model, plan, target, output)
-        except tf.errors.InvalidArgumentError as exc:
-            raise self.probe_failed(exc) from exc
-        except ValueError as exc:
-            if str(exc).startswith("`") or "Grad-CAM" in str(exc):
-                raise
-            raise self.probe_failed(exc) from exc
         self._kinds = dict(zip(plan.names, plan.kinds))
 
     def log_event(self, epoch):

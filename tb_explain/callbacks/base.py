@@ -1,5 +1,6 @@
 """Shared behaviour of every tb_explain callback: schedule, writer, timing."""
 
+import contextlib
 import re
 import time
 import traceback
@@ -136,6 +137,22 @@ class ExplainCallback(keras.callbacks.Callback):
             if self._writer is not None:
                 self._writer.release()
                 self._writer = None
+
+    @contextlib.contextmanager
+    def model_checks(self, passing=("`",)):
+        """Context of checks against the model: errors whose message starts
+        with one of `passing` (tb_explain's own argument errors start with
+        the parameter's name in backquotes) go through as they are; any other
+        `ValueError` or `InvalidArgumentError` the model raised becomes
+        `probe_failed`."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as exc:
+            raise self.probe_failed(exc) from exc
+        except ValueError as exc:
+            if str(exc).startswith(passing):
+                raise
+            raise self.probe_failed(exc) from exc
 
     def probe_failed(self, exc):
         """A `ValueError` saying that the probe does not fit the model."""

@@ -4,7 +4,6 @@ import logging
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.callbacks._attribution_render import AttributionRendering
@@ -131,7 +130,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
 
     def prepare(self):
         # Validates without computing the attributions: one gradient per output.
-        try:
+        with self.model_checks():
             plan = attribution.plan_inputs(self.model, self.probe.x)
             self._targets = attribution.explained_targets(self.model, plan, self.output,
                                                           self.target)
@@ -141,12 +140,6 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                     self.model, self.probe.x, target=self._targets[output],
                     baseline=self.baseline, steps=self.steps, method=self.method,
                     batch_size=self._batch_size(), output=output)
-        except tf.errors.InvalidArgumentError as exc:
-            raise self.probe_failed(exc) from exc
-        except ValueError as exc:
-            if str(exc).startswith("`"):  # our own argument errors: already clear
-                raise
-            raise self.probe_failed(exc) from exc
         self._kinds = dict(zip(plan.names, plan.kinds))
         self._skipped_note = plan.skipped_note()
         if self._skipped_note:

@@ -39,7 +39,16 @@ def _outputs(callback, output):
     return keys, (lambda key: "" if len(keys) == 1 else f"{key}/")
 
 
-class FeatureImportance(ExplainCallback):
+class _PerOutput(ExplainCallback):
+    """A tabular callback: one `_log_output(key, tag segment, epoch)` per
+    explained output (`prepare` sets `_keys` and `_segment`)."""
+
+    def log_event(self, epoch):
+        for key in self._keys:
+            self._log_output(key, self._segment(key), epoch)
+
+
+class FeatureImportance(_PerOutput):
     """Logs permutation feature importance of a tabular model as it trains.
 
     At each event, `tbx.permutation_importance` on `data` (scikit-learn's
@@ -104,7 +113,7 @@ class FeatureImportance(ExplainCallback):
             groups=self.groups, output=key)
 
     def prepare(self):
-        try:  # one forward pass on a few rows: the outputs, the tasks, the groups
+        with self.model_checks():  # one forward pass on a few rows: outputs, tasks, groups
             self._keys, self._segment = _outputs(self, self.output)
             if self.metric == "loss" and len(self._keys) > 1:
                 raise ValueError("`metric='loss'` is the compiled loss of the whole model; on a "
@@ -117,14 +126,6 @@ class FeatureImportance(ExplainCallback):
                 importance.output_task(self.model, leaves, structure, labels, key)
             importance._columns(leaves, importance.column_names(
                 leaves, importance.tables(self.x)[2], self.feature_names), self.groups)
-        except ValueError as exc:
-            if str(exc).startswith("`"):
-                raise
-            raise self.probe_failed(exc) from exc
-
-    def log_event(self, epoch):
-        for key in self._keys:
-            self._log_output(key, self._segment(key), epoch)
 
     def _log_output(self, key, segment, epoch):
         result = self._compute(key)
@@ -153,7 +154,7 @@ class FeatureImportance(ExplainCallback):
             + ops.markdown_table(header, rows), epoch)
 
 
-class DecisionRules(ExplainCallback):
+class DecisionRules(_PerOutput):
     """Logs the decision rules a surrogate tree reads off the model, as it trains.
 
     At each event, `tbx.extract_rules` on `data`: scikit-learn's CART fitted
@@ -229,20 +230,12 @@ class DecisionRules(ExplainCallback):
                                    min_samples_leaf=self.min_samples_leaf, output=key)
 
     def prepare(self):
-        try:
+        with self.model_checks():
             self._keys, self._segment = _outputs(self, self.output)
             leaves, structure, _ = importance.tables(self.x)
             for key in self._keys:
                 rules._model_labels(self.model, [leaf[:8] for leaf in leaves], structure, key,
                                     self._class_names(key))
-        except ValueError as exc:
-            if str(exc).startswith("`"):
-                raise
-            raise self.probe_failed(exc) from exc
-
-    def log_event(self, epoch):
-        for key in self._keys:
-            self._log_output(key, self._segment(key), epoch)
 
     def _log_output(self, key, segment, epoch):
         result = self._compute(key)

@@ -91,24 +91,27 @@ def output_activation(model, key):
     return {"softmax": "softmax", "sigmoid": "sigmoid", "linear": "linear"}.get(name, "other")
 
 
-def loss_from_logits(model, key):
-    """Whether the compiled loss of output `key` takes logits, or None if unknown."""
+def _loss_of(model, key):
+    """The loss compiled for output `key` (a name or a loss object), or None."""
     loss = getattr(model, "loss", None)
     if isinstance(loss, dict):
-        loss = loss.get(key)
-    elif isinstance(loss, (list, tuple)):
-        loss = loss[key] if isinstance(key, int) and key < len(loss) else None
+        return loss.get(key)
+    if isinstance(loss, (list, tuple)):
+        return loss[key] if isinstance(key, int) and key < len(loss) else None
+    return loss
+
+
+def loss_from_logits(model, key):
+    """Whether the compiled loss of output `key` takes logits, or None if unknown."""
+    loss = _loss_of(model, key)
     if isinstance(loss, str):
         return False
     return getattr(loss, "from_logits", None)
 
 
 def loss_name(model, key):
-    loss = getattr(model, "loss", None)
-    if isinstance(loss, dict):
-        loss = loss.get(key)
-    elif isinstance(loss, (list, tuple)):
-        loss = loss[key] if isinstance(key, int) and key < len(loss) else None
+    """The compiled loss of output `key` as a lower-case name without underscores."""
+    loss = _loss_of(model, key)
     name = loss if isinstance(loss, str) else type(loss).__name__ if loss is not None else ""
     return name.lower().replace("_", "")
 

@@ -432,6 +432,15 @@ def embeddings_swapped(plan, holder):
         yield
 
 
+def chunk_index(start, chunk, total):
+    """Inside a compiled core: `(index, valid)` of the rows `start` to
+    `start + chunk` of `total` (padding rows beyond the end repeat the last
+    row and are not valid)."""
+    index = tf.range(start, start + chunk)
+    valid = index < total
+    return tf.minimum(index, total - 1), valid
+
+
 def chunk_rows(total_rows, batch_size):
     """Balanced chunks of at most `batch_size` rows: the last is padded least."""
     chunks = -(-total_rows // (batch_size or total_rows))

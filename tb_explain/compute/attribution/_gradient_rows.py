@@ -33,9 +33,7 @@ def _core(model, key, plan, reduction, noisy):
     def core(xs, model_xs, target, noise, draws, start, chunk, acc):
         n = tf.shape(xs[0])[0]
         total = n * draws
-        index = tf.range(start, start + chunk)
-        valid = index < total
-        index = tf.minimum(index, total - 1)
+        index, valid = _common.chunk_index(start, chunk, total)
         sample = index // draws
         points = []
         for j, x in enumerate(xs):

@@ -116,9 +116,7 @@ def _core(model, output, plan):
         n = tf.shape(xs[0])[0]
         steps = tf.shape(alphas)[0]
         total = n * steps
-        index = tf.range(start, start + chunk)
-        valid = index < total
-        index = tf.minimum(index, total - 1)  # padding rows: weight 0
+        index, valid = _common.chunk_index(start, chunk, total)  # padding rows: weight 0
         sample = index // steps
         step = index % steps
         alpha = tf.gather(alphas, step)

@@ -92,9 +92,8 @@ def _core(model, key, plan, sizes):
         n = tf.shape(xs[0])[0]
         positions = tf.shape(owner)[0]
         total = n * positions
-        index = tf.range(start, start + chunk)
-        valid = tf.cast(index < total, tf.float32)
-        index = tf.minimum(index, total - 1)
+        index, valid = _common.chunk_index(start, chunk, total)
+        valid = tf.cast(valid, tf.float32)
         sample, position = index // positions, index % positions
         points, masks = [], []
         for j, (x, size) in enumerate(zip(xs, sizes)):
