@@ -441,6 +441,31 @@ def chunk_index(start, chunk, total):
     return tf.minimum(index, total - 1), valid
 
 
+def gradient_sums(model, plan, key, points, model_xs, rows, target, holder, weight, acc,
+                  reduce=None):
+    """Inside a compiled core: F at `points` (one row each, of sample
+    `rows`), and `acc` plus each sample's sum of `reduce(dF/dpoint, point)`
+    (default: the gradient) times the row's `weight`.
+
+    Returns:
+        `(new acc, F per row)`.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(points)
+        outs = model(feed(plan, points, model_xs, rows, holder), training=False)
+        f_rows = tf.gather(select(outs, key), tf.gather(target, rows), axis=1, batch_dims=1)
+        total = tf.reduce_sum(f_rows)
+    grads = tape.gradient(total, points)
+    n = tf.shape(acc[0])[0]
+    new = []
+    for a, g, p in zip(acc, grads, points):
+        value = g if reduce is None else reduce(g, p)
+        shape = tf.concat([tf.shape(weight), tf.ones([tf.rank(g) - 1], tf.int32)], 0)
+        weighted = value * tf.reshape(tf.cast(weight, g.dtype), shape)
+        new.append(a + tf.cast(tf.math.unsorted_segment_sum(weighted, rows, n), a.dtype))
+    return new, f_rows
+
+
 def chunk_rows(total_rows, batch_size):
     """Balanced chunks of at most `batch_size` rows: the last is padded least."""
     chunks = -(-total_rows // (batch_size or total_rows))

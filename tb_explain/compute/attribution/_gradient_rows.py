@@ -41,20 +41,9 @@ def _core(model, key, plan, reduction, noisy):
             if noisy:
                 point = point + tf.gather(noise[j], index)
             points.append(point)
-        with tf.GradientTape() as tape:
-            tape.watch(points)
-            outs = model(_common.feed(plan, points, model_xs, sample, holder), training=False)
-            selected = _common.select(outs, key)
-            f_rows = tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1)
-            total_f = tf.reduce_sum(f_rows)
-        grads = tape.gradient(total_f, points)
         weight = tf.where(valid, 1.0 / tf.cast(draws, tf.float32), 0.0)
-        new = []
-        for a, g, p in zip(acc, grads, points):
-            shape = tf.concat([[chunk], tf.ones([tf.rank(g) - 1], tf.int32)], 0)
-            row = reduce(g, p) * tf.reshape(tf.cast(weight, g.dtype), shape)
-            new.append(a + tf.cast(tf.math.unsorted_segment_sum(row, sample, n), a.dtype))
-        return new, f_rows
+        return _common.gradient_sums(model, plan, key, points, model_xs, sample, target,
+                                     holder, weight, acc, reduce)
 
     run = _common.by_shapes(core)
 

@@ -126,31 +126,12 @@ def _core(model, output, plan):
             shape = tf.concat([[chunk], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
             interp.append(tf.gather(b, sample)
                           + tf.reshape(tf.cast(alpha, x.dtype), shape) * tf.gather(x - b, sample))
-        with tf.GradientTape() as tape:
-            tape.watch(interp)
-            outs = model(_common.feed(plan, interp, model_xs, sample, holder), training=False)
-            selected = _common.select(outs, output)
-            f_rows = tf.gather(selected, tf.gather(target, sample), axis=1, batch_dims=1)
-            f = tf.reduce_sum(f_rows)
-        grads = tape.gradient(f, interp)
-        new = []
-        for a, g in zip(acc, grads):
-            shape = tf.concat([[chunk], tf.ones([tf.rank(g) - 1], tf.int32)], 0)
-            weighted = g * tf.reshape(tf.cast(weight, g.dtype), shape)
-            new.append(a + tf.cast(tf.math.unsorted_segment_sum(weighted, sample, n), a.dtype))
-        return new, f_rows
+        return _common.gradient_sums(model, plan, output, interp, model_xs, sample, target,
+                                     holder, weight, acc)
 
-    concrete = {}
-
-    def run(*args):
-        # Look concrete functions up by shapes here: cheaper than tf.function's
-        # own dispatch on nested arguments, which costs ~1 ms per call. The
-        # chunk size is a tensor: one trace serves every chunk size.
-        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args[:-3] + args[-1:]))
-        fn = concrete.get(key)
-        if fn is None:
-            fn = concrete[key] = core.get_concrete_function(*args)
-        return fn(*args)
+    # One trace per input shape; the chunk size is a tensor, so every chunk
+    # size shares it.
+    run = _common.by_shapes(core)
 
     def call(*args):
         with _common.embeddings_swapped(plan, holder):
