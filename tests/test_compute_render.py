@@ -73,3 +73,30 @@ def test_weight_image_shapes():
     assert dense.shape[1] <= 1024 and dense.shape[0] < dense.shape[1] / 10
     conv1d = images.weight_image(np.random.rand(5, 2, 3))
     assert conv1d.shape[2] == 3
+
+
+def test_large_tensors_take_their_own_reductions_with_the_same_results():
+    rng = np.random.default_rng(1)
+    big = stats.OWN_REDUCTIONS
+    with_nan = rng.uniform(-3, 3, size=big + 5)
+    with_nan[[3, 70, 900]] = [np.nan, np.inf, -np.inf]
+    arrays = [rng.normal(size=(big // 64, 64)), rng.normal(size=(3, 4)), with_nan,
+              np.full(big, 0.5), np.full(big, np.nan), rng.uniform(0, 1, size=(7,))]
+    tensors = [tf.constant(a, tf.float32) for a in arrays]
+    buckets, norms, nonfinite = (t.numpy() for t in stats.batched_statistics(tensors, 30))
+    for i, a in enumerate(arrays):  # in the tensors' order, large and small interleaved
+        a = a.astype(np.float32).astype(np.float64).ravel()
+        finite = a[np.isfinite(a)]
+        assert nonfinite[i] == a.size - finite.size
+        assert buckets[i, :, 2].sum() == finite.size
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(norms[i], np.sqrt(np.sum(a ** 2)), rtol=1e-10)
+        if finite.size and finite.min() < finite.max():
+            counts, edges = np.histogram(finite, bins=30)
+            np.testing.assert_array_equal(buckets[i, :, 2], counts)
+            np.testing.assert_allclose(buckets[i, :, 0], edges[:-1], rtol=1e-12, atol=1e-15)
+        elif finite.size:
+            assert buckets[i, -1, 2] == finite.size
+            np.testing.assert_array_equal(buckets[i, :, :2], finite[0])
+        else:
+            np.testing.assert_array_equal(buckets[i], 0.0)

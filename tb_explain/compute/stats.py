@@ -8,6 +8,7 @@ with segment reductions, where TensorBoard's own `_buckets` (used by
 n x k one-hot matrix per tensor.
 """
 
+import numpy as np
 import tensorflow as tf
 
 DEFAULT_BINS = 30
@@ -76,12 +77,51 @@ def _group_statistics(tensors, bins, zero):
     return buckets, norms, nonfinite
 
 
+#: Tensors at least this large get their own reductions (`_large_statistics`):
+#: plain reductions over a contiguous tensor are several times faster than
+#: segment reductions, and there are few such tensors, so tracing stays cheap.
+OWN_REDUCTIONS = 1 << 16
+
+
+def _large_statistics(tensors, bins):
+    """`_group_statistics` of large tensors, each with plain reductions of its
+    own (the same arithmetic); the per-tensor scalars are finished together,
+    which keeps the op count, and so the tracing time, low."""
+    flats = [tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors]
+    finites = [tf.math.is_finite(v) for v in flats]
+    inf = tf.constant(float("inf"), tf.float64)
+    sizes = tf.constant([t.shape.num_elements() for t in tensors], tf.int64)
+    nonfinite = sizes - tf.stack([tf.math.count_nonzero(f) for f in finites])
+    norms = tf.sqrt(tf.stack([tf.reduce_sum(tf.square(v)) for v in flats]))
+    low = tf.stack([tf.reduce_min(tf.where(f, v, inf)) for v, f in zip(flats, finites)])
+    high = tf.stack([tf.reduce_max(tf.where(f, v, -inf)) for v, f in zip(flats, finites)])
+    has_finite = sizes > nonfinite
+    low = tf.where(has_finite, low, 0.0)
+    high = tf.where(has_finite, high, 0.0)
+    spread = high > low
+    width = tf.where(spread, high - low, 1.0)
+    counts = []
+    for i, (v, f) in enumerate(zip(flats, finites)):
+        position = (v - low[i]) / width[i] * bins
+        index = tf.clip_by_value(tf.cast(tf.floor(tf.where(f, position, 0.0)), tf.int32),
+                                 0, bins - 1)
+        index = tf.where(spread[i], index, bins - 1)
+        counts.append(tf.raw_ops.DenseBincount(input=index, size=bins,
+                                               weights=tf.cast(f, tf.float64)))
+    unit = tf.linspace(tf.constant(0.0, tf.float64), 1.0, bins + 1)
+    edges = low[:, None] + tf.where(spread, width, 0.0)[:, None] * unit[None, :]
+    buckets = tf.stack([edges[:, :-1], edges[:, 1:], tf.stack(counts)], axis=2)
+    return buckets, norms, nonfinite
+
+
 def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, zero=0):
     """Histogram buckets, L2 norms and non-finite counts of many tensors.
 
-    Tensors are fused into groups of at most `chunk_values` values (a larger
-    tensor forms its own group), so tracing stays cheap for models with
-    hundreds of weights and peak memory stays bounded for large ones.
+    Runs of small tensors are fused into groups of at most `chunk_values`
+    values (segment reductions: a constant number of ops per group, so
+    tracing stays cheap for models with hundreds of weights); tensors of
+    `OWN_REDUCTIONS` values or more get plain reductions of their own, which
+    are faster on large tensors. Both compute the same arithmetic.
 
     Args:
         tensors: List of tensors with statically known sizes.
@@ -105,14 +145,22 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, ze
     if not tensors:
         return (tf.zeros([0, bins, 3], tf.float64), tf.zeros([0], tf.float64),
                 tf.zeros([0], tf.int64))
+    large = [i for i, t in enumerate(tensors) if (t.shape.num_elements() or 0) >= OWN_REDUCTIONS]
+    small = [i for i in range(len(tensors)) if i not in set(large)]
     groups, current, current_size = [], [], 0
-    for tensor in tensors:
-        size = tensor.shape.num_elements() or 0
+    for i in small:
+        size = tensors[i].shape.num_elements() or 0
         if current and current_size + size > chunk_values:
             groups.append(current)
             current, current_size = [], 0
-        current.append(tensor)
+        current.append(i)
         current_size += size
-    groups.append(current)
-    parts = [_group_statistics(group, bins, zero) for group in groups]
-    return tuple(tf.concat([p[i] for p in parts], 0) for i in range(3))
+    if current:
+        groups.append(current)
+    parts = [_group_statistics([tensors[i] for i in group], bins, zero) for group in groups]
+    if large:
+        parts.append(_large_statistics([tensors[i] for i in large], bins))
+    # back to the tensors' order
+    order = np.argsort([i for group in groups for i in group] + large, kind="stable")
+    return tuple(tf.gather(tf.concat([p[k] for p in parts], 0), order) for k in range(3))
+
