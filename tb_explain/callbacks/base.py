@@ -102,9 +102,12 @@ class ExplainCallback(keras.callbacks.Callback):
             self._writer = RunWriter.acquire(self.log_dir, chief=is_chief(self.model))
         self._ready = self._maybe_prepare()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         # A model built by its first batch (no Input, subclassed) is checked
-        # and prepared right after that batch, not after a whole epoch.
+        # and prepared right after that batch, not after a whole epoch. A
+        # batch-begin hook, not a batch-end one: Keras turns every batch's
+        # logs into Python numbers (a device sync per batch) and gives up
+        # its asynchronous dispatch for callbacks with a batch-end hook.
         if not self._ready and self._writer is not None:
             self._ready = self._maybe_prepare()
 

@@ -41,13 +41,14 @@ class ModelGraph(ExplainCallback):
         super().on_train_begin(logs)
         self._write_once()
 
-    def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(batch, logs)
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
         if not self._done:
             self._write_once()
 
-    def should_log(self, epoch):
-        return False
+    def on_epoch_end(self, epoch, logs=None):
+        self._write_once()  # a model built by a fit of a single batch
+
 
     def on_train_end(self, logs=None):
         self._last_epoch = None  # nothing per epoch to catch up on
