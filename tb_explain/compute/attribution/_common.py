@@ -501,6 +501,21 @@ def by_shapes(fn):
     return call
 
 
+def register_core(model, key, plan, holder, core):
+    """Caches the compiled `core` for `model` under `key`, dispatched by
+    argument shapes (`by_shapes`), with the token inputs' Embeddings swapped
+    for `holder`'s values (see `feed`) while it runs."""
+    run = by_shapes(core)
+
+    def call(*args):
+        with embeddings_swapped(plan, holder):
+            return run(*args)
+
+    call.core = core
+    cache(model)[key] = call
+    return call
+
+
 def leaves_like(setup, per_attributed, reduce_tokens=True):
     """Attributions of the attributed inputs back into the inputs' structure:
     token inputs summed over the embedding axis, skipped inputs zeros."""

@@ -45,15 +45,8 @@ def _core(model, key, plan, reduction, noisy):
         return _common.gradient_sums(model, plan, key, points, model_xs, sample, target,
                                      holder, weight, acc, reduce)
 
-    run = _common.by_shapes(core)
-
-    def call(*args):
-        with _common.embeddings_swapped(plan, holder):
-            return run(*args)
-
-    call.core = core
-    per_model[cache_key] = call
-    return call
+    # One trace per input shape (the chunk size is a tensor).
+    return _common.register_core(model, cache_key, plan, holder, core)
 
 
 def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):

@@ -129,17 +129,8 @@ def _core(model, output, plan):
         return _common.gradient_sums(model, plan, output, interp, model_xs, sample, target,
                                      holder, weight, acc)
 
-    # One trace per input shape; the chunk size is a tensor, so every chunk
-    # size shares it.
-    run = _common.by_shapes(core)
-
-    def call(*args):
-        with _common.embeddings_swapped(plan, holder):
-            return run(*args)
-
-    call.core = core
-    per_model[key] = call
-    return call
+    # One trace per input shape (the chunk size is a tensor).
+    return _common.register_core(model, key, plan, holder, core)
 
 
 def _quadrature_with_ends(method, steps):

@@ -115,14 +115,8 @@ def _core(model, key, plan, sizes):
             new.append(a + tf.cast(tf.math.unsorted_segment_sum(shaped, sample, n), a.dtype))
         return new
 
-    run = _common.by_shapes(core)
-
-    def call(*args):
-        with _common.embeddings_swapped(plan, holder):
-            return run(*args)
-
-    per_model[cache_key] = call
-    return call
+    # One trace per input shape (the chunk size is a tensor).
+    return _common.register_core(model, cache_key, plan, holder, core)
 
 
 def occlusion(model, inputs, *, target=None, output=None, batch_size=None, window=None,
