@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import tb_explain as tbx
 
-import models_zoo as zoo
+import zoo
 from tb_explain.compute.attribution import METHODS
 
 

@@ -15,7 +15,7 @@ import tb_explain as tbx
 from tb_explain.callbacks.base import LoggingFailedWarning
 from tb_explain.compute import attribution
 
-import models_zoo as zoo
+import zoo
 
 
 def _hist_total(run, tag):
