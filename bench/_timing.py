@@ -1,6 +1,22 @@
-"""Side-by-side timing shared by the bench scripts."""
+"""Side-by-side timing and compute floors shared by the bench scripts."""
 
 import time
+
+
+def input_gradient(model):
+    """The compute floor of the gradient methods: one compiled gradient of the
+    target outputs with respect to a batch of inputs, `(batch, target) -> grads`."""
+    import tensorflow as tf  # noqa: PLC0415 (bench scripts set TF's log level first)
+
+    @tf.function
+    def gradient(batch, target):
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            f = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
+                                        batch_dims=1))
+        return tape.gradient(f, batch)
+
+    return gradient
 
 
 def interleaved(runs, repeats):

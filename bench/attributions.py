@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
-from bench._timing import interleaved  # noqa: E402
+from bench._timing import input_gradient, interleaved  # noqa: E402
 from tb_explain.compute.attribution import _common, occlusion, smoothgrad  # noqa: E402
 
 
@@ -43,13 +43,7 @@ def main():
     x = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
     targets = np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int32)
 
-    @tf.function
-    def gradient(batch, target):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            f = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
-                                        batch_dims=1))
-        return tape.gradient(f, batch)
+    gradient = input_gradient(model)
 
     @tf.function
     def forward(batch, target):

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
-from bench._timing import interleaved  # noqa: E402
+from bench._timing import input_gradient, interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 M_STEPS = 50  # the tutorial's default: 51 alphas
@@ -82,24 +82,13 @@ def tutorial_ig(model):
     return run
 
 
-def floor_fn(model):
-    @tf.function
-    def grads(batch, target):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            out = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
-                                          batch_dims=1))
-        return tape.gradient(out, batch)
-    return grads
-
-
 def bench(name, model, x, repeats):
     targets = np.argmax(model.predict(x, verbose=0), axis=1)
     steps = M_STEPS + 1
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)
     batch = tf.constant((alphas[None, :, None, None, None] * x[:, None]).reshape(-1, *x.shape[1:]))
     batch_targets = tf.constant(np.repeat(targets, steps).astype(np.int32))
-    floor, tutorial = floor_fn(model), tutorial_ig(model)
+    floor, tutorial = input_gradient(model), tutorial_ig(model)
     ours = lambda: tbx.integrated_gradients(model, x, target=targets, steps=steps,  # noqa: E731
                                             method="riemann_trapezoid")
     runs = {"floor": lambda: floor(batch, batch_targets).numpy(),

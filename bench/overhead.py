@@ -39,7 +39,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
-from bench._timing import interleaved  # noqa: E402
+from bench._timing import input_gradient, interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
@@ -133,13 +133,7 @@ def part3():
     y = np.zeros(2, "int64")
     model.fit(x, y, epochs=1, verbose=0)  # trace the train step
 
-    @tf.function
-    def floor(batch, target):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            out = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
-                                          batch_dims=1))
-        return tape.gradient(out, batch)
+    floor = input_gradient(model)
 
     steps = 52  # 50 Gauss-Legendre points and the two path ends
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)
