@@ -224,3 +224,23 @@ def test_compare_shows_each_datasets_headline_metrics(tmp_path, digit_sets, caps
     for name in ("train", "val"):
         for metric in ("accuracy", "loss", "macro_f1", "ece"):
             assert row[f"{name}/{metric}"] == pytest.approx(run.last(f"outputs/{name}/{metric}"))
+
+
+def test_a_model_without_a_compiled_loss_gets_no_loss_card(tmp_path, read_run):
+    import zoo
+
+    rng = np.random.default_rng(0)
+    table, labels = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
+    model = zoo.CustomStep()  # never compiled: no loss
+    model(table[:2])
+    callback = tbx.Predictions(tmp_path, (table, labels))
+    callback.set_model(model)
+    callback.params = {"epochs": 1}
+    callback.on_train_begin()
+    callback.log_now(0)
+    callback.on_train_end()
+    run = read_run(tmp_path)
+    assert "outputs/eval/loss" not in run.tags
+    pred = np.argmax(model.predict(table, verbose=0), axis=1)
+    assert run.value("outputs/eval/accuracy") == pytest.approx(np.mean(pred == labels))
+    assert "| loss | nan |" in run.text("outputs/diagnostics")

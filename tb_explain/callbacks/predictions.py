@@ -265,9 +265,11 @@ class Predictions(ExplainCallback):
                 else:
                     values = self._log_classification(tag, info, s, t, buffers[key], epoch)
                 headline[(dname, key)] = values
-            ops.write_scalar(f"outputs/{dname}/loss", loss_sum / max(count, 1), epoch)
+            loss = loss_sum / max(count, 1) if predictions.has_loss(self.model) else np.nan
+            if predictions.has_loss(self.model):  # no compiled loss: no loss card
+                ops.write_scalar(f"outputs/{dname}/loss", loss, epoch)
             for key in self._outputs:
-                headline[(dname, key)]["loss"] = loss_sum / max(count, 1)
+                headline[(dname, key)]["loss"] = loss
         self._log_diagnostics(headline, epoch)
 
     def _offer_mistakes(self, buffer, info, probs, labels, x):

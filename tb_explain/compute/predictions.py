@@ -163,19 +163,25 @@ def class_labels(task, labels, units):
 
 # -- the streamed pass ----------------------------------------------------------------
 
+def has_loss(model):
+    """Whether `model` has a compiled loss (or its own `compute_loss`)."""
+    return getattr(model, "_compile_loss", None) is not None or (
+        type(model).compute_loss is not keras.Model.compute_loss)
+
+
 def evaluation_step(model):
     """`(x, y, sample_weight) -> (outputs, loss)`, compiled once per input
     signature (batch dimension left free, so the last, smaller batch reuses
-    it); `loss` is the compiled loss (`model.compute_loss`) or 0 without one."""
+    it); `loss` is the compiled loss (`model.compute_loss`), or 0 without one
+    (`has_loss(model)` says which)."""
     per_model = _common.cache(model)
     fn = per_model.get("evaluation_step")
     if fn is None:
-        has_loss = getattr(model, "_compile_loss", None) is not None or (
-            type(model).compute_loss is not keras.Model.compute_loss)
+        with_loss = has_loss(model)
 
         def step(x, y, sample_weight):
             y_pred = model(x, training=False)
-            if has_loss and y is not None:
+            if with_loss and y is not None:
                 loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                            training=False)
             else:
