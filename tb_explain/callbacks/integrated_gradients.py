@@ -15,12 +15,6 @@ from tb_explain.render import images
 from tb_explain.summary import ops
 
 
-#: Automatic `batch_size`: interpolated rows holding at most this many input
-#: values, and at least `AUTO_MIN_ROWS`.
-AUTO_VALUES = 1 << 22
-AUTO_MIN_ROWS = 32
-
-
 def _named_leaves(x):
     """Probe inputs by tag name: `input` for a single-input model."""
     return [(name or "input", value) for name, value in named_leaves(x)]
@@ -188,10 +182,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             steps=self.steps, method=self.method, batch_size=self._batch_size(), output=output)
 
     def _batch_size(self):
-        if self.batch_size is not None:
-            return self.batch_size
-        per_row = sum(int(np.prod(v.shape[1:])) for _, v in named_leaves(self.probe.x))
-        return max(AUTO_MIN_ROWS, AUTO_VALUES // max(per_row, 1))
+        leaves = [v for _, v in named_leaves(self.probe.x)]
+        return attribution._common.auto_batch_size(leaves, self.batch_size)
 
     def _share_means(self, name, attr):
         """Mean |attribution| per feature, for FeatureImportance's ranking."""

@@ -181,22 +181,17 @@ class Predictions(ExplainCallback):
         self._outputs = {}
         for key in keys:
             units = int(_common.select(outs, key).shape[1])
-            activation = predictions.output_activation(model, key)
             labels = predictions.to_numpy(predictions.part_for(y0, key))
             if labels is None:
                 raise ValueError(f"`data` dataset {name0!r} has no labels for output {key!r}.")
-            task = self.task if self.task != "auto" else predictions.detect_task(
-                units, activation, labels, predictions.loss_name(model, key))
-            logits = predictions.loss_from_logits(model, key)
-            if logits is None:
-                logits = activation in ("linear", None) and task != "regression"
+            task, logits = predictions.task_of(model, key, units, labels, self.task)
             classes = 2 if task == "binary" else units
             names = self._names_for(key, classes)
             if task != "regression" and len(names) != classes:
                 raise ValueError(
                     f"`class_names` has {len(names)} names but output {key!r} has {classes} "
                     f"classes ({task}).")
-            self._outputs[key] = {"task": task, "units": units, "logits": bool(logits),
+            self._outputs[key] = {"task": task, "units": units, "logits": logits,
                                   "names": names}
             for name, (_, y, _) in first.items():
                 self._check_labels(name, key, predictions.to_numpy(predictions.part_for(y, key)))
@@ -275,7 +270,7 @@ class Predictions(ExplainCallback):
     def _offer_mistakes(self, buffer, info, probs, labels, x):
         if buffer.k == 0:
             return
-        predicted, truth, confidence = self._decisions(info, probs, labels)
+        predicted, truth, confidence = predictions.decisions(info["task"], info["units"], probs, labels)
         wrong = (predicted != truth).reshape(len(probs), -1).any(axis=1)
         conf = confidence.reshape(len(probs), -1).max(axis=1)
         leaves = _common.flatten_inputs(predictions.to_numpy(x))[0]
@@ -283,19 +278,9 @@ class Predictions(ExplainCallback):
             [leaf[i].copy() for leaf in leaves], truth[i].copy() if np.ndim(truth[i]) else truth[i],
             predicted[i].copy() if np.ndim(predicted[i]) else predicted[i], float(conf[i])))
 
-    @staticmethod
-    def _decisions(info, probs, labels):
-        """`(predicted, true, confidence)` per sample (per label for multilabel)."""
-        task = info["task"]
-        truth = predictions.class_labels(task, labels, info["units"])
-        if task == "multiclass":
-            return np.argmax(probs, axis=1), truth, probs.max(axis=1)
-        p = probs[:, 0] if task == "binary" else probs
-        return (p >= 0.5).astype(np.int64), truth.astype(np.int64), np.maximum(p, 1 - p)
-
     def _log_classification(self, tag, info, probs, labels, buffer, epoch):
         task, names = info["task"], info["names"]
-        predicted, truth, confidence = self._decisions(info, probs, labels)
+        predicted, truth, confidence = predictions.decisions(info["task"], info["units"], probs, labels)
         correct = predicted == truth
         if task == "multilabel":
             accuracy = float(np.mean(correct.all(axis=1)))

@@ -131,13 +131,9 @@ def default_score(task, logits):
 
             return metrics.regression(y, scores)[2]
         probs = predictions.probabilities(task, scores, logits)
-        truth = predictions.class_labels(task, y, scores.shape[1])
-        if task == "multiclass":
-            return float(np.mean(np.argmax(probs, axis=1) == truth))
-        predicted = (probs >= 0.5).astype(np.int64)
-        if task == "binary":
-            return float(np.mean(predicted[:, 0] == truth))
-        return float(np.mean((predicted == truth).all(axis=1)))
+        predicted, truth, _ = predictions.decisions(task, scores.shape[1], probs, y)
+        correct = (predicted == truth).reshape(len(predicted), -1)
+        return float(np.mean(correct.all(axis=1)))  # multilabel: subset accuracy
     return score
 
 
@@ -147,13 +143,7 @@ def output_task(model, leaves, structure, y, output):
         [tf.convert_to_tensor(leaf[:8]) for leaf in leaves]))
     key = _common.output_key(model, out, output)
     units = int(_common.select(out, key).shape[1])
-    activation = predictions.output_activation(model, key)
-    task = predictions.detect_task(units, activation, np.asarray(y),
-                                   predictions.loss_name(model, key))
-    logits = predictions.loss_from_logits(model, key)
-    if logits is None:
-        logits = activation in ("linear", None) and task != "regression"
-    return task, bool(logits)
+    return predictions.task_of(model, key, units, np.asarray(y))
 
 
 def permutation_importance(model, x, y, *, metric=None, repeats=5, seed=0, batch_size=None,

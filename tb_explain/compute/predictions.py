@@ -137,6 +137,29 @@ def detect_task(units, activation, labels, lossname=""):
     return "regression"
 
 
+def task_of(model, key, units, labels, task="auto"):
+    """`(task, logits)` of output `key`: the task (`task`, or detected from the
+    output layer, its loss and a batch of `labels`) and whether the output is
+    logits (from the loss's `from_logits`, else a linear classifier output)."""
+    activation = output_activation(model, key)
+    if task == "auto":
+        task = detect_task(units, activation, labels, loss_name(model, key))
+    logits = loss_from_logits(model, key)
+    if logits is None:
+        logits = activation in ("linear", None) and task != "regression"
+    return task, bool(logits)
+
+
+def decisions(task, units, probs, labels):
+    """`(predicted, true, confidence)` per sample (per label for multilabel)
+    of a classifier's probabilities: the argmax (multiclass), or >= 0.5."""
+    truth = class_labels(task, labels, units)
+    if task == "multiclass":
+        return np.argmax(probs, axis=1), truth, probs.max(axis=1)
+    p = probs[:, 0] if task == "binary" else probs
+    return (p >= 0.5).astype(np.int64), truth.astype(np.int64), np.maximum(p, 1 - p)
+
+
 def probabilities(task, scores, logits):
     """Scores as probabilities: logits through softmax (multiclass) or sigmoid."""
     if not logits or task == "regression":
