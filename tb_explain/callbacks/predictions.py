@@ -260,8 +260,9 @@ class Predictions(ExplainCallback):
                 else:
                     values = self._log_classification(tag, info, s, t, buffers[key], epoch)
                 headline[(dname, key)] = values
-            loss = loss_sum / max(count, 1) if predictions.has_loss(self.model) else np.nan
-            if predictions.has_loss(self.model):  # no compiled loss: no loss card
+            with_loss = predictions.has_loss(self.model)
+            loss = loss_sum / max(count, 1) if with_loss else np.nan
+            if with_loss:  # no compiled loss: no loss card
                 ops.write_scalar(f"outputs/{dname}/loss", loss, epoch)
             for key in self._outputs:
                 headline[(dname, key)]["loss"] = loss

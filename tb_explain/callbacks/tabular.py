@@ -118,14 +118,14 @@ class FeatureImportance(_PerOutput):
             if self.metric == "loss" and len(self._keys) > 1:
                 raise ValueError("`metric='loss'` is the compiled loss of the whole model; on a "
                                  "multi-output model use the default metric or a callable.")
-            leaves, structure, _ = importance.tables(self.x)
+            leaves, structure, names = importance.tables(self.x)
             for key in self._keys:
                 labels = predictions.part_for(self.y, key)
                 if labels is None:
                     raise ValueError(f"`data` has no labels for output {key!r}.")
                 importance.output_task(self.model, leaves, structure, labels, key)
             importance._columns(leaves, importance.column_names(
-                leaves, importance.tables(self.x)[2], self.feature_names), self.groups)
+                leaves, names, self.feature_names), self.groups)
 
     def _log_output(self, key, segment, epoch):
         result = self._compute(key)
