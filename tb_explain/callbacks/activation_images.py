@@ -109,8 +109,6 @@ class ActivationImages(ExplainCallback):
                 self.model, selection, self._x, max_channels=self.max_channels)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
-        with without_graph_rewrites():  # warm-up: the first call instantiates the graph
-            self._fn(self._x, stats.zero())
         if not self._paths:
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "

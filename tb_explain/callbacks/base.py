@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain.compute import tiering
 from tb_explain.summary.writer import RunWriter, is_chief
 
 
@@ -59,6 +60,12 @@ class ExplainCallback(keras.callbacks.Callback):
     #: First tag segment of what the callback writes (its `alerts` go there).
     tag_prefix = "tb_explain"
 
+    #: Events run eagerly after each setup (`compute.tiering`): setup and
+    #: the first events trace nothing; the compiled functions trace at the
+    #: next event. 0 compiles from the start (callbacks that call their
+    #: functions many times per event, as over whole datasets).
+    eager_events = 3
+
     def __init__(self, log_dir, freq=1):
         super().__init__()
         self.log_dir = _validate.check_log_dir(log_dir)
@@ -70,6 +77,7 @@ class ExplainCallback(keras.callbacks.Callback):
         self._last_logged = None
         self._epochs = None
         self._setup_seconds = None
+        self._events = 0
 
     # -- hooks for subclasses -------------------------------------------------
     def validate_model(self):
@@ -117,9 +125,11 @@ class ExplainCallback(keras.callbacks.Callback):
         key = (id(self._writer), id(self.model))
         if self._prepared != key and self.model.built:
             start = time.perf_counter()
-            self.prepare()
+            with tiering.eager(self.eager_events > 0):
+                self.prepare()
             self._setup_seconds = time.perf_counter() - start
             self._prepared = key
+            self._events = 0
         return self._prepared == key
 
     def should_log(self, epoch):
@@ -173,7 +183,8 @@ class ExplainCallback(keras.callbacks.Callback):
         if not self._maybe_prepare():
             return
         start = time.perf_counter()
-        with self._writer.record(epoch):
+        with self._writer.record(epoch), tiering.eager(self._events < self.eager_events):
+            self._events += 1
             try:
                 self.log_event(epoch)
             except Exception as exc:  # a logging fault must never end a fit

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tb_explain import _validate
 from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import gradients, stats
+from tb_explain.compute import gradients, stats, tiering
 from tb_explain.probe import Probe
 from tb_explain.summary import ops
 
@@ -119,8 +119,11 @@ class GradientNorms(ExplainCallback):
             self._layers.setdefault(gradients.layer_of(path), []).append(i)
         self._has_snapshot = False
         self._inputs = self.probe.tensors()
-        try:  # trace now: a probe that does not fit fails here, not epochs later
-            self._compute.get_concrete_function(*self._inputs, stats.zero())
+        try:  # a probe that does not fit fails here, not epochs later
+            if tiering.is_eager():  # the probe loss, without its gradients
+                gradients.probe_loss(self.model, *self._inputs)
+            else:
+                self._compute.get_concrete_function(*self._inputs, stats.zero())
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
 

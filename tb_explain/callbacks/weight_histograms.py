@@ -8,7 +8,7 @@ import tensorflow as tf
 from tb_explain import _validate
 from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import stats
+from tb_explain.compute import stats, tiering
 from tb_explain.render.images import weight_image
 from tb_explain.summary import ops
 
@@ -67,13 +67,12 @@ class WeightHistograms(ExplainCallback):
         self._variables = variables
         bins = self.bins
 
-        @tf.function(autograph=False)
         def compute(zero):
             return stats.batched_statistics(
                 [tf.convert_to_tensor(v.value) for v in variables], bins, zero=zero
             )
 
-        self._compute_fn = compute
+        self._compute_fn = tiering.function(compute)
 
     def log_event(self, epoch):
         with without_graph_rewrites():

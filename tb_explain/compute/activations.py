@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from tb_explain._keras import swapped_call, walk_layers
-from tb_explain.compute import stats
+from tb_explain.compute import stats, tiering
 
 #: Layers skipped by the default selection: inputs, pure reshapes and
 #: identities at inference.
@@ -130,6 +130,9 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         max_channels: Channels (last axis) kept for display.
         bins: Histogram buckets.
 
+    Runs `fn` once on `x` (eagerly inside `tiering.eager()`); it traces at
+    its first call outside `tiering.eager()`.
+
     Returns:
         `(fn, paths)`: `fn(x, stats.zero())` returns a dict with `display` (path -> float32
         output, last axis cut to `max_channels`), `buckets` `[k, bins, 3]`,
@@ -182,10 +185,25 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         return {"display": display, "buckets": buckets, "dead": stack(dead),
                 "saturated": stack(saturated)}
 
-    with contextlib.ExitStack() as stack:
-        for path, layer in layers:
-            stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
-        spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
-        concrete = tf.function(forward, autograph=False).get_concrete_function(
-            spec, tf.TensorSpec([], tf.int32))
-    return concrete, list(reached)
+    @contextlib.contextmanager
+    def capturing():
+        with contextlib.ExitStack() as stack:
+            for path, layer in layers:
+                stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
+            yield
+
+    spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
+    traced = []
+
+    def call(inputs, zero):
+        if tiering.is_eager():
+            with capturing():
+                return forward(inputs, zero)
+        if not traced:
+            with capturing():
+                traced.append(tf.function(forward, autograph=False).get_concrete_function(
+                    spec, tf.TensorSpec([], tf.int32)))
+        return traced[0](inputs, zero)
+
+    call(x, stats.zero())  # finds the layers reached (eagerly inside tiering.eager())
+    return call, list(reached)

@@ -2,12 +2,19 @@
 
 import tensorflow as tf
 
-from tb_explain.compute import stats
+from tb_explain.compute import stats, tiering
 
 
 def layer_of(variable_path):
     """The layer path a variable belongs to: its path without the last part."""
     return variable_path.rsplit("/", 1)[0] if "/" in variable_path else variable_path
+
+
+def probe_loss(model, x, y, sample_weight=None):
+    """The model's own loss on `(x, y, sample_weight)`, `training=False`."""
+    y_pred = model(x, training=False)
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                               training=False)
 
 
 def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
@@ -26,18 +33,15 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
       `||W_snapshot||` per variable, against the snapshot taken by the
       previous call (then the snapshot is refreshed).
 
-    It is traced once per probe shape.
+    It is traced once per probe shape, and runs eagerly inside
+    `tiering.eager()`.
     """
     variables = list(model.trainable_variables)
     snapshots = [tf.Variable(tf.convert_to_tensor(v.value), trainable=False) for v in variables]
 
-    @tf.function(autograph=False)
     def compute(x, y, sample_weight, zero):
         with tf.GradientTape() as tape:
-            y_pred = model(x, training=False)
-            loss = model._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-            )
+            loss = probe_loss(model, x, y, sample_weight)
         grads = tape.gradient(loss, variables,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]
@@ -53,4 +57,4 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
                 "nonfinite": nonfinite, "weight_nonfinite": weight_nonfinite,
                 "update_norms": update_norms, "previous_norms": previous_norms}
 
-    return compute, variables
+    return tiering.function(compute), variables

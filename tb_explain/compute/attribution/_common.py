@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain._keras import swapped_call
+from tb_explain.compute import tiering
 from tb_explain.probe import strings_as_array
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -494,6 +495,8 @@ def by_shapes(fn):
     def call(*args):
         key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args)
                     if isinstance(t, (tf.Tensor, np.ndarray)))
+        if tiering.is_eager():
+            return fn.python_function(*args)
         found = concrete.get(key)
         if found is None:
             found = concrete[key] = fn.get_concrete_function(*args)
