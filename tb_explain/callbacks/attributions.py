@@ -106,6 +106,9 @@ class Attributions(AttributionRendering, ExplainCallback):
         self.feature_names, self.vocabulary = feature_names, vocabulary
         self._sanity_done = False
 
+    #: Its methods send many rows through the model: compiled from the start.
+    eager_events = 0
+
     def _options(self, method):
         takes = registry.METHODS[method][1]
         return {k: v for k, v in self.method_options.items() if k in takes}

@@ -8,7 +8,7 @@ import numpy as np
 from tb_explain import _validate
 from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import attribution
+from tb_explain.compute import attribution, tiering
 from tb_explain.compute.quadrature import METHODS
 from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
@@ -129,11 +129,15 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             self._targets = attribution.explained_targets(self.model, plan, self.output,
                                                           self.target)
             self._outputs = list(self._targets)
+            # Small models run their first events eagerly; big ones trace now.
+            if not tiering.small_model(self.model, plan.leaves):
+                self.eager_events = 0
             for output in self._outputs:
-                attribution.warm_up(  # validates, traces, computes one gradient
-                    self.model, self.probe.x, target=self._targets[output],
-                    baseline=self.baseline, steps=self.steps, method=self.method,
-                    batch_size=self._batch_size(), output=output)
+                with tiering.eager(self.eager_events > 0):  # validates, on one gradient
+                    attribution.warm_up(
+                        self.model, self.probe.x, target=self._targets[output],
+                        baseline=self.baseline, steps=self.steps, method=self.method,
+                        batch_size=self._batch_size(), output=output)
         self._kinds = dict(zip(plan.names, plan.kinds))
         self._skipped_note = plan.skipped_note()
         if self._skipped_note:

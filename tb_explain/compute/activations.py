@@ -130,8 +130,8 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         max_channels: Channels (last axis) kept for display.
         bins: Histogram buckets.
 
-    Runs `fn` once on `x` (eagerly inside `tiering.eager()`); it traces at
-    its first call outside `tiering.eager()`.
+    Runs the model once on `x` (eagerly inside `tiering.eager()`, else
+    tracing `fn`); `fn` traces at its first call outside `tiering.eager()`.
 
     Returns:
         `(fn, paths)`: `fn(x, stats.zero())` returns a dict with `display` (path -> float32
@@ -154,7 +154,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
 
     reached = []
 
-    def forward(inputs, zero):
+    def layer_outputs(inputs):
         captured.clear()
         model(inputs, training=False)
         outputs = {}
@@ -163,6 +163,10 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
             if tensor is not None and (tensor.dtype.is_floating or tensor.dtype.is_integer):
                 outputs[path] = tf.cast(tensor, tf.float32)
         reached[:] = list(outputs)
+        return outputs
+
+    def forward(inputs, zero):
+        outputs = layer_outputs(inputs)
         values = [outputs[p] for p in reached]
         buckets, _, _ = stats.batched_statistics(values, bins, zero=zero)
         dead, saturated = [], []
@@ -205,5 +209,11 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
                     spec, tf.TensorSpec([], tf.int32)))
         return traced[0](inputs, zero)
 
-    call(x, stats.zero())  # finds the layers reached (eagerly inside tiering.eager())
+    call.traced = traced
+    # The layers reached, and a check that the probe fits.
+    if tiering.is_eager():
+        with capturing():
+            layer_outputs(x)
+    else:
+        call(x, stats.zero())
     return call, list(reached)

@@ -495,8 +495,6 @@ def by_shapes(fn):
     def call(*args):
         key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args)
                     if isinstance(t, (tf.Tensor, np.ndarray)))
-        if tiering.is_eager():
-            return fn.python_function(*args)
         found = concrete.get(key)
         if found is None:
             found = concrete[key] = fn.get_concrete_function(*args)
@@ -506,12 +504,14 @@ def by_shapes(fn):
 
 def register_core(model, key, plan, holder, core):
     """Caches the compiled `core` for `model` under `key`, dispatched by
-    argument shapes (`by_shapes`), with the token inputs' Embeddings swapped
+    argument shapes (`by_shapes`; run eagerly inside `tiering.eager()`), with the token inputs' Embeddings swapped
     for `holder`'s values (see `feed`) while it runs."""
     run = by_shapes(core)
 
     def call(*args):
         with embeddings_swapped(plan, holder):
+            if tiering.is_eager():
+                return core.python_function(*args)
             return run(*args)
 
     call.core = core

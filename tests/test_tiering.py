@@ -1,0 +1,135 @@
+"""Tiered execution: the first events run eagerly, then the compiled functions."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tb_explain as tbx
+from conftest import TwoDense, small_cnn
+from tb_explain.compute import attribution, tiering
+
+
+def _one_event(log_dir, model, callbacks, eager_events):
+    """Sets up `callbacks` and logs one event at the model's current weights."""
+    for callback in callbacks:
+        callback.eager_events = eager_events
+    hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=1, steps=1, verbose=0)
+    hooks.on_train_begin()
+    hooks.on_epoch_end(0)
+    hooks.on_train_end()
+    return callbacks
+
+
+def _compare_runs(eager_run, compiled_run):
+    tags = [t for t in eager_run.tags if not t.startswith("timing/")]
+    assert sorted(tags) == sorted(t for t in compiled_run.tags if not t.startswith("timing/"))
+    compared = 0
+    for tag in tags:
+        plugin = eager_run.plugin(tag)
+        a, b = eager_run.value(tag), compiled_run.value(tag)
+        if plugin in ("scalars", "histograms"):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=tag)
+            compared += 1
+        elif plugin == "images":
+            for index in range(len(a) - 2):
+                diff = np.abs(eager_run.image(tag, index=index).astype(int)
+                              - compiled_run.image(tag, index=index).astype(int))
+                assert diff.max() <= 1, tag  # the same picture, up to float rounding
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("kind", ["cnn", "subclassed"])
+def test_eager_events_log_what_compiled_events_log(tmp_path, digits, tabular, read_run, kind):
+    if kind == "cnn":
+        x, y = digits[0][:4], digits[1][:4]
+        keras.utils.set_random_seed(0)
+        model = small_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy")
+    else:
+        x, y = tabular[0][:8], tabular[1][:8]
+        keras.utils.set_random_seed(0)
+        model = TwoDense()
+        model.compile("adam", "mse")
+    model.fit(x, y, epochs=1, verbose=0)
+    runs = {}
+    for eager_events in (3, 0):
+        log_dir = tmp_path / str(eager_events)
+        callbacks = _one_event(log_dir, model, tbx.explain(log_dir, data=(x, y), steps=8,
+                                                           target=0), eager_events)
+        traced = {type(c).__name__: _traces(c) for c in callbacks}
+        # eager: nothing traced; compiled: each function once
+        assert all(n == (eager_events == 0) for n in traced.values() if n is not None), traced
+        runs[eager_events] = read_run(log_dir)
+    compared = _compare_runs(runs[3], runs[0])
+    assert compared >= 10
+    weights = model.trainable_variables[0]
+    np.testing.assert_allclose(  # and both are right
+        runs[3].value(f"weights/{weights.path}/norm"), np.linalg.norm(weights.numpy()), rtol=1e-6)
+
+
+def _traces(callback):
+    """How many times the callback's compiled function was traced (None: none)."""
+    if isinstance(callback, tbx.WeightHistograms):
+        return callback._compute_fn.compiled.experimental_get_tracing_count()
+    if isinstance(callback, tbx.GradientNorms):
+        return callback._compute.compiled.experimental_get_tracing_count()
+    if isinstance(callback, tbx.ActivationImages):
+        return len(callback._fn.traced)
+    if isinstance(callback, tbx.IntegratedGradients):
+        (core,) = [v for k, v in attribution._CACHE[callback.model].items()
+                   if isinstance(k, tuple) and k[0] == "ig"]
+        return core.core.experimental_get_tracing_count()
+    return None
+
+
+def test_functions_trace_once_after_the_eager_events(tmp_path, digits):
+    x, y = digits
+    counts = {}
+    for epochs in (3, 5):
+        keras.utils.set_random_seed(0)
+        model = small_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        callbacks = tbx.explain(tmp_path / str(epochs), data=(x[:4], y[:4]), steps=8)
+        model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
+        counts[epochs] = {type(c).__name__: _traces(c) for c in callbacks
+                          if _traces(c) is not None}
+    assert set(counts[3]) == {"WeightHistograms", "ActivationImages", "GradientNorms",
+                              "IntegratedGradients"}
+    assert all(n == 0 for n in counts[3].values()), counts  # a short fit never traces
+    assert all(n == 1 for n in counts[5].values()), counts  # a long one once, at event 4
+
+
+def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 600)).astype("float32")
+    model = keras.Sequential([keras.layers.Input((600,)), keras.layers.Dense(2000),
+                              keras.layers.Dense(3)])
+    assert model.count_params() > tiering.SMALL_PARAMS
+    assert not tiering.small_model(model, [x])
+    assert tiering.small_model(small_cnn(), [np.zeros((2, 8, 8, 1))])
+    assert not tiering.small_model(small_cnn(), [np.zeros((2, 256, 256, 3))])
+    model.compile("sgd", "mse")
+    callback = tbx.IntegratedGradients(tmp_path, data=(x, np.zeros((2, 3), "float32")),
+                                       steps=4, target=0)
+    hooks = keras.callbacks.CallbackList([callback], model=model, epochs=5, steps=1)
+    hooks.on_train_begin()  # traced and warmed up here, as before tiering
+    assert callback.eager_events == 0 and _traces(callback) == 1
+    hooks.on_epoch_end(0)
+    hooks.on_train_end()
+    assert _traces(callback) == 1
+
+
+def test_eager_scope_is_per_thread_and_restored():
+    calls = []
+    fn = tiering.function(lambda v: (calls.append(tf.executing_eagerly()), v * 2)[1])
+    with tiering.eager():
+        assert tiering.is_eager()
+        fn(tf.constant(1.0))
+        with tiering.eager(False):
+            fn(tf.constant(1.0))
+        assert tiering.is_eager()
+    assert not tiering.is_eager()
+    assert calls == [True, False]  # the compiled call traced (not eager inside)
+    assert fn.compiled.experimental_get_tracing_count() == 1
