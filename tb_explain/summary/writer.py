@@ -16,6 +16,8 @@ import threading
 
 import tensorflow as tf
 
+from tb_explain.summary import ops
+
 _LOCK = threading.Lock()
 _REGISTRY = {}
 
@@ -111,7 +113,8 @@ class RunWriter:
             step: The int step (tb_explain uses the absolute epoch).
         """
         try:
-            with self._writer.as_default(step=int(step)), tf.summary.record_if(True):
+            with self._writer.as_default(step=int(step)), tf.summary.record_if(True), \
+                    ops.batched(step):
                 yield self
         finally:
             self._writer.flush()
