@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import tb_explain as tbx
 from conftest import TwoDense, small_cnn
-from tb_explain.compute import attribution, tiering
+from tb_explain.compute import attribution, stats, tiering
 
 
 def _one_event(log_dir, model, callbacks, eager_events):
@@ -133,3 +133,26 @@ def test_eager_scope_is_per_thread_and_restored():
     assert not tiering.is_eager()
     assert calls == [True, False]  # the compiled call traced (not eager inside)
     assert fn.compiled.experimental_get_tracing_count() == 1
+
+
+def test_eager_statistics_equal_the_compiled_ones():
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(300, 300)).astype("float32")  # own reductions when compiled
+    big[5, 7] = np.inf
+    tensors = [rng.normal(size=(3, 4)).astype("float32"), np.full((5,), 2.5, "float32"),
+               np.array([np.nan, 1.0, -np.inf, 3.0], "float32"),
+               np.array([np.nan, np.nan], "float32"), big,
+               rng.integers(-5, 5, size=(7,)).astype("float64")]
+    tensors = [tf.constant(t) for t in tensors]
+    compiled = tf.function(lambda zero: stats.batched_statistics(tensors, 12, zero=zero))
+    for a, b in zip(stats.batched_statistics(tensors, 12), compiled(stats.zero())):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=0)
+    minus = [t * 0.5 for t in tensors]
+    both = tf.function(lambda: (stats.norms(tensors, minus), stats.nonfinite_counts(tensors)))
+    for a, b in zip((stats.norms(tensors, minus), stats.nonfinite_counts(tensors)), both()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    # and against numpy's own histogram, for the finite tensor
+    counts, edges = np.histogram(tensors[0].numpy().astype(np.float64), bins=12)
+    buckets = stats.batched_statistics(tensors, 12)[0].numpy()[0]
+    np.testing.assert_array_equal(buckets[:, 2], counts)
+    np.testing.assert_allclose(buckets[:, 0], edges[:-1], rtol=1e-12)

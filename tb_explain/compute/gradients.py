@@ -47,9 +47,9 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
         grads = [tf.convert_to_tensor(g) for g in grads]
         buckets, norms, nonfinite = stats.batched_statistics(grads, bins, zero=zero)
         values = [tf.convert_to_tensor(v.value) for v in variables]
-        update_norms = tf.stack([stats.l2_norm(w - s) for w, s in zip(values, snapshots)])
-        previous_norms = tf.stack([stats.l2_norm(s) for s in snapshots])
-        weight_nonfinite = tf.stack([stats.nonfinite_count(w) for w in values])
+        update_norms = stats.norms(values, minus=snapshots)
+        previous_norms = stats.norms(snapshots)
+        weight_nonfinite = stats.nonfinite_counts(values)
         with tf.control_dependencies([update_norms, previous_norms]):
             for s, w in zip(snapshots, values):
                 s.assign(w)

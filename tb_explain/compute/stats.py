@@ -34,6 +34,26 @@ def l2_norm(tensor):
     return tf.sqrt(tf.reduce_sum(tf.square(flat)))
 
 
+def norms(tensors, minus=None):
+    """L2 norms (float64 `[n]`) of `tensors`, or of `tensors[i] - minus[i]`
+    (NaN/Inf propagate); in numpy when run eagerly."""
+    minus = [None] * len(tensors) if minus is None else minus
+    if tf.executing_eagerly():
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate
+            return tf.constant([np.sqrt(np.sum(np.square(
+                np.asarray(t, np.float64) - (0.0 if m is None else np.asarray(m, np.float64)))))
+                for t, m in zip(tensors, minus)], tf.float64)
+    return tf.stack([l2_norm(t if m is None else t - m) for t, m in zip(tensors, minus)])
+
+
+def nonfinite_counts(tensors):
+    """NaN/Inf counts (int64 `[n]`) of `tensors`; in numpy when run eagerly."""
+    if tf.executing_eagerly():
+        return tf.constant([np.size(a) - np.count_nonzero(np.isfinite(a))
+                            for a in (np.asarray(t) for t in tensors)], tf.int64)
+    return tf.stack([nonfinite_count(t) for t in tensors])
+
+
 #: Values per fused group in `batched_statistics`: bounds peak memory.
 CHUNK_VALUES = 1 << 22
 
@@ -114,6 +134,38 @@ def _large_statistics(tensors, bins):
     return buckets, norms, nonfinite
 
 
+def _numpy_statistics(tensors, bins):
+    """`batched_statistics` of eager tensors in numpy (the same arithmetic):
+    run eagerly, a few numpy calls per tensor cost far less than the dozens
+    of eager TensorFlow ops of the fused version."""
+    n = len(tensors)
+    buckets = np.zeros((n, bins, 3))
+    norms = np.zeros(n)
+    nonfinite = np.zeros(n, np.int64)
+    unit = np.linspace(0.0, 1.0, bins + 1)
+    for i, tensor in enumerate(tensors):
+        values = np.asarray(tensor, np.float64).ravel()
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate
+            norms[i] = np.sqrt(np.sum(np.square(values)))
+        finite = np.isfinite(values)
+        count = int(finite.sum())
+        nonfinite[i] = values.size - count
+        if count < values.size:
+            values = values[finite]
+        low, high = (values.min(), values.max()) if count else (0.0, 0.0)
+        spread = high > low
+        width = high - low if spread else 1.0
+        if spread:
+            index = np.clip(np.floor((values - low) / width * bins).astype(np.int64), 0,
+                            bins - 1)
+            buckets[i, :, 2] = np.bincount(index, minlength=bins)
+        else:
+            buckets[i, -1, 2] = count
+        edges = low + (width if spread else 0.0) * unit
+        buckets[i, :, 0], buckets[i, :, 1] = edges[:-1], edges[1:]
+    return buckets, norms, nonfinite
+
+
 def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, zero=0):
     """Histogram buckets, L2 norms and non-finite counts of many tensors.
 
@@ -121,7 +173,8 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, ze
     values (segment reductions: a constant number of ops per group, so
     tracing stays cheap for models with hundreds of weights); tensors of
     `OWN_REDUCTIONS` values or more get plain reductions of their own, which
-    are faster on large tensors. Both compute the same arithmetic.
+    are faster on large tensors. Both compute the same arithmetic, as does
+    the numpy version used when it runs eagerly (`compute.tiering`).
 
     Args:
         tensors: List of tensors with statically known sizes.
@@ -145,6 +198,8 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, ze
     if not tensors:
         return (tf.zeros([0, bins, 3], tf.float64), tf.zeros([0], tf.float64),
                 tf.zeros([0], tf.int64))
+    if tf.executing_eagerly():
+        return tuple(tf.constant(a) for a in _numpy_statistics(tensors, bins))
     large = [i for i, t in enumerate(tensors) if (t.shape.num_elements() or 0) >= OWN_REDUCTIONS]
     small = [i for i in range(len(tensors)) if i not in set(large)]
     groups, current, current_size = [], [], 0
