@@ -92,6 +92,8 @@ def test_functions_trace_once_after_the_eager_events(tmp_path, digits):
         model = small_cnn()
         model.compile("adam", "sparse_categorical_crossentropy")
         callbacks = tbx.explain(tmp_path / str(epochs), data=(x[:4], y[:4]), steps=8)
+        for callback in callbacks:
+            callback.eager_events = 3
         model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
         counts[epochs] = {type(c).__name__: _traces(c) for c in callbacks
                           if _traces(c) is not None}
@@ -99,6 +101,19 @@ def test_functions_trace_once_after_the_eager_events(tmp_path, digits):
                               "IntegratedGradients"}
     assert all(n == 0 for n in counts[3].values()), counts  # a short fit never traces
     assert all(n == 1 for n in counts[5].values()), counts  # a long one once, at event 4
+
+
+def test_automatic_eager_events_follow_the_model_size(tmp_path, digits):
+    x, y = digits
+    callback = tbx.GradientNorms(tmp_path, data=(x[:4], y[:4]))
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.eager_events is None
+    assert callback._eager_limit == tiering.SMALL_MODEL_EAGER_EVENTS
+    big = keras.Sequential([keras.layers.Input((600,)), keras.layers.Dense(2000)])
+    assert tiering.eager_events(big) == tiering.EAGER_EVENTS
 
 
 def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path):
@@ -115,7 +130,7 @@ def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path):
                                        steps=4, target=0)
     hooks = keras.callbacks.CallbackList([callback], model=model, epochs=5, steps=1)
     hooks.on_train_begin()  # traced and warmed up here, as before tiering
-    assert callback.eager_events == 0 and _traces(callback) == 1
+    assert callback._eager_limit == 0 and _traces(callback) == 1
     hooks.on_epoch_end(0)
     hooks.on_train_end()
     assert _traces(callback) == 1

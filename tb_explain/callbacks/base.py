@@ -61,10 +61,10 @@ class ExplainCallback(keras.callbacks.Callback):
     tag_prefix = "tb_explain"
 
     #: Events run eagerly after each setup (`compute.tiering`): setup and
-    #: the first events trace nothing; the compiled functions trace at the
-    #: next event. 0 compiles from the start (callbacks that call their
-    #: functions many times per event, as over whole datasets).
-    eager_events = 3
+    #: these first events trace nothing; the compiled functions trace at the
+    #: next event. None: automatic (`tiering.eager_events`: 20 on small
+    #: models, 3 on others); 0 compiles from the start.
+    eager_events = None
 
     def __init__(self, log_dir, freq=1):
         super().__init__()
@@ -78,6 +78,7 @@ class ExplainCallback(keras.callbacks.Callback):
         self._epochs = None
         self._setup_seconds = None
         self._events = 0
+        self._eager_limit = 0
 
     # -- hooks for subclasses -------------------------------------------------
     def validate_model(self):
@@ -125,7 +126,11 @@ class ExplainCallback(keras.callbacks.Callback):
         key = (id(self._writer), id(self.model))
         if self._prepared != key and self.model.built:
             start = time.perf_counter()
-            with tiering.eager(self.eager_events > 0):
+            probe = getattr(self, "probe", None)
+            inputs = [] if probe is None else tf.nest.flatten(probe.x)
+            self._eager_limit = (tiering.eager_events(self.model, inputs)
+                                 if self.eager_events is None else self.eager_events)
+            with tiering.eager(self._eager_limit > 0):
                 self.prepare()
             self._setup_seconds = time.perf_counter() - start
             self._prepared = key
@@ -183,7 +188,7 @@ class ExplainCallback(keras.callbacks.Callback):
         if not self._maybe_prepare():
             return
         start = time.perf_counter()
-        with self._writer.record(epoch), tiering.eager(self._events < self.eager_events):
+        with self._writer.record(epoch), tiering.eager(self._events < self._eager_limit):
             self._events += 1
             try:
                 self.log_event(epoch)

@@ -131,9 +131,9 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             self._outputs = list(self._targets)
             # Small models run their first events eagerly; big ones trace now.
             if not tiering.small_model(self.model, plan.leaves):
-                self.eager_events = 0
+                self._eager_limit = 0
             for output in self._outputs:
-                with tiering.eager(self.eager_events > 0):  # validates, on one gradient
+                with tiering.eager(self._eager_limit > 0):  # validates, on one gradient
                     attribution.warm_up(
                         self.model, self.probe.x, target=self._targets[output],
                         baseline=self.baseline, steps=self.steps, method=self.method,
