@@ -96,14 +96,14 @@ SCALED = ["no callbacks", "tbx.explain (whole suite)", "tbx.explain (whole suite
 
 def part1(epochs, repeats, scale):
     data = load_data()
-    for factor, names in ((1, list(CONFIGS)), (scale, SCALED)):
+    for factor, names, runs in ((1, list(CONFIGS), repeats), (scale, SCALED, max(5, repeats))):
         times = {name: [] for name in names}
-        for _ in range(repeats):
+        for _ in range(runs):
             for name in names:
                 times[name].append(fit_seconds(name, CONFIGS[name], data, epochs, factor))
         base = statistics.median(times["no callbacks"])
         print(f"\nPart 1: demo CNN, {epochs} epochs of fit on the digits x {factor} "
-              f"(plain fit {base:.2f} s), median of {repeats} interleaved runs")
+              f"(plain fit {base:.2f} s), median of {runs} interleaved runs")
         print(f"{'configuration':40s} {'ratio to no callbacks':>22s}")
         for name, values in times.items():
             print(f"{name:40s} {statistics.median(values) / base:22.3f}")

@@ -40,9 +40,12 @@ class ExplainCallback(keras.callbacks.Callback):
     one `LoggingFailedWarning` and a Text card `<tag_prefix>/alerts`, and
     training goes on.
 
-    Setup: `prepare()` validates and warms up the compiled functions; its
-    duration is logged once as `timing/<callback>_setup_seconds`, so the
-    per-event `timing/<callback>_seconds` shows the steady cost.
+    Setup: `prepare()` validates (eagerly, without tracing, unless the
+    callback compiles from the start); its duration is logged once as
+    `timing/<callback>_setup_seconds`, so the per-event
+    `timing/<callback>_seconds` shows the steady cost. The first
+    `eager_events` events run eagerly (`compute.tiering`); the compiled
+    functions trace at the next one.
 
     Schedule: an event is logged at the end of epoch `e` when `e % freq == 0`
     (absolute epoch, so `fit(initial_epoch=k)` continues the same axis) and

@@ -14,6 +14,7 @@ import functools
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tb_explain._keras import swapped_call, walk_layers
@@ -120,6 +121,46 @@ def _first_tensor(output):
     return flat[0] if flat else None
 
 
+def _tf_fractions(values, kinds):
+    """`(dead, saturated)` float32 `[k]`: the fraction of units zero for every
+    sample and position, and of values within 0.01 of a tanh or sigmoid
+    bound (-1 for other layers)."""
+    dead, saturated = [], []
+    for value, kind in zip(values, kinds):
+        if value.shape.rank and value.shape.rank >= 2:
+            axes = list(range(value.shape.rank - 1))
+            dead.append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(value, 0.0), axis=axes),
+                                               tf.float32)))
+        else:
+            dead.append(tf.constant(0.0))
+        if kind == "tanh":
+            saturated.append(tf.reduce_mean(tf.cast(tf.abs(value) > 0.99, tf.float32)))
+        elif kind == "sigmoid":
+            saturated.append(tf.reduce_mean(tf.cast((value < 0.01) | (value > 0.99), tf.float32)))
+        else:
+            saturated.append(tf.constant(-1.0))
+    if not values:
+        return tf.zeros([0]), tf.zeros([0])
+    return tf.stack(dead), tf.stack(saturated)
+
+
+def _numpy_fractions(values, kinds):
+    """`_tf_fractions` of eager tensors, in numpy."""
+    dead, saturated = [], []
+    for value, kind in zip(values, kinds):
+        value = np.asarray(value)
+        dead.append(np.mean(np.all(value == 0.0, axis=tuple(range(value.ndim - 1))))
+                    if value.ndim >= 2 else 0.0)
+        if kind == "tanh":
+            saturated.append(np.mean(np.abs(value) > 0.99))
+        elif kind == "sigmoid":
+            saturated.append(np.mean((value < 0.01) | (value > 0.99)))
+        else:
+            saturated.append(-1.0)
+    return (tf.constant(np.asarray(dead, np.float32).reshape(-1)),
+            tf.constant(np.asarray(saturated, np.float32).reshape(-1)))
+
+
 def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BINS):
     """Builds the compiled probe pass for `layers` of `model`.
 
@@ -169,25 +210,12 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         outputs = layer_outputs(inputs)
         values = [outputs[p] for p in reached]
         buckets, _, _ = stats.batched_statistics(values, bins, zero=zero)
-        dead, saturated = [], []
-        for path, value in zip(reached, values):
-            if value.shape.rank and value.shape.rank >= 2:
-                axes = list(range(value.shape.rank - 1))
-                dead.append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(value, 0.0), axis=axes),
-                                                   tf.float32)))
-            else:
-                dead.append(tf.constant(0.0))
-            if kinds[path] == "tanh":
-                saturated.append(tf.reduce_mean(tf.cast(tf.abs(value) > 0.99, tf.float32)))
-            elif kinds[path] == "sigmoid":
-                saturated.append(tf.reduce_mean(tf.cast((value < 0.01) | (value > 0.99), tf.float32)))
-            else:
-                saturated.append(tf.constant(-1.0))
+        # Eagerly, numpy does the same arithmetic with far fewer calls.
+        unit_fractions = _numpy_fractions if tf.executing_eagerly() else _tf_fractions
+        dead, saturated = unit_fractions(values, [kinds[p] for p in reached])
         display = {p: v[..., :max_channels] if v.shape.rank and v.shape.rank >= 3 else v
                    for p, v in zip(reached, values)}
-        stack = (lambda xs: tf.stack(xs)) if values else (lambda xs: tf.zeros([0]))
-        return {"display": display, "buckets": buckets, "dead": stack(dead),
-                "saturated": stack(saturated)}
+        return {"display": display, "buckets": buckets, "dead": dead, "saturated": saturated}
 
     @contextlib.contextmanager
     def capturing():
