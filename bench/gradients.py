@@ -32,6 +32,7 @@ def measure(name, model, x, y, repeats):
     model.train_on_batch(x, y)  # trace the train step
     callback = tbx.GradientNorms(tempfile.mkdtemp(prefix="tbx_bench_"), data=(x, y),
                                  max_samples=len(x))
+    callback.eager_events = 0  # the steady, compiled event (overhead.py times the eager ones)
     callback.set_model(model)
     callback.on_train_begin()
     with warnings.catch_warnings():  # an untrained net alerts: not what is timed
