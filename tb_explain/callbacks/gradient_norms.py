@@ -123,7 +123,7 @@ class GradientNorms(ExplainCallback):
             if tiering.is_eager():  # the probe loss, without its gradients
                 gradients.probe_loss(self.model, *self._inputs)
             else:
-                self._compute.get_concrete_function(*self._inputs, stats.zero())
+                self._compute.compiled.get_concrete_function(*self._inputs, stats.zero())
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
 

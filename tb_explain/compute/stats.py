@@ -34,14 +34,20 @@ def l2_norm(tensor):
     return tf.sqrt(tf.reduce_sum(tf.square(flat)))
 
 
+def _numpy_norm(values):
+    """`l2_norm` of a float64 array, in numpy (NaN/Inf propagate)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.sqrt(np.sum(np.square(values)))
+
+
 def norms(tensors, minus=None):
     """L2 norms (float64 `[n]`) of `tensors`, or of `tensors[i] - minus[i]`
     (NaN/Inf propagate); in numpy when run eagerly."""
     minus = [None] * len(tensors) if minus is None else minus
     if tf.executing_eagerly():
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate
-            return tf.constant([np.sqrt(np.sum(np.square(
-                np.asarray(t, np.float64) - (0.0 if m is None else np.asarray(m, np.float64)))))
+        with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
+            return tf.constant([_numpy_norm(
+                np.asarray(t, np.float64) - (0.0 if m is None else np.asarray(m, np.float64)))
                 for t, m in zip(tensors, minus)], tf.float64)
     return tf.stack([l2_norm(t if m is None else t - m) for t, m in zip(tensors, minus)])
 
@@ -145,8 +151,7 @@ def _numpy_statistics(tensors, bins):
     unit = np.linspace(0.0, 1.0, bins + 1)
     for i, tensor in enumerate(tensors):
         values = np.asarray(tensor, np.float64).ravel()
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate
-            norms[i] = np.sqrt(np.sum(np.square(values)))
+        norms[i] = _numpy_norm(values)
         finite = np.isfinite(values)
         count = int(finite.sum())
         nonfinite[i] = values.size - count

@@ -13,9 +13,9 @@ fit never does. Functions whose event sends many rows through the model
 (the attribution cores: samples x steps) run eagerly only on small models
 (`small_model`): on a big one eager kernels are several times slower than
 the compiled graph's (ResNet50's integrated gradients: 10-36 s against
-4.9 s), which outweighs the trace. The public functions (`tbx.integrated_gradients`...) run
-compiled as before; the choice applies to the calls made inside `eager()`
-on the calling thread only.
+4.9 s), which outweighs the trace. The public functions
+(`tbx.integrated_gradients`...) run compiled as before; the choice applies
+to the calls made inside `eager()` on the calling thread only.
 """
 
 import contextlib
@@ -48,8 +48,7 @@ def function(python_function, **options):
     """`tf.function(python_function, autograph=False, **options)` that runs
     `python_function` directly inside `eager()`.
 
-    The result has the `tf.function`'s `get_concrete_function` and
-    `python_function`, and `compiled` (the `tf.function` itself).
+    The result has `compiled`, the `tf.function` itself.
     """
     compiled = tf.function(python_function, autograph=False, **options)
 
@@ -59,8 +58,6 @@ def function(python_function, **options):
         return compiled(*args, **kwargs)
 
     call.compiled = compiled
-    call.python_function = python_function
-    call.get_concrete_function = compiled.get_concrete_function
     return call
 
 

@@ -504,8 +504,9 @@ def by_shapes(fn):
 
 def register_core(model, key, plan, holder, core):
     """Caches the compiled `core` for `model` under `key`, dispatched by
-    argument shapes (`by_shapes`; run eagerly inside `tiering.eager()`), with the token inputs' Embeddings swapped
-    for `holder`'s values (see `feed`) while it runs."""
+    argument shapes (`by_shapes`; its Python runs eagerly inside
+    `tiering.eager()`), with the token inputs' Embeddings swapped for
+    `holder`'s values (see `feed`) while it runs."""
     run = by_shapes(core)
 
     def call(*args):
