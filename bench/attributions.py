@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
 from bench._timing import input_gradient, interleaved  # noqa: E402
-from tb_explain.compute.attribution import _common, occlusion, smoothgrad  # noqa: E402
+from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # noqa: E402
 
 
 def main():
@@ -49,7 +49,7 @@ def main():
     def forward(batch, target):
         return tf.gather(model(batch, training=False), target, axis=1, batch_dims=1)
 
-    done = _common.setup(model, x, targets)
+    done = _feeding.setup(model, x, targets)
     noise = smoothgrad.noise_for(done, 50, 0.15, 0)[0]
     noisy = tf.constant(np.repeat(x, 50, axis=0) + noise)
     noisy_targets = tf.constant(np.repeat(targets, 50))

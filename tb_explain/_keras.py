@@ -46,3 +46,28 @@ def swapped_call(layer, call):
             object.__delattr__(layer, "call")
         else:
             object.__setattr__(layer, "call", original)
+
+
+def has_call(model):
+    """Whether `model` can run forward: Functional and Sequential models, and
+    subclassed ones that define `call()` (a GAN of the keras-io guide has
+    only a `train_step` of its own, and `keras.Model.call` raises)."""
+    import keras  # noqa: PLC0415
+
+    return type(model).call is not keras.Model.call
+
+
+def is_ready(model):
+    """Whether `model`'s weights exist: built, or (a model without `call()`,
+    such as a GAN whose sub-models are built) holding weights already."""
+    return model.built or (not has_call(model) and bool(model.weights))
+
+
+def count_params(model):
+    """`model.count_params()`, also for a model that holds built sub-models
+    but is not built itself (a GAN without `call()`)."""
+    if model.built:
+        return model.count_params()
+    import numpy as np  # noqa: PLC0415
+
+    return int(sum(np.prod(w.shape) for w in model.weights))

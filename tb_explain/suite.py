@@ -8,6 +8,7 @@ from tb_explain.callbacks import (
     ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
     IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
 )
+from tb_explain.callbacks.base import Suite
 from tb_explain.compute import importance
 from tb_explain.compute.attribution import METHODS
 
@@ -113,6 +114,7 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             f"{sorted(accepted - {'self', 'log_dir', 'data', 'freq'})} (and `datasets`)."
         )
     callbacks = []
+    suite = Suite()
     given = {"data": data, "datasets": datasets,
              "methods": data if methods is not None else None}
     tables = _tables(data)
@@ -131,5 +133,7 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             kwargs["freq"] = freq
         if needs is not None:
             kwargs["data"] = given[needs]
-        callbacks.append(cls(log_dir, **kwargs))
+        callback = cls(log_dir, **kwargs)
+        callback.suite = suite
+        callbacks.append(callback)
     return callbacks

@@ -96,9 +96,9 @@ def test_smoothgrad_without_noise_is_its_base_and_seeds_reproduce():
     np.testing.assert_allclose(one, again, rtol=1e-5, atol=1e-8)  # chunking does not matter
     assert not np.allclose(one, other)
     # SmoothGrad's mean over noisy copies, by hand with the same noise
-    from tb_explain.compute.attribution import _common, smoothgrad
+    from tb_explain.compute.attribution import _feeding, smoothgrad
 
-    done = _common.setup(model, x)
+    done = _feeding.setup(model, x)
     noise = smoothgrad.noise_for(done, 6, 0.15, 3)[0].reshape(2, 6, 8, 8, 1)
     manual = []
     for s in range(2):

@@ -72,6 +72,7 @@ class ActivationImages(ExplainCallback):
     """
 
     tag_prefix = "activations"
+    needs_call = True
 
     def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, max_channels=16,
                  max_layers=32, log_inputs=True, privacy="off", min_samples=8):

@@ -77,6 +77,7 @@ class Attributions(AttributionRendering, ExplainCallback):
     """
 
     tag_prefix = "attributions"
+    needs_call = True
 
     def __init__(self, log_dir, data, methods=DEFAULT_METHODS, freq=1, max_samples=4,
                  sanity_check=False, log_inputs=True, target=None, output=None, batch_size=None,
@@ -131,7 +132,7 @@ class Attributions(AttributionRendering, ExplainCallback):
             self._targets = attribution.explained_targets(self.model, plan, self.output,
                                                           self.target)
             for output, target in self._targets.items():
-                attribution._common.outputs_and_targets(self.model, plan, target, output)
+                attribution._outputs.outputs_and_targets(self.model, plan, target, output)
         self._kinds = dict(zip(plan.names, plan.kinds))
 
     def log_event(self, epoch):

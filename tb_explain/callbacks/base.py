@@ -1,6 +1,7 @@
 """Shared behaviour of every tb_explain callback: schedule, writer, timing."""
 
 import contextlib
+import logging
 import re
 import time
 import traceback
@@ -10,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._keras import has_call, is_ready
 from tb_explain.compute import tiering
 from tb_explain.summary.writer import RunWriter, is_chief
 
@@ -25,6 +27,50 @@ class LoggingFailedWarning(RuntimeWarning):
     callback (`weights/alerts`, `attributions/alerts`...). The test suite
     turns this warning into an error, so it never hides a bug.
     """
+
+
+class NotApplicable(ValueError):
+    """A callback cannot run on this model at all: no loss, no labels, no
+    `call()`, no input it can attribute.
+
+    A callback the user constructs raises it (a `ValueError`) before
+    training; one that `tbx.explain()` made is left out of the fit instead,
+    and named once under `tb_explain/skipped` (see `Suite`).
+    """
+
+
+class Suite:
+    """The callbacks one `tbx.explain()` call made: those that cannot run on
+    the model leave the fit, and the first epoch end names them all once
+    (a log line and the Text card `tb_explain/skipped`)."""
+
+    tag = "tb_explain/skipped"
+
+    def __init__(self):
+        self.skipped = {}  # callback name -> why
+        self._reported = set()
+
+    def skip(self, name, why):
+        """Records that `name` (a callback, or a part of one) is left out."""
+        why = str(why).strip()
+        self.skipped[name] = why[len(name):].strip() if why.startswith(name + " ") else why
+
+    def pending(self):
+        """Whether some skipped callback is not reported yet."""
+        return not self._reported.issuperset(self.skipped)
+
+    def report(self, epoch):
+        """Writes the skipped callbacks not reported yet (inside a writer's
+        `record`)."""
+        new = {n: why for n, why in self.skipped.items() if n not in self._reported}
+        self._reported |= set(new)
+        logging.getLogger("tb_explain").warning(
+            "explain(): left out %s", "; ".join(f"{n} ({why})" for n, why in new.items()))
+        from tb_explain.summary import ops  # noqa: PLC0415
+
+        ops.write_markdown(self.tag, "**Left out of this fit** (they cannot run on this "
+                           "model; the rest of the suite logs as usual):\n\n" + "\n".join(
+                               f"- **{n}**: {why}" for n, why in self.skipped.items()), epoch)
 
 
 class ExplainCallback(keras.callbacks.Callback):
@@ -69,6 +115,10 @@ class ExplainCallback(keras.callbacks.Callback):
     #: models, 3 on others); 0 compiles from the start.
     eager_events = None
 
+    #: Whether the callback runs the model forward (on the probe or a
+    #: dataset): a model without `call()` cannot serve it (`NotApplicable`).
+    needs_call = False
+
     def __init__(self, log_dir, freq=1):
         super().__init__()
         self.log_dir = _validate.check_log_dir(log_dir)
@@ -82,6 +132,11 @@ class ExplainCallback(keras.callbacks.Callback):
         self._setup_seconds = None
         self._events = 0
         self._eager_limit = 0
+        #: The `Suite` of the `tbx.explain()` call that made this callback
+        #: (None when the user constructed it): `NotApplicable` then leaves
+        #: the callback out of the fit instead of raising.
+        self.suite = None
+        self._skipped = False
 
     # -- hooks for subclasses -------------------------------------------------
     def validate_model(self):
@@ -105,14 +160,31 @@ class ExplainCallback(keras.callbacks.Callback):
         """Tag of the scalar holding the one-time setup's duration (seconds)."""
         return f"timing/{_snake(type(self).__name__)}_setup_seconds"
 
+    @contextlib.contextmanager
+    def _applicable(self):
+        """Context of the model checks: `NotApplicable` skips a suite member."""
+        try:
+            yield
+        except NotApplicable as exc:
+            if self.suite is None:
+                raise
+            self.suite.skip(type(self).__name__, exc)
+            self._skipped = True
+
     def on_train_begin(self, logs=None):
-        self.validate_model()
+        self._skipped = False
         self._epochs = (self.params or {}).get("epochs")
         self._last_epoch = None
         self._last_logged = None
+        with self._applicable():
+            if self.needs_call and not has_call(self.model):
+                raise NotApplicable(
+                    f"{type(self).__name__} runs the model forward, but model "
+                    f"{self.model.name!r} ({type(self.model).__name__}) defines no `call()`")
+            self.validate_model()
         if self._writer is None:
             self._writer = RunWriter.acquire(self.log_dir, chief=is_chief(self.model))
-        self._ready = self._maybe_prepare()
+        self._ready = self._skipped or self._maybe_prepare()
 
     def on_train_batch_begin(self, batch, logs=None):
         # A model built by its first batch (no Input, subclassed) is checked
@@ -121,20 +193,22 @@ class ExplainCallback(keras.callbacks.Callback):
         # logs into Python numbers (a device sync per batch) and gives up
         # its asynchronous dispatch for callbacks with a batch-end hook.
         if not self._ready and self._writer is not None:
-            self._ready = self._maybe_prepare()
+            self._ready = self._skipped or self._maybe_prepare()
 
     def _maybe_prepare(self):
         # Compiled logging functions capture the writer they were traced
         # with: prepare again for a new writer (or a new model).
         key = (id(self._writer), id(self.model))
-        if self._prepared != key and self.model.built:
+        if self._prepared != key and is_ready(self.model):
             start = time.perf_counter()
             probe = getattr(self, "probe", None)
             inputs = [] if probe is None else tf.nest.flatten(probe.x)
             self._eager_limit = (tiering.eager_events(self.model, inputs)
                                  if self.eager_events is None else self.eager_events)
-            with tiering.eager(self._eager_limit > 0):
+            with tiering.eager(self._eager_limit > 0), self._applicable():
                 self.prepare()
+            if self._skipped:
+                return True
             self._setup_seconds = time.perf_counter() - start
             self._prepared = key
             self._events = 0
@@ -147,12 +221,16 @@ class ExplainCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch
-        if self.should_log(epoch):
+        if self.suite is not None and self._writer is not None and self.suite.pending():
+            with self._writer.record(epoch):
+                self.suite.report(epoch)
+        if self.should_log(epoch) and not self._skipped:
             self.log_now(epoch)
 
     def on_train_end(self, logs=None):
         try:
-            if self._last_epoch is not None and self._last_logged != self._last_epoch:
+            if self._last_epoch is not None and self._last_logged != self._last_epoch \
+                    and not self._skipped:
                 self.log_now(self._last_epoch)
         finally:
             if self._writer is not None:

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain._compat import without_graph_rewrites
-from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.callbacks.base import ExplainCallback, NotApplicable
 from tb_explain.compute import gradients, stats, tiering
 from tb_explain.probe import Probe
 from tb_explain.summary import ops
@@ -21,7 +21,8 @@ class GradientNorms(ExplainCallback):
     Keras callbacks never see the training gradients, so this one computes
     them on a fixed probe batch, with the model's own compiled loss
     (loss dicts of multi-output models, sample weights and regularization
-    losses included), `training=False`, in one compiled function.
+    losses included) or the `loss` given, `training=False`, in one compiled
+    function.
 
     Logged at each event (step = epoch):
 
@@ -62,21 +63,33 @@ class GradientNorms(ExplainCallback):
             its running median (float > 1).
         stop_on_nonfinite: Stop training when gradients or weights hold
             NaN/Inf.
+        loss: Optional callable `(y_true, y_pred) -> scalar` used instead of
+            the model's compiled loss (plus the model's regularization
+            losses), for models trained by a custom `train_step` without a
+            compiled loss. Sample weights, when given, weight its mean.
 
     Example:
 
     ```python
     model.fit(x, y, epochs=20, callbacks=[
         tbx.GradientNorms("runs/exp1", data=(x_val[:32], y_val[:32]), freq=2)])
+    # a model trained by its own train_step, without a compiled loss:
+    tbx.GradientNorms("runs/gan", data=(x_real[:32], np.zeros((32, 1))),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
     ```
     """
 
     tag_prefix = "gradients"
+    needs_call = True
 
     def __init__(self, log_dir, data, freq=1, histograms=True, max_samples=32,
                  vanishing_ratio=1e-4, vanishing_threshold=1e-10, exploding_factor=10.0,
-                 stop_on_nonfinite=False):
+                 stop_on_nonfinite=False, loss=None):
         super().__init__(log_dir, freq)
+        if loss is not None and not callable(loss):
+            raise TypeError(f"`loss` must be None or a callable (y_true, y_pred) -> scalar, "
+                            f"got {loss!r}.")
+        self.loss = loss
         self.histograms = _validate.check_bool("histograms", histograms)
         self.probe = Probe(data, max_samples=max_samples)
         self.vanishing_ratio = _validate.check_float(
@@ -95,22 +108,23 @@ class GradientNorms(ExplainCallback):
     def validate_model(self):
         model = self.model
         custom_loss = type(model).compute_loss is not keras.Model.compute_loss
-        if getattr(model, "_compile_loss", None) is None and not custom_loss:
-            raise ValueError(
-                "GradientNorms needs the model's loss: compile the model with a `loss` "
-                "before fit."
-            )
-        if getattr(model, "_compile_loss", None) is not None and self.probe.y is None:
-            raise ValueError(
-                "GradientNorms `data` has no labels, but the model's compiled loss needs "
-                "them: pass `data=(x, y)` or `(x, y, sample_weight)`."
-            )
+        compiled = getattr(model, "_compile_loss", None) is not None
+        if self.loss is None and not compiled and not custom_loss:
+            raise NotApplicable(
+                "GradientNorms needs a loss: compile the model with a `loss`, or pass "
+                "`loss=` (a callable (y_true, y_pred) -> scalar) for a model trained by a "
+                "custom `train_step`")
+        if (self.loss is not None or compiled) and self.probe.y is None:
+            raise NotApplicable(
+                "GradientNorms `data` has no labels, but the loss needs them: pass "
+                "`data=(x, y)` or `(x, y, sample_weight)`")
         self.probe.validate(model)
         self._global_norms = []
         self._has_snapshot = False
 
     def prepare(self):
-        self._compute, self._variables = gradients.make_gradient_statistics(self.model)
+        self._compute, self._variables = gradients.make_gradient_statistics(self.model,
+                                                                            loss=self.loss)
         if not self._variables:
             raise ValueError("GradientNorms: the model has no trainable variables.")
         self._paths = [v.path for v in self._variables]
@@ -121,7 +135,7 @@ class GradientNorms(ExplainCallback):
         self._inputs = self.probe.tensors()
         try:  # a probe that does not fit fails here, not epochs later
             if tiering.is_eager():  # the probe loss, without its gradients
-                gradients.probe_loss(self.model, *self._inputs)
+                gradients.probe_loss(self.model, *self._inputs, loss=self.loss)
             else:
                 self._compute.compiled.get_concrete_function(*self._inputs, stats.zero())
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:

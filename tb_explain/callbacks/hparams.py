@@ -9,6 +9,7 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hp
 
 from tb_explain import _validate
+from tb_explain._keras import count_params
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.summary import ops
 
@@ -86,7 +87,7 @@ class HParams(ExplainCallback):
     def detected(self):
         """Returns the hyperparameters read off the model and `fit`."""
         model = self.model
-        values = {"model": model.name, "parameters": int(model.count_params()),
+        values = {"model": model.name, "parameters": count_params(model),
                   "epochs": int((self.params or {}).get("epochs") or 0)}
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:

@@ -87,6 +87,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
     """
 
     tag_prefix = "attributions"
+    needs_call = True
 
     def __init__(self, log_dir, data, freq=1, steps=50, method="gausslegendre", baseline=None,
                  target=None, batch_size=None, max_samples=4, output=None, feature_names=None,
@@ -187,7 +188,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
 
     def _batch_size(self):
         leaves = [v for _, v in named_leaves(self.probe.x)]
-        return attribution._common.auto_batch_size(leaves, self.batch_size)
+        return attribution._feeding.auto_batch_size(leaves, self.batch_size)
 
     def _share_means(self, name, attr):
         """Mean |attribution| per feature, for FeatureImportance's ranking."""

@@ -1,5 +1,8 @@
 """ModelGraph callback."""
 
+import warnings
+
+from tb_explain._keras import has_call, is_ready
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.summary import graph, ops
 
@@ -17,7 +20,9 @@ class ModelGraph(ExplainCallback):
 
     A model that is not built when training starts (a Sequential without an
     `Input`, a subclassed model) is logged as soon as its first batch has
-    built it. Graph problems produce a warning, never a failed fit.
+    built it. Graph problems produce a warning, never a failed fit. A model
+    without `call()` (a GAN trained by its own `train_step`) gets its
+    summary and no op graph.
 
     Args:
         log_dir: Directory of the run (created if missing).
@@ -55,12 +60,20 @@ class ModelGraph(ExplainCallback):
         super().on_train_end(logs)
 
     def _write_once(self):
-        if self._done or not self.model.built:
+        if self._done or not is_ready(self.model):
             return
         self._done = True
         self.log_now(0)
 
     def log_event(self, epoch):
         graph.write_conceptual_graph(self.model, step=epoch)
-        graph.write_op_graph(self.model)
+        if has_call(self.model):
+            graph.write_op_graph(self.model)
+        else:  # a model trained by its own train_step only: nothing to trace
+            why = (f"model {self.model.name!r} ({type(self.model).__name__}) defines no "
+                   "`call()` to trace")
+            if self.suite is not None:
+                self.suite.skip("ModelGraph (op graph)", why)
+            else:
+                warnings.warn(f"tb_explain: op graph skipped: {why}.")
         ops.write_markdown("model/summary", graph.summary_markdown(self.model), epoch)

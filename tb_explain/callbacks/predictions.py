@@ -7,7 +7,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import metrics, predictions
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _inputs, _outputs
 from tb_explain.render import charts, images
 from tb_explain.summary import ops
 
@@ -100,6 +100,7 @@ class Predictions(ExplainCallback):
     """
 
     tag_prefix = "outputs"
+    needs_call = True
 
     def __init__(self, log_dir, data, freq=1, class_names=None, output=None, task="auto",
                  calibration_bins=15, max_mistakes=8, batch_size=256, log_inputs=True,
@@ -170,17 +171,17 @@ class Predictions(ExplainCallback):
                                  f"(x, y) or (x, y, sample_weight).")
         name0, (x0, y0, _) = next(iter(first.items()))
         try:  # the outputs' structure and units (labels are checked before any loss)
-            outs = _common.forward(model)(x0)
+            outs = _cores.forward(model)(x0)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
             raise self.probe_failed(exc) from exc
-        keys = _common.output_names(outs)
+        keys = _outputs.output_names(outs)
         if self.output is not None:
             if self.output not in keys:
                 raise ValueError(f"`output` must be one of {keys}, got {self.output!r}.")
             keys = [self.output]
         self._outputs = {}
         for key in keys:
-            units = int(_common.select(outs, key).shape[1])
+            units = int(_outputs.select(outs, key).shape[1])
             labels = predictions.to_numpy(predictions.part_for(y0, key))
             if labels is None:
                 raise ValueError(f"`data` dataset {name0!r} has no labels for output {key!r}.")
@@ -245,7 +246,7 @@ class Predictions(ExplainCallback):
                 loss_sum += float(loss) * n
                 count += n
                 for key, info in self._outputs.items():
-                    s = predictions.probabilities(info["task"], _common.select(outs, key).numpy(),
+                    s = predictions.probabilities(info["task"], _outputs.select(outs, key).numpy(),
                                                   info["logits"])
                     t = predictions.to_numpy(predictions.part_for(y, key))
                     scores[key].append(s)
@@ -274,7 +275,7 @@ class Predictions(ExplainCallback):
         predicted, truth, confidence = predictions.decisions(info["task"], info["units"], probs, labels)
         wrong = (predicted != truth).reshape(len(probs), -1).any(axis=1)
         conf = confidence.reshape(len(probs), -1).max(axis=1)
-        leaves = _common.flatten_inputs(predictions.to_numpy(x))[0]
+        leaves = _inputs.flatten_inputs(predictions.to_numpy(x))[0]
         buffer.offer(conf, wrong, lambda i: (
             [leaf[i].copy() for leaf in leaves], truth[i].copy() if np.ndim(truth[i]) else truth[i],
             predicted[i].copy() if np.ndim(predicted[i]) else predicted[i], float(conf[i])))

@@ -5,7 +5,7 @@ import numpy as np
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import importance, predictions, rules
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _inputs, _outputs
 from tb_explain.summary import ops
 
 
@@ -32,16 +32,18 @@ def _table_data(data, name, need_labels):
     return x, y
 
 
-def _outputs(callback, output):
+def _explained(callback, output):
     """The outputs a tabular callback explains: `[output]`, or every output."""
-    plan = _common.plan_inputs(callback.model, callback.x)
-    keys = _common.explained_outputs(callback.model, plan, output)
+    plan = _inputs.plan_inputs(callback.model, callback.x)
+    keys = _outputs.explained_outputs(callback.model, plan, output)
     return keys, (lambda key: "" if len(keys) == 1 else f"{key}/")
 
 
 class _PerOutput(ExplainCallback):
     """A tabular callback: one `_log_output(key, tag segment, epoch)` per
     explained output (`prepare` sets `_keys` and `_segment`)."""
+
+    needs_call = True
 
     def log_event(self, epoch):
         for key in self._keys:
@@ -114,7 +116,7 @@ class FeatureImportance(_PerOutput):
 
     def prepare(self):
         with self.model_checks():  # one forward pass on a few rows: outputs, tasks, groups
-            self._keys, self._segment = _outputs(self, self.output)
+            self._keys, self._segment = _explained(self, self.output)
             if self.metric == "loss" and len(self._keys) > 1:
                 raise ValueError("`metric='loss'` is the compiled loss of the whole model; on a "
                                  "multi-output model use the default metric or a callable.")
@@ -231,7 +233,7 @@ class DecisionRules(_PerOutput):
 
     def prepare(self):
         with self.model_checks():
-            self._keys, self._segment = _outputs(self, self.output)
+            self._keys, self._segment = _explained(self, self.output)
             leaves, structure, _ = importance.tables(self.x)
             for key in self._keys:
                 rules._model_labels(self.model, [leaf[:8] for leaf in leaves], structure, key,

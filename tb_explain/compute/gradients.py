@@ -10,19 +10,32 @@ def layer_of(variable_path):
     return variable_path.rsplit("/", 1)[0] if "/" in variable_path else variable_path
 
 
-def probe_loss(model, x, y, sample_weight=None):
-    """The model's own loss on `(x, y, sample_weight)`, `training=False`."""
+def probe_loss(model, x, y, sample_weight=None, loss=None):
+    """The model's own loss on `(x, y, sample_weight)`, `training=False`; or
+    `loss(y, y_pred)` (its weighted mean) plus the model's regularization
+    losses."""
     y_pred = model(x, training=False)
-    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                               training=False)
+    if loss is None:
+        return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                   training=False)
+    value = tf.cast(loss(y, y_pred), tf.float32)
+    if sample_weight is not None and value.shape.rank:
+        weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        value = tf.reduce_sum(tf.reshape(value, [-1]) * weight) / tf.maximum(
+            tf.reduce_sum(weight), 1e-12)
+    value = tf.reduce_mean(value)
+    if model.losses:
+        value += tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
+    return value
 
 
-def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
+def make_gradient_statistics(model, bins=stats.DEFAULT_BINS, loss=None):
     """Returns a compiled function computing the probe loss and its gradients' health.
 
     The function takes `(x, y, sample_weight, zero)` (`zero`: `stats.zero()`), runs `model(x, training=False)`,
     applies the model's own loss (`model.compute_loss`: compiled losses, loss
-    dicts of multi-output models, sample weights, regularization losses) and
+    dicts of multi-output models, sample weights, regularization losses), or
+    `loss` when given (see `probe_loss`), and
     returns a dict of:
 
     - `loss`: the scalar loss;
@@ -41,8 +54,8 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
 
     def compute(x, y, sample_weight, zero):
         with tf.GradientTape() as tape:
-            loss = probe_loss(model, x, y, sample_weight)
-        grads = tape.gradient(loss, variables,
+            value = probe_loss(model, x, y, sample_weight, loss=loss)
+        grads = tape.gradient(value, variables,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]
         buckets, norms, nonfinite = stats.batched_statistics(grads, bins, zero=zero)
@@ -53,7 +66,7 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS):
         with tf.control_dependencies([update_norms, previous_norms]):
             for s, w in zip(snapshots, values):
                 s.assign(w)
-        return {"loss": tf.cast(loss, tf.float64), "buckets": buckets, "norms": norms,
+        return {"loss": tf.cast(value, tf.float64), "buckets": buckets, "norms": norms,
                 "nonfinite": nonfinite, "weight_nonfinite": weight_nonfinite,
                 "update_norms": update_norms, "previous_norms": previous_norms}
 

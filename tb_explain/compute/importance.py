@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain.compute import predictions
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _inputs, _outputs
 
 #: Rows per forward pass when `batch_size` is None.
 DEFAULT_ROWS = 8192
@@ -50,8 +50,8 @@ def tables(x, what="x"):
     Raises:
         ValueError: for images, sequences, token ids or strings.
     """
-    leaves, structure = _common.flatten_inputs(x)
-    names = _common.input_names(structure)
+    leaves, structure = _inputs.flatten_inputs(x)
+    names = _inputs.input_names(structure)
     for name, leaf in zip(names, leaves):
         if leaf.ndim != 2 or leaf.dtype.kind != "f":
             kind = ("token ids or categorical codes" if leaf.dtype.kind in "iu" else
@@ -107,7 +107,7 @@ class _Model:
 
     def __init__(self, model, structure, output, batch_size):
         self.model, self.structure, self.output = model, structure, output
-        self.forward = _common.forward(model)
+        self.forward = _cores.forward(model)
         self.batch_size = batch_size
 
     def __call__(self, leaves):
@@ -115,12 +115,12 @@ class _Model:
         parts = []
         for start in range(0, rows, self.batch_size):
             chunk = [tf.convert_to_tensor(leaf[start:start + self.batch_size]) for leaf in leaves]
-            out = self.forward(_common.rebuilder(self.structure)(chunk))
-            parts.append(_common.select(out, self.key(out)).numpy())
+            out = self.forward(_inputs.rebuilder(self.structure)(chunk))
+            parts.append(_outputs.select(out, self.key(out)).numpy())
         return np.concatenate(parts)
 
     def key(self, out):
-        return _common.output_key(self.model, out, self.output)
+        return _outputs.output_key(self.model, out, self.output)
 
 
 def default_score(task, logits):
@@ -139,10 +139,10 @@ def default_score(task, logits):
 
 def output_task(model, leaves, structure, y, output):
     """`(task, logits)` of the explained output, from one forward pass on a few rows."""
-    out = _common.forward(model)(_common.rebuilder(structure)(
+    out = _cores.forward(model)(_inputs.rebuilder(structure)(
         [tf.convert_to_tensor(leaf[:8]) for leaf in leaves]))
-    key = _common.output_key(model, out, output)
-    units = int(_common.select(out, key).shape[1])
+    key = _outputs.output_key(model, out, output)
+    units = int(_outputs.select(out, key).shape[1])
     return predictions.task_of(model, key, units, np.asarray(y))
 
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _outputs
 
 TASKS = ("auto", "multiclass", "binary", "multilabel", "regression")
 
@@ -68,7 +68,7 @@ def to_numpy(value):
 
 def output_layer(model, key):
     """The layer that produces output `key` of a Functional model, or None."""
-    static = _common.static_outputs(model)
+    static = _outputs.static_outputs(model)
     if static is None:
         return None
     tensor = static[key] if key is not None else static
@@ -197,7 +197,7 @@ def evaluation_step(model):
     signature (batch dimension left free, so the last, smaller batch reuses
     it); `loss` is the compiled loss (`model.compute_loss`), or 0 without one
     (`has_loss(model)` says which)."""
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     fn = per_model.get("evaluation_step")
     if fn is None:
         with_loss = has_loss(model)

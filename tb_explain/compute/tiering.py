@@ -24,6 +24,8 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from tb_explain._keras import count_params
+
 _state = threading.local()
 
 
@@ -86,4 +88,4 @@ def small_model(model, inputs):
     `SMALL_INPUT_VALUES` input values per sample. There an eager call costs
     about what a compiled one does, and skipping the trace saves most."""
     per_sample = sum(int(np.prod(np.shape(x)[1:])) for x in inputs)  # 0 without inputs
-    return model.count_params() <= SMALL_PARAMS and per_sample <= SMALL_INPUT_VALUES
+    return count_params(model) <= SMALL_PARAMS and per_sample <= SMALL_INPUT_VALUES

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain._keras import walk_layers
-from tb_explain.compute.attribution._common import forward
+from tb_explain.compute.attribution._cores import forward
 from tb_explain.summary import ops
 
 _KERAS_GRAPH_METADATA = None

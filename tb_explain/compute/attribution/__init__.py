@@ -1,7 +1,11 @@
-"""Attribution methods: shared parts in `_common`, one module per method."""
+"""Attribution methods, one module per method; the shared parts by concern:
+`_inputs` (input plans), `_outputs` (outputs and targets), `_cores`
+(compiled functions and their cache), `_feeding` (feeding and chunking)."""
 
-from tb_explain.compute.attribution._common import (  # noqa: F401
-    _CACHE, explained_outputs, explained_targets, output_units, plan_inputs,
+from tb_explain.compute.attribution._cores import _CACHE  # noqa: F401
+from tb_explain.compute.attribution._inputs import plan_inputs  # noqa: F401
+from tb_explain.compute.attribution._outputs import (  # noqa: F401
+    explained_outputs, explained_targets, output_units,
 )
 from tb_explain.compute.attribution.integrated_gradients import (  # noqa: F401
     _blur, integrated_gradients, warm_up,

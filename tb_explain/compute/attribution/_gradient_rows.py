@@ -10,7 +10,7 @@ noise draws. Traced once per model, configuration and input shapes.
 import numpy as np
 import tensorflow as tf
 
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _feeding
 
 #: How a row's gradient is accumulated.
 REDUCTIONS = {
@@ -23,7 +23,7 @@ REDUCTIONS = {
 def _core(model, key, plan, reduction, noisy):
     cache_key = ("rows", key, reduction, noisy, tuple(plan.kinds),
                  tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     holder = {}
@@ -33,7 +33,7 @@ def _core(model, key, plan, reduction, noisy):
     def core(xs, model_xs, target, noise, draws, start, chunk, acc):
         n = tf.shape(xs[0])[0]
         total = n * draws
-        index, valid = _common.chunk_index(start, chunk, total)
+        index, valid = _feeding.chunk_index(start, chunk, total)
         sample = index // draws
         points = []
         for j, x in enumerate(xs):
@@ -42,11 +42,11 @@ def _core(model, key, plan, reduction, noisy):
                 point = point + tf.gather(noise[j], index)
             points.append(point)
         weight = tf.where(valid, 1.0 / tf.cast(draws, tf.float32), 0.0)
-        return _common.gradient_sums(model, plan, key, points, model_xs, sample, target,
+        return _feeding.gradient_sums(model, plan, key, points, model_xs, sample, target,
                                      holder, weight, acc, reduce)
 
     # One trace per input shape (the chunk size is a tensor).
-    return _common.register_core(model, cache_key, plan, holder, core)
+    return _cores.register_core(model, cache_key, plan, holder, core)
 
 
 def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
@@ -54,7 +54,7 @@ def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
 
     Args:
         model: The Keras model.
-        done: A `_common.Setup`.
+        done: A `_feeding.Setup`.
         reduction: `"abs"`, `"times_input"` or `"raw"`.
         noise: None, or one array per attributed input, `[n * draws, ...]`,
             row `s * draws + d` being draw `d` of sample `s`.
@@ -66,7 +66,7 @@ def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
     """
     core = _core(model, done.key, done.plan, reduction, noise is not None)
     total_rows = done.n * draws
-    chunk = _common.chunk_rows(total_rows, _common.auto_batch_size(done.xs, batch_size))
+    chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
     xs = [tf.convert_to_tensor(x) for x in done.xs]
     noise_t = [tf.convert_to_tensor(e) for e in noise] if noise is not None else \
         [tf.zeros([0]) for _ in xs]

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain._keras import swapped_call, walk_layers
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _feeding, _outputs
 from tb_explain.compute.attribution.result import Attribution
 
 OPTIONS = ("layer",)
@@ -66,7 +66,7 @@ def find_layer(model, plan, layer=None):
                              f"{[p for p, _ in hits]}; name one.")
         return hits[0]
     image_input(plan)
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     key = ("gradcam layers", plan.structure, tuple(x.shape[1:] for x in plan.leaves))
     if key not in per_model:  # one eager pass per model and input shapes
         per_model[key] = _conv_layers(model, plan)
@@ -79,7 +79,7 @@ def find_layer(model, plan, layer=None):
 
 def _core(model, key, plan, layer, size):
     cache_key = ("gradcam", key, id(layer), size, tuple(plan.kinds), plan.structure)
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     captured = {}
@@ -96,7 +96,7 @@ def _core(model, key, plan, layer, size):
             outs = model(plan.rebuild(list(model_xs)), training=False)
             activation = captured["A"]
             tape.watch(activation)
-            selected = _common.select(outs, key)
+            selected = _outputs.select(outs, key)
             f = tf.gather(selected, target, axis=1, batch_dims=1)
             total_f = tf.reduce_sum(f)
         grads = tape.gradient(total_f, activation)
@@ -104,7 +104,7 @@ def _core(model, key, plan, layer, size):
         cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activation, tf.float32), axis=-1))
         return tf.image.resize(cam[..., None], size, method="bilinear")[..., 0], f
 
-    run = _common.by_shapes(core)
+    run = _cores.by_shapes(core)
 
     def call(*args):
         with swapped_call(layer, record):
@@ -121,13 +121,13 @@ def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=N
         layer: The layer read (a name, a path or a regular expression that
             matches one layer); default the last layer with a 4-D output.
     """
-    done = _common.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output)
     image = image_input(done.plan)
     _, found = find_layer(model, done.plan, layer)
     size = tuple(done.plan.leaves[image].shape[1:3])
     core = _core(model, done.key, done.plan, found, size)
     n = done.n
-    chunk = _common.chunk_rows(n, batch_size or n)
+    chunk = _feeding.chunk_rows(n, batch_size or n)
     maps, outputs = [], []
     for start in range(0, n, chunk):
         rows = np.minimum(np.arange(start, start + chunk), n - 1)  # pad the last chunk

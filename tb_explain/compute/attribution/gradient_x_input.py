@@ -1,6 +1,6 @@
 """Gradient x input (Shrikumar et al., 2016): x * dF/dx per input element."""
 
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _feeding
 from tb_explain.compute.attribution._gradient_rows import gradient_rows
 from tb_explain.compute.attribution.result import Attribution
 
@@ -13,8 +13,8 @@ def gradient_x_input(model, inputs, *, target=None, output=None, batch_size=None
     Exact for linear models (F(x) - F(0) summed over elements, like
     integrated gradients with a zero baseline).
     """
-    done = _common.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output)
     grads, f = gradient_rows(model, done, "times_input", batch_size=batch_size)
-    return Attribution(attributions=_common.leaves_like(done, grads), delta=None,
+    return Attribution(attributions=_feeding.leaves_like(done, grads), delta=None,
                        target=done.targets, output=f[:, 0], baseline_output=None,
                        skipped=dict(done.plan.skipped))

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _feeding, _inputs
 from tb_explain.compute.attribution.result import Attribution
 from tb_explain.compute.quadrature import METHODS, quadrature
 
@@ -57,7 +57,7 @@ def _baselines(baseline, leaves, seed=0):
         raise ValueError(
             f"`baseline` must be None, a number, an array, 'blur' or 'uniform', got {baseline!r}."
         )
-    parts, _ = _common.flatten_inputs(baseline) if not np.isscalar(baseline) else ([baseline], None)
+    parts, _ = _inputs.flatten_inputs(baseline) if not np.isscalar(baseline) else ([baseline], None)
     if len(parts) == 1 and len(leaves) > 1:
         parts = parts * len(leaves)
     if len(parts) != len(leaves):
@@ -105,7 +105,7 @@ def _core(model, output, plan):
     kinds = tuple(plan.kinds)
     layers = tuple(plan.embeddings)
     key = ("ig", output, kinds, tuple(id(l) for l in layers), plan.structure)
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     if key in per_model:
         return per_model[key]
     holder = {}  # token inputs: the interpolated embeddings their layer returns
@@ -116,7 +116,7 @@ def _core(model, output, plan):
         n = tf.shape(xs[0])[0]
         steps = tf.shape(alphas)[0]
         total = n * steps
-        index, valid = _common.chunk_index(start, chunk, total)  # padding rows: weight 0
+        index, valid = _feeding.chunk_index(start, chunk, total)  # padding rows: weight 0
         sample = index // steps
         step = index % steps
         alpha = tf.gather(alphas, step)
@@ -126,11 +126,11 @@ def _core(model, output, plan):
             shape = tf.concat([[chunk], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
             interp.append(tf.gather(b, sample)
                           + tf.reshape(tf.cast(alpha, x.dtype), shape) * tf.gather(x - b, sample))
-        return _common.gradient_sums(model, plan, output, interp, model_xs, sample, target,
+        return _feeding.gradient_sums(model, plan, output, interp, model_xs, sample, target,
                                      holder, weight, acc)
 
     # One trace per input shape (the chunk size is a tensor).
-    return _common.register_core(model, key, plan, holder, core)
+    return _cores.register_core(model, key, plan, holder, core)
 
 
 def _quadrature_with_ends(method, steps):
@@ -148,14 +148,14 @@ class _Run:
     """Everything one integrated-gradients computation feeds its compiled core."""
 
     def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output):
-        done = _common.setup(model, inputs, target, output)
+        done = _feeding.setup(model, inputs, target, output)
         self.plan, self.n, self.targets, self.xs, self.feed = (
             done.plan, done.n, done.targets, done.xs, done.feed)
         self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
         self.core = _core(model, done.key, self.plan)
         self.alphas, self.weights = alphas, weights
         self.total_rows = self.n * len(alphas)
-        self.chunk = _common.chunk_rows(self.total_rows, batch_size)
+        self.chunk = _feeding.chunk_rows(self.total_rows, batch_size)
 
     def arguments(self, bases):
         """The core's arguments for one baseline set, up to (start, chunk, acc)."""
@@ -259,6 +259,6 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     total = [t / len(base_sets) for t in total]
     f_base /= len(base_sets)
     summed = sum(t.reshape(n, -1).sum(axis=1) for t in total)
-    return Attribution(attributions=_common.leaves_like(run, total), delta=summed - (f_x - f_base),
+    return Attribution(attributions=_feeding.leaves_like(run, total), delta=summed - (f_x - f_base),
                        target=targets, output=f_x, baseline_output=f_base,
                        skipped=dict(plan.skipped))

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_explain import _validate
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _cores, _feeding, _inputs, _outputs
 from tb_explain.compute.attribution.result import Attribution
 
 OPTIONS = ("window", "stride", "baseline")
@@ -81,7 +81,7 @@ def _mask(x_shape, size, start, rank):
 def _core(model, key, plan, sizes):
     cache_key = ("occlusion", key, tuple(sizes), tuple(plan.kinds),
                  tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _common.cache(model)
+    per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     holder = {}
@@ -92,7 +92,7 @@ def _core(model, key, plan, sizes):
         n = tf.shape(xs[0])[0]
         positions = tf.shape(owner)[0]
         total = n * positions
-        index, valid = _common.chunk_index(start, chunk, total)
+        index, valid = _feeding.chunk_index(start, chunk, total)
         valid = tf.cast(valid, tf.float32)
         sample, position = index // positions, index % positions
         points, masks = [], []
@@ -106,8 +106,8 @@ def _core(model, key, plan, sizes):
             full = tf.cast(full, x.dtype)
             points.append(tf.gather(x, sample) * (1 - full) + tf.cast(baseline, x.dtype) * full)
             masks.append(mask)
-        outs = model(_common.feed(plan, points, model_xs, sample, holder), training=False)
-        f = tf.gather(_common.select(outs, key), tf.gather(target, sample), axis=1, batch_dims=1)
+        outs = model(_feeding.feed(plan, points, model_xs, sample, holder), training=False)
+        f = tf.gather(_outputs.select(outs, key), tf.gather(target, sample), axis=1, batch_dims=1)
         drop = (tf.gather(f_x, sample) - f) * valid
         new = []
         for a, mask in zip(acc, masks):
@@ -116,7 +116,7 @@ def _core(model, key, plan, sizes):
         return new
 
     # One trace per input shape (the chunk size is a tensor).
-    return _common.register_core(model, cache_key, plan, holder, core)
+    return _cores.register_core(model, cache_key, plan, holder, core)
 
 
 def occlusion(model, inputs, *, target=None, output=None, batch_size=None, window=None,
@@ -131,7 +131,7 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
         baseline: The value that replaces an occluded window (a number).
     """
     baseline = _validate.check_float("baseline", baseline)
-    done = _common.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output)
     found = windows(done.xs, window, stride)
     sizes = [size for size, _ in found]
     ranks = {len(size) for size in sizes}
@@ -139,11 +139,11 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
     owner = np.concatenate([np.full(len(grid), j, np.int32) for j, (_, grid) in enumerate(found)])
     starts = np.concatenate([np.pad(grid, ((0, 0), (0, rank - grid.shape[1])))
                              for _, grid in found])
-    f_x = _common.select(_common.forward(model)(_common.model_inputs(model, done.plan)),
+    f_x = _outputs.select(_cores.forward(model)(_inputs.model_inputs(model, done.plan)),
                          done.key).numpy()[np.arange(done.n), done.targets]
     core = _core(model, done.key, done.plan, sizes)
     total_rows = done.n * len(owner)
-    chunk = _common.chunk_rows(total_rows, _common.auto_batch_size(done.xs, batch_size))
+    chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
     xs = [tf.convert_to_tensor(x) for x in done.xs]
     acc = [tf.zeros((done.n,) + x.shape[1:1 + len(s)], tf.float64) for x, s in zip(done.xs, sizes)]
     args = (xs, done.feed, tf.constant(done.targets), tf.constant(f_x.astype(np.float32)),
@@ -163,6 +163,6 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
         if done.plan.kinds[done.plan.attributed[j]] == "token":
             value = value[..., :1]  # one value per token (summed below)
         attributions.append(np.array(value))
-    return Attribution(attributions=_common.leaves_like(done, attributions), delta=None,
+    return Attribution(attributions=_feeding.leaves_like(done, attributions), delta=None,
                        target=done.targets, output=f_x, baseline_output=None,
                        skipped=dict(done.plan.skipped))

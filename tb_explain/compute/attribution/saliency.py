@@ -1,6 +1,6 @@
 """Saliency (Simonyan et al., 2013): |dF/dx| per input element."""
 
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _feeding
 from tb_explain.compute.attribution._gradient_rows import gradient_rows
 from tb_explain.compute.attribution.result import Attribution
 
@@ -13,8 +13,8 @@ def saliency(model, inputs, *, target=None, output=None, batch_size=None):
 
     Token inputs: |dF/de| at their embedding, summed over the embedding axis.
     """
-    done = _common.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output)
     grads, f = gradient_rows(model, done, "abs", batch_size=batch_size)
-    return Attribution(attributions=_common.leaves_like(done, grads), delta=None,
+    return Attribution(attributions=_feeding.leaves_like(done, grads), delta=None,
                        target=done.targets, output=f[:, 0], baseline_output=None,
                        skipped=dict(done.plan.skipped))

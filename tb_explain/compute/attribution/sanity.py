@@ -19,7 +19,7 @@ import numpy as np
 from tb_explain import _validate
 from tb_explain._keras import walk_layers
 from tb_explain.compute import metrics
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _inputs
 from tb_explain.compute.attribution.methods import attribute, check_method
 
 #: Below this final correlation a method passes the sanity check.
@@ -115,7 +115,7 @@ def _randomize(layer, rng, seed):
 
 
 def _magnitudes(result):
-    flat, _ = _common.flatten_inputs(result.attributions)
+    flat, _ = _inputs.flatten_inputs(result.attributions)
     return np.concatenate([np.abs(f).reshape(len(f), -1) for f in flat], axis=1)
 
 

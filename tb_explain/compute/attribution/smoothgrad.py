@@ -3,7 +3,7 @@
 import numpy as np
 
 from tb_explain import _validate
-from tb_explain.compute.attribution import _common
+from tb_explain.compute.attribution import _feeding, _inputs
 from tb_explain.compute.attribution._gradient_rows import gradient_rows
 from tb_explain.compute.attribution.result import Attribution
 
@@ -43,13 +43,13 @@ def smoothgrad(model, inputs, *, target=None, output=None, batch_size=None, base
     samples = _validate.check_int("samples", samples, minimum=1)
     noise = _validate.check_float("noise", noise, minimum=0.0)
     seed = _validate.check_int("seed", seed)
-    done = _common.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output)
     draws = noise_for(done, samples, noise, seed)
     if base != "integrated_gradients":
         reduction = "abs" if base == "saliency" else "times_input"
         grads, f = gradient_rows(model, done, reduction, noise=draws, draws=samples,
                                  batch_size=batch_size)
-        return Attribution(attributions=_common.leaves_like(done, grads), delta=None,
+        return Attribution(attributions=_feeding.leaves_like(done, grads), delta=None,
                            target=done.targets, output=f.mean(axis=1), baseline_output=None,
                            skipped=dict(done.plan.skipped))
     from tb_explain.compute.attribution.integrated_gradients import (  # noqa: PLC0415
@@ -66,12 +66,12 @@ def smoothgrad(model, inputs, *, target=None, output=None, batch_size=None, base
             noisy[i] = np.repeat(done.plan.leaves[i], samples, axis=0)
     result = integrated_gradients(model, done.plan.rebuild(noisy),
                                   target=np.repeat(done.targets, samples), steps=steps,
-                                  batch_size=_common.auto_batch_size(done.xs, batch_size),
+                                  batch_size=_feeding.auto_batch_size(done.xs, batch_size),
                                   output=output)
-    flat, _ = _common.flatten_inputs(result.attributions)
+    flat, _ = _inputs.flatten_inputs(result.attributions)
     mean = [flat[i].reshape((done.n, samples) + flat[i].shape[1:]).mean(axis=1)
             for i in done.plan.attributed]
-    return Attribution(attributions=_common.leaves_like(done, mean, reduce_tokens=False),
+    return Attribution(attributions=_feeding.leaves_like(done, mean, reduce_tokens=False),
                        delta=result.delta.reshape(done.n, samples).mean(axis=1),
                        target=done.targets, output=result.output.reshape(done.n, samples).mean(1),
                        baseline_output=result.baseline_output.reshape(done.n, samples).mean(1),

@@ -1,0 +1,136 @@
+"""Outputs and targets: which output is explained (validated against the
+model's output structure) and which unit of it per sample.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tb_explain.compute.attribution._cores import forward
+from tb_explain.compute.attribution._inputs import model_inputs
+
+
+def static_outputs(model):
+    """The symbolic output structure of Functional/Sequential models, or None."""
+    struct = getattr(model, "_outputs_struct", None)
+    if struct is not None:
+        return struct
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return outputs[0] if outputs and len(outputs) == 1 else None
+
+
+def output_names(outputs):
+    """Keys of a multi-output structure (dict keys or indices), or `[None]`."""
+    if isinstance(outputs, dict):
+        return list(outputs)
+    if isinstance(outputs, (list, tuple)):
+        return list(range(len(outputs))) if len(outputs) > 1 else [0]
+    return [None]
+
+
+def output_key(model, outputs, output):
+    """Validates `output` for the model's output structure; returns the key."""
+    if isinstance(outputs, (dict, list, tuple)):
+        names = list(outputs) if isinstance(outputs, dict) else list(range(len(outputs)))
+        if len(names) == 1 and output is None:
+            return names[0]
+        if output is None:
+            raise ValueError(
+                f"Model {model.name!r} has {len(names)} outputs: pass `output=` naming the "
+                f"one to explain, one of {names}."
+            )
+        if output not in names:
+            raise ValueError(f"`output` must be one of {names}, got {output!r}.")
+        return output
+    if output is not None:
+        raise ValueError(f"`output` names one of several outputs, but model {model.name!r} "
+                         f"has a single output; got output={output!r}.")
+    return None
+
+
+def select(outputs, output):
+    """The selected output as float32 `[n, units]`."""
+    if isinstance(outputs, (dict, list, tuple)):
+        outputs = outputs[output]
+    outputs = tf.cast(outputs, tf.float32)
+    return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+
+
+def targets(target, scores):
+    """Per-sample target units: validated `target`, or the argmax of `scores`."""
+    n, units = scores.shape
+    if units == 1:
+        if target not in (None, 0) and not (
+            isinstance(target, (list, np.ndarray)) and np.all(np.asarray(target) == 0)
+        ):
+            raise ValueError(f"`target` must be None for a single-unit output, got {target!r}.")
+        return np.zeros(n, np.int32)
+    if target is None:
+        return np.argmax(scores, axis=1).astype(np.int32)
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        chosen = np.full(n, int(target))
+    else:
+        chosen = np.asarray(target)
+        if chosen.shape != (n,) or chosen.dtype.kind not in "iu":
+            raise ValueError(
+                f"`target` must be None, an int, or {n} ints (one per sample), got {target!r}."
+            )
+    if chosen.min() < 0 or chosen.max() >= units:
+        raise ValueError(f"`target` must be in [0, {units}), got {target!r}.")
+    return chosen.astype(np.int32)
+
+
+def output_units(model, key, plan=None):
+    """Units of the selected output, read off the symbolic outputs, or from one
+    forward pass on the first sample when the model has none (subclassed)."""
+    static = static_outputs(model)
+    if static is not None:
+        selected = static[key] if key is not None else static
+        selected = tf.nest.flatten(selected)[0]
+        dims = selected.shape[1:]
+        if all(d is not None for d in dims):
+            return int(np.prod(dims))
+    if plan is None:
+        return None
+    first = dataclasses.replace(plan, leaves=[x[:1] for x in plan.leaves])
+    return int(select(forward(model)(model_inputs(model, first)), key).shape[1])
+
+
+def explained_outputs(model, plan, output=None):
+    """The outputs to explain: `[output]` when given, else every output of
+    the model (`[None]` for a single output), read off the symbolic outputs
+    or one forward pass on the first sample."""
+    if output is not None:
+        return [output]
+    static = static_outputs(model)
+    if static is None:
+        first = dataclasses.replace(plan, leaves=[x[:1] for x in plan.leaves])
+        static = forward(model)(model_inputs(model, first))
+    return output_names(static)
+
+
+def outputs_and_targets(model, plan, target, output):
+    """`(output key, targets)`: one compiled forward pass when the targets
+    depend on the predictions or the model has no symbolic outputs."""
+    n = len(plan.leaves[0])
+    static = static_outputs(model)
+    if target is not None and static is not None:
+        key = output_key(model, static, output)
+        units = output_units(model, key, plan)
+        return key, targets(target, np.zeros((n, units)))
+    raw = forward(model)(model_inputs(model, plan))
+    key = output_key(model, raw, output)
+    return key, targets(target, select(raw, key).numpy())
+
+
+def explained_targets(model, plan, output=None, target=None):
+    """`{output: target}` for every explained output (see `explained_outputs`):
+    `target` applies to the outputs with several units; single-unit outputs
+    of a multi-output model need none."""
+    outputs = explained_outputs(model, plan, output)
+    return {key: None if len(outputs) > 1 and output_units(model, key, plan) == 1 else target
+            for key in outputs}
