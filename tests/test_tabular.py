@@ -6,6 +6,8 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.inspection import permutation_importance as sk_permutation_importance
 
+from sklearn.tree import DecisionTreeClassifier
+
 import tb_explain as tbx
 
 
@@ -109,9 +111,13 @@ def test_rules_recover_a_known_rule_and_reproduce_fidelity():
     truth = (x[:, 2] > 0.5) & (x[:, 7] <= 0)
     assert yes[0].support == pytest.approx(truth.mean(), abs=0.03)
     assert sum(r.support for r in result.rules) == pytest.approx(1.0)
-    model_says = np.where(model.predict(x, verbose=0)[:, 0] >= 0.5, "yes", "no")
+    model_says = (model.predict(x, verbose=0)[:, 0] >= 0.5).astype(int)
     held = result.holdout
-    assert result.fidelity == pytest.approx(np.mean(result.predict(x[held]) == model_says[held]))
+    rest = np.setdiff1d(np.arange(len(x)), held)
+    check = DecisionTreeClassifier(max_depth=2, random_state=0).fit(x[rest], model_says[rest])
+    assert result.fidelity == pytest.approx(np.mean(check.predict(x[held]) == model_says[held]))
+    np.testing.assert_array_equal(result.predict(x), DecisionTreeClassifier(
+        max_depth=2, random_state=0).fit(x, model_says).predict(x))
     assert result.fidelity > 0.95
     line = next(line for line in result.text.splitlines() if "THEN yes" in line)
     assert line.startswith(f"{result.rules.index(yes[0]) + 1}. IF f2 > ") and " AND f7 <= " in line
@@ -184,3 +190,127 @@ def test_tabular_callbacks_explain_every_output_of_a_multi_output_model(tmp_path
                                   class_names=["no", "yes"] if key == "flag" else None)
         assert run.value(f"rules/{key}/fidelity") == pytest.approx(rules.fidelity)
     assert "THEN yes" in run.text("rules/flag/text") or "THEN no" in run.text("rules/flag/text")
+
+
+class _Scored(BaseEstimator):
+    """A fitted Keras model as a scikit-learn estimator, for its scorers:
+    `predict` is the decision (class index, or the value), `predict_proba`
+    the probabilities (binary sigmoid outputs as two columns)."""
+
+    def __init__(self, model=None, classes=None):
+        self.model = model
+        self.classes = classes
+
+    def fit(self, x, y):
+        if self.classes is not None:
+            self.classes_ = np.arange(self.classes)
+        return self
+
+    @property
+    def _estimator_type(self):
+        return "classifier" if self.classes is not None else "regressor"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = self._estimator_type
+        return tags
+
+    def _outputs(self, x):  # a direct call: scikit-learn calls it once per permutation
+        return self.model(np.asarray(x, np.float32), training=False).numpy()
+
+    def predict_proba(self, x):
+        p = self._outputs(x)
+        return np.concatenate([1 - p, p], axis=1) if p.shape[1] == 1 else p
+
+    def predict(self, x):
+        if self.classes is None:
+            return self._outputs(x)[:, 0]
+        return np.argmax(self.predict_proba(x), axis=1)
+
+
+@pytest.fixture(scope="module")
+def cancer_split():
+    """Breast cancer, standardized, 455 rows to fit and 114 held out, and an MLP."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+    x_fit, x_out, y_fit, y_out = train_test_split(x, y, test_size=114, random_state=0,
+                                                  stratify=y)
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_fit, y_fit, epochs=20, verbose=0, batch_size=32)
+    return model, x_fit, x_out, y_fit, y_out
+
+
+def test_rules_predict_labels_and_fidelity_matches_scikit_learn(cancer_split):
+    model, x_fit, x_out, _, _ = cancer_split
+    label_fit = model.predict(x_fit, verbose=0).argmax(1)
+    label_out = model.predict(x_out, verbose=0).argmax(1)
+    rules = tbx.extract_rules(model, x_fit, max_depth=3)
+    predicted = rules.predict(x_out)
+    assert predicted.dtype.kind == "i"  # labels as the model's are, not strings
+    ours = np.mean(predicted == label_out)
+    plain = DecisionTreeClassifier(max_depth=3).fit(x_fit, label_fit)
+    theirs = np.mean(plain.predict(x_out) == label_out)
+    assert ours >= theirs > 0.8
+    # class names show in the rules, never in predict
+    named = tbx.extract_rules(model, x_fit, max_depth=3, class_names=["malignant", "benign"])
+    np.testing.assert_array_equal(named.predict(x_out), predicted)
+    assert {r.prediction for r in named.rules} <= {"malignant", "benign"}
+    # a regressor's rules predict values
+    regressor = keras.Sequential([keras.Input((30,)), keras.layers.Dense(1)])
+    regressor.compile(loss="mse")
+    values = tbx.extract_rules(regressor, x_fit, max_depth=2).predict(x_out)
+    from sklearn.tree import DecisionTreeRegressor
+
+    target = regressor.predict(x_fit, verbose=0)[:, 0]
+    np.testing.assert_allclose(values, DecisionTreeRegressor(max_depth=2, random_state=0).fit(
+        x_fit, target).predict(x_out), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "f1", "roc_auc",
+                                  "neg_log_loss"])
+def test_scoring_names_classifier_match_scikit_learn(cancer_split, name):
+    from sklearn.metrics import get_scorer
+
+    model, _, x_out, _, y_out = cancer_split
+    ours = tbx.permutation_importance(model, x_out, y_out, metric=name, repeats=20, seed=0)
+    estimator = _Scored(model, classes=2).fit(x_out, y_out)
+    assert ours.baseline_score == pytest.approx(get_scorer(name)(estimator, x_out, y_out),
+                                                rel=1e-5)
+    theirs = sk_permutation_importance(estimator, x_out, y_out, scoring=name, n_repeats=20,
+                                       random_state=0)
+    se = np.sqrt((ours.importances_std ** 2 + theirs.importances_std ** 2) / 20) + 2e-3
+    assert np.all(np.abs(ours.importances_mean - theirs.importances_mean) < 4 * se)
+
+
+@pytest.mark.parametrize("name", ["r2", "neg_mean_squared_error", "neg_mean_absolute_error"])
+def test_scoring_names_regressor_match_scikit_learn(name):
+    from sklearn.metrics import get_scorer
+
+    x, target, regressor, _ = _two_feature_models()
+    y = target + np.random.default_rng(3).normal(scale=0.5, size=len(target))
+    ours = tbx.permutation_importance(regressor, x, y, metric=name, repeats=10, seed=0)
+    estimator = _Scored(regressor).fit(x, y)
+    expected = get_scorer(name)(estimator, x, y)
+    assert ours.baseline_score == pytest.approx(expected, rel=1e-5)
+    assert (expected < 0) == name.startswith("neg_")  # scikit-learn's signs
+    theirs = sk_permutation_importance(estimator, x, y, scoring=name, n_repeats=10,
+                                       random_state=0)
+    se = np.sqrt((ours.importances_std ** 2 + theirs.importances_std ** 2) / 10) + 1e-3
+    assert np.all(np.abs(ours.importances_mean - theirs.importances_mean) < 4 * se)
+    assert set(ours.ranking()[:2]) == {2, 7}
+
+
+def test_scoring_names_are_validated(cancer_split):
+    model, _, x_out, _, y_out = cancer_split
+    with pytest.raises(ValueError, match="`metric` must be .* scoring names"):
+        tbx.permutation_importance(model, x_out, y_out, metric="precision_macro")
+    with pytest.raises(ValueError, match="`metric='r2'` scores a regressor"):
+        tbx.permutation_importance(model, x_out, y_out, metric="r2")
+    with pytest.raises(ValueError, match="`metric` must be"):
+        tbx.FeatureImportance("unused", data=(x_out, y_out), metric="auc")

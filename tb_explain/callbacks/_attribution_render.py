@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tb_explain.probe import named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
 
@@ -17,6 +18,26 @@ class AttributionRendering:
     maps and token tables become means over the samples (written only with
     at least `min_samples` of them), tables keep their per-feature means.
     """
+
+    def _remember_plan(self, plan):
+        """Keeps what rendering needs of the inputs' plan: each input's kind,
+        the token ids token inputs are shown by (text: its vectorizer's ids)
+        and the vectorizers' vocabularies."""
+        self._kinds = dict(zip(plan.names, plan.kinds))
+        self._token_ids = {name: plan.ids[i] for i, name in enumerate(plan.names)
+                           if plan.kinds[i] == "token"}
+        self._vocabularies = {name: plan.vocabulary(i) for i, name in enumerate(plan.names)
+                              if plan.vectorizers[i] is not None}
+
+    def _shown_leaves(self, x):
+        """`{name: array}` of the probe `x` as rendered (`named_leaves` keys):
+        token inputs as the ids their Embedding reads."""
+        out = {}
+        for name, value in named_leaves(x):
+            key = "input" if name is None else name
+            out[name] = self._token_ids.get(key, value) if self._kinds.get(key) == "token" \
+                else value
+        return out
 
     def _aggregate(self, count):
         """Whether per-sample renderings are replaced by means ("strict"), and
@@ -75,14 +96,21 @@ class AttributionRendering:
                            f"mean absolute attribution:\n\n" + ops.markdown_table(header, rows),
                            epoch)
 
-    def _token(self, token_id):
+    def _token(self, token_id, name="input"):
         vocab = self.vocabulary
+        if vocab is None:  # text inputs: their TextVectorization's vocabulary
+            vocab = self._vocabularies.get(name)
+        elif isinstance(vocab, dict) and name in self._vocabularies and \
+                all(isinstance(k, str) for k in vocab):
+            vocab = vocab.get(name)
         try:
-            return str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
+            token = str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
+            return token if token else "[PAD]"  # Keras vocabularies: id 0 pads
         except (KeyError, IndexError):
             return f"<{int(token_id)}>"
 
-    def _log_tokens(self, tag, value, attr, result, epoch, title="Integrated gradients"):
+    def _log_tokens(self, tag, value, attr, result, epoch, title="Integrated gradients",
+                    name="input"):
         strict, enough = self._aggregate(len(attr))
         if strict:
             if not enough:
@@ -107,6 +135,6 @@ class AttributionRendering:
             else:
                 parts.append(ops.markdown_table(
                     ["position", "token", "attribution"],
-                    [[p, self._token(t), f"{s:+.4g}"]
+                    [[p, self._token(t, name), f"{s:+.4g}"]
                      for p, (t, s) in enumerate(zip(ids, scores))]))
         ops.write_markdown(tag + "/tokens", "\n".join(parts), epoch)

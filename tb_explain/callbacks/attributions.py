@@ -133,7 +133,7 @@ class Attributions(AttributionRendering, ExplainCallback):
                                                           self.target)
             for output, target in self._targets.items():
                 attribution._outputs.outputs_and_targets(self.model, plan, target, output)
-        self._kinds = dict(zip(plan.names, plan.kinds))
+        self._remember_plan(plan)
 
     def log_event(self, epoch):
         for output in self._targets:
@@ -144,7 +144,7 @@ class Attributions(AttributionRendering, ExplainCallback):
 
     def _log_output(self, output, suffix, epoch):
         results = {method: self._attribute(method, output) for method in self.methods}
-        leaves = dict(named_leaves(self.probe.x))
+        leaves = self._shown_leaves(self.probe.x)
         names = {name: ("input" if name is None else name) for name in leaves}
         for method, result in results.items():
             title = method.replace("_", " ")
@@ -161,7 +161,8 @@ class Attributions(AttributionRendering, ExplainCallback):
                 tag = f"attributions/{method}/{names[name]}{suffix}"
                 attr = attributions[name]
                 if kind == "token":
-                    self._log_tokens(tag, value, attr, result, epoch, title=title)
+                    self._log_tokens(tag, value, attr, result, epoch, title=title,
+                                     name=names[name])
                 elif value.ndim == 4:
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
@@ -237,7 +238,7 @@ class Attributions(AttributionRendering, ExplainCallback):
                     shown = self.privacy == "off"
                     parts.append(ops.markdown_table(
                         ["position"] + (["token"] if shown else []) + labels, [
-                            [p] + ([self._token(t)] if shown else [])
+                            [p] + ([self._token(t, names[name])] if shown else [])
                             + [f"{a[i, p]:+.4g}" for a in per] for p, t in enumerate(ids)]))
                 ops.write_markdown(tag, "\n".join(parts), epoch)
 

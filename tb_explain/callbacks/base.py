@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from tb_explain import _validate
+from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, is_ready
 from tb_explain.compute import tiering
 from tb_explain.summary.writer import RunWriter, is_chief
@@ -29,16 +30,6 @@ class LoggingFailedWarning(RuntimeWarning):
     """
 
 
-class NotApplicable(ValueError):
-    """A callback cannot run on this model at all: no loss, no labels, no
-    `call()`, no input it can attribute.
-
-    A callback the user constructs raises it (a `ValueError`) before
-    training; one that `tbx.explain()` made is left out of the fit instead,
-    and named once under `tb_explain/skipped` (see `Suite`).
-    """
-
-
 class Suite:
     """The callbacks one `tbx.explain()` call made: those that cannot run on
     the model leave the fit, and the first epoch end names them all once
@@ -53,7 +44,9 @@ class Suite:
     def skip(self, name, why):
         """Records that `name` (a callback, or a part of one) is left out."""
         why = str(why).strip()
-        self.skipped[name] = why[len(name):].strip() if why.startswith(name + " ") else why
+        if why.startswith((name + " ", name + ":")):
+            why = why[len(name) + 1:].strip()
+        self.skipped[name] = why
 
     def pending(self):
         """Whether some skipped callback is not reported yet."""
@@ -248,6 +241,11 @@ class ExplainCallback(keras.callbacks.Callback):
             yield
         except tf.errors.InvalidArgumentError as exc:
             raise self.probe_failed(exc) from exc
+        except NotApplicable as exc:
+            name = type(self).__name__
+            if str(exc).startswith(name):
+                raise
+            raise NotApplicable(f"{name}: {exc}") from exc
         except ValueError as exc:
             if str(exc).startswith(passing):
                 raise

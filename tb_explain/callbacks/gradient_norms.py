@@ -111,12 +111,13 @@ class GradientNorms(ExplainCallback):
         compiled = getattr(model, "_compile_loss", None) is not None
         if self.loss is None and not compiled and not custom_loss:
             raise NotApplicable(
-                "GradientNorms needs a loss: compile the model with a `loss`, or pass "
-                "`loss=` (a callable (y_true, y_pred) -> scalar) for a model trained by a "
-                "custom `train_step`")
+                "GradientNorms needs the model's loss: compile the model with a `loss` "
+                "before fit, or pass `loss=` (a callable (y_true, y_pred) -> scalar) for a "
+                "model trained by a custom `train_step`")
         if (self.loss is not None or compiled) and self.probe.y is None:
+            which = "the model's compiled loss" if self.loss is None else "`loss`"
             raise NotApplicable(
-                "GradientNorms `data` has no labels, but the loss needs them: pass "
+                f"GradientNorms `data` has no labels, but {which} needs them: pass "
                 "`data=(x, y)` or `(x, y, sample_weight)`")
         self.probe.validate(model)
         self._global_norms = []

@@ -139,7 +139,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                         self.model, self.probe.x, target=self._targets[output],
                         baseline=self.baseline, steps=self.steps, method=self.method,
                         batch_size=self._batch_size(), output=output)
-        self._kinds = dict(zip(plan.names, plan.kinds))
+        self._remember_plan(plan)
         self._skipped_note = plan.skipped_note()
         if self._skipped_note:
             logging.getLogger("tb_explain").warning(
@@ -153,7 +153,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
         for output in self._outputs:
             result = self._explain_output(output)
             suffix = "" if len(self._outputs) == 1 else f"/{output}"
-            leaves = dict(_named_leaves(self.probe.x))
+            leaves = {"input" if k is None else k: v
+                      for k, v in self._shown_leaves(self.probe.x).items()}
             attributions = dict(_named_leaves(result.attributions))
             for name, value in leaves.items():
                 if self._kinds[name] == "skip":
@@ -161,7 +162,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                 attr = attributions[name]
                 tag = f"attributions/{name}{suffix}"
                 if self._kinds[name] == "token":
-                    self._log_tokens(tag, value, attr, result, epoch)
+                    self._log_tokens(tag, value, attr, result, epoch, name=name)
                 elif value.ndim == 4:
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:

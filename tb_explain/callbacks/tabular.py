@@ -71,7 +71,8 @@ class FeatureImportance(_PerOutput):
             models) and labels; a few hundred rows or more.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         repeats: Permutations per feature (int >= 1).
-        metric: None (accuracy or R2), `"loss"`, or a callable
+        metric: None (accuracy or R2), `"loss"`, a scikit-learn scoring name
+            (`"roc_auc"`, `"neg_log_loss"`...) or a callable
             `(y_true, y_pred) -> float`; see `tbx.permutation_importance`.
         feature_names: Names (a list, or a dict of lists per input).
         groups: `{name: [columns]}` permuted together (one-hot blocks).
@@ -97,10 +98,7 @@ class FeatureImportance(_PerOutput):
         super().__init__(log_dir, freq)
         self.x, self.y = _table_data(data, "FeatureImportance", need_labels=True)
         self.repeats = _validate.check_int("repeats", repeats, minimum=1)
-        if metric is not None and metric != "loss" and not callable(metric):
-            raise ValueError(f"`metric` must be None, 'loss' or a callable (y_true, y_pred) -> "
-                             f"float, got {metric!r}.")
-        self.metric = metric
+        self.metric = importance.check_metric(metric)
         leaves, _, names = importance.tables(self.x, what="data")
         importance.column_names(leaves, names, feature_names)  # raises on a wrong length
         self.feature_names = feature_names
@@ -125,7 +123,8 @@ class FeatureImportance(_PerOutput):
                 labels = predictions.part_for(self.y, key)
                 if labels is None:
                     raise ValueError(f"`data` has no labels for output {key!r}.")
-                importance.output_task(self.model, leaves, structure, labels, key)
+                importance.score_function(self.model, leaves, structure, labels, key,
+                                          self.metric)
             importance._columns(leaves, importance.column_names(
                 leaves, names, self.feature_names), self.groups)
 
@@ -201,7 +200,7 @@ class DecisionRules(_PerOutput):
     tag_prefix = "rules"
 
     def __init__(self, log_dir, data, freq=1, max_depth=3, feature_names=None, class_names=None,
-                 min_samples_leaf=0.02, privacy="off", min_samples=8, output=None):
+                 min_samples_leaf=1, privacy="off", min_samples=8, output=None):
         super().__init__(log_dir, freq)
         rules._sklearn_tree()  # says what to install, now
         self.x, _ = _table_data(data, "DecisionRules", need_labels=False)
@@ -217,7 +216,7 @@ class DecisionRules(_PerOutput):
         self.privacy, self.min_samples = _validate.check_privacy(privacy, True, min_samples)
         if self.privacy == "strict":
             smallest = (min_samples_leaf if isinstance(min_samples_leaf, int)
-                        else int(np.ceil(min_samples_leaf * rows * (1 - rules.HOLDOUT))))
+                        else int(np.ceil(min_samples_leaf * rows)))
             min_samples_leaf = max(smallest, self.min_samples)
         self.min_samples_leaf = min_samples_leaf
         self.output = output

@@ -137,13 +137,92 @@ def default_score(task, logits):
     return score
 
 
-def output_task(model, leaves, structure, y, output):
-    """`(task, logits)` of the explained output, from one forward pass on a few rows."""
+#: scikit-learn scoring names `metric=` accepts (higher is better, so the
+#: errors and the log loss are negated, as scikit-learn's scorers are).
+SCORING = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "neg_log_loss", "r2",
+           "neg_mean_squared_error", "neg_mean_absolute_error")
+_CLASSIFIER_SCORING = SCORING[:5]
+
+
+def check_metric(metric):
+    """Validates `metric`: None, `"loss"`, a scikit-learn scoring name or a callable."""
+    if metric is None or metric == "loss" or callable(metric) or metric in SCORING:
+        return metric
+    raise ValueError(f"`metric` must be None, 'loss', a callable (y_true, y_pred) -> float or "
+                     f"one of scikit-learn's scoring names {list(SCORING)}, got {metric!r}.")
+
+
+def named_score(name, task, logits, units):
+    """`score(y, scores)` of scikit-learn's scoring `name` (its meaning and
+    sign: `sklearn.metrics.get_scorer(name)` on an estimator whose `predict`
+    is the model's decision and `predict_proba` its probabilities)."""
+    try:
+        from sklearn import metrics as sk  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(f"`metric={name!r}` is scikit-learn's scorer: `pip install "
+                          f"scikit-learn` (or the extra 'tb_explain[rules]').") from exc
+    classifier = task != "regression"
+    if classifier != (name in _CLASSIFIER_SCORING):
+        kind = "classifier" if name in _CLASSIFIER_SCORING else "regressor"
+        raise ValueError(f"`metric={name!r}` scores a {kind}, but the model's output is a "
+                         f"{task} output.")
+    if task == "multilabel":
+        raise ValueError(f"`metric={name!r}` needs one class per sample; the output is "
+                         f"multilabel (use the default metric or a callable).")
+    classes = 2 if task == "binary" else units
+    if name in ("f1", "roc_auc") and classes != 2:
+        raise ValueError(f"`metric={name!r}` is scikit-learn's binary scorer; the model has "
+                         f"{classes} classes (pass a callable for a multiclass average).")
+
+    def score(y, scores):
+        if not classifier:
+            y = np.asarray(y, np.float64).reshape(len(y), -1)
+            if name == "r2":
+                return float(sk.r2_score(y, scores))
+            error = sk.mean_squared_error if name == "neg_mean_squared_error" \
+                else sk.mean_absolute_error
+            return -float(error(y, scores))
+        probs = predictions.probabilities(task, scores, logits)
+        predicted, truth, _ = predictions.decisions(task, scores.shape[1], probs, y)
+        if task == "binary":
+            probs = np.stack([1.0 - probs[:, 0], probs[:, 0]], axis=1)
+        if name == "accuracy":
+            return float(sk.accuracy_score(truth, predicted))
+        if name == "balanced_accuracy":
+            return float(sk.balanced_accuracy_score(truth, predicted))
+        if name == "f1":
+            return float(sk.f1_score(truth, predicted))
+        if name == "roc_auc":
+            return float(sk.roc_auc_score(truth, probs[:, 1]))
+        return -float(sk.log_loss(truth, probs, labels=np.arange(classes)))
+    return score
+
+
+def output_task(model, leaves, structure, y, output, with_units=False):
+    """`(task, logits)` of the explained output (and its units, `with_units`),
+    from one forward pass on a few rows."""
     out = _cores.forward(model)(_inputs.rebuilder(structure)(
         [tf.convert_to_tensor(leaf[:8]) for leaf in leaves]))
     key = _outputs.output_key(model, out, output)
     units = int(_outputs.select(out, key).shape[1])
-    return predictions.task_of(model, key, units, np.asarray(y))
+    task, logits = predictions.task_of(model, key, units, np.asarray(y))
+    return (task, logits, units) if with_units else (task, logits)
+
+
+def score_function(model, leaves, structure, y, output, metric):
+    """`(score(y_pred) -> float, sign)` of `metric` on labels `y` (importance
+    is `sign * (baseline - permuted)`), validated against the model's output."""
+    if metric is None:
+        score = default_score(*output_task(model, leaves, structure, y, output))
+    elif metric == "loss":
+        return (lambda pred: float(model.compute_loss(
+            y=tf.convert_to_tensor(y), y_pred=tf.convert_to_tensor(pred)))), -1.0
+    elif callable(metric):
+        score = metric
+    else:
+        score = named_score(metric, *output_task(model, leaves, structure, y, output,
+                                                 with_units=True))
+    return (lambda pred: float(score(y, pred))), 1.0
 
 
 def permutation_importance(model, x, y, *, metric=None, repeats=5, seed=0, batch_size=None,
@@ -162,7 +241,12 @@ def permutation_importance(model, x, y, *, metric=None, repeats=5, seed=0, batch
         y: Labels (class ids, one-hot, 0/1, or targets), as the model is fit.
         metric: None (accuracy for classifiers, R2 for regressors, like
             scikit-learn estimators' `score`), `"loss"` (the compiled loss;
-            importance = loss increase), or a callable
+            importance = loss increase), one of scikit-learn's scoring names
+            (`"accuracy"`, `"balanced_accuracy"`, `"f1"`, `"roc_auc"`,
+            `"neg_log_loss"`, `"r2"`, `"neg_mean_squared_error"`,
+            `"neg_mean_absolute_error"`: its meaning and sign, computed with
+            `sklearn.metrics` on the model's decisions and probabilities;
+            `f1` and `roc_auc` are binary), or a callable
             `(y_true, y_pred) -> float`, higher is better, where `y_pred` is
             the model's output.
         repeats: Permutations per feature (int >= 1).
@@ -191,9 +275,7 @@ def permutation_importance(model, x, y, *, metric=None, repeats=5, seed=0, batch
     seed = _validate.check_int("seed", seed)
     batch_size = DEFAULT_ROWS if batch_size is None else _validate.check_int(
         "batch_size", batch_size, minimum=1)
-    if metric is not None and metric != "loss" and not callable(metric):
-        raise ValueError(f"`metric` must be None, 'loss' or a callable (y_true, y_pred) -> "
-                         f"float, got {metric!r}.")
+    check_metric(metric)
     leaves, structure, input_names = tables(x)
     n = len(leaves[0])
     y = np.asarray(y)
@@ -201,16 +283,7 @@ def permutation_importance(model, x, y, *, metric=None, repeats=5, seed=0, batch
         raise ValueError(f"`y` has {len(y)} samples but `x` has {n}.")
     names = column_names(leaves, input_names, feature_names)
     columns = _columns(leaves, names, groups)
-    sign = 1.0  # importance = sign * (baseline - permuted)
-    if metric is None:
-        score = default_score(*output_task(model, leaves, structure, y, output))
-        score_of = lambda pred: score(y, pred)  # noqa: E731
-    elif metric == "loss":
-        sign = -1.0
-        score_of = lambda pred: float(model.compute_loss(  # noqa: E731
-            y=tf.convert_to_tensor(y), y_pred=tf.convert_to_tensor(pred)))
-    else:
-        score_of = lambda pred: float(metric(y, pred))  # noqa: E731
+    score_of, sign = score_function(model, leaves, structure, y, output, metric)
     run = _Model(model, structure, output, batch_size)
     baseline = score_of(run(leaves))
     rng = np.random.default_rng(seed)

@@ -70,11 +70,15 @@ class DecisionRules:
 
     Attributes:
         rules: `Rule`s, one per leaf, by support (largest first).
-        fidelity: Agreement of the rules with the model on the held-out part
-            of `x` (accuracy for classifiers, R2 for regressors).
+        fidelity: Held-out agreement with the model (accuracy for
+            classifiers, R2 for regressors): of a tree with the same settings
+            fitted to the other rows, scored on the `holdout` rows; the
+            estimate of how far the rules, fitted to all of `x`, follow the
+            model on rows they have not seen.
         text: Markdown, one readable rule per line.
         holdout: Indices of `x` held out for `fidelity`.
-        tree: The fitted scikit-learn tree.
+        tree: The scikit-learn tree the rules are read from, fitted to the
+            model's labels of all of `x`.
         task: The model output's task (`multiclass`, `binary`, `regression`...).
     """
 
@@ -84,15 +88,14 @@ class DecisionRules:
     holdout: np.ndarray
     tree: object
     task: str
-    _classes: list = dataclasses.field(default=None, repr=False)
 
     def predict(self, x):
-        """The rules' predictions for `x`: class names, or values (regression)."""
+        """The rules' predictions for `x`, as the model's labels are: class
+        indices (ints) for a classifier, values for a regressor, as
+        scikit-learn's trees return what they were fitted on. Class names
+        appear only in `text` and the rules."""
         leaves, _, _ = importance.tables(x)
-        raw = self.tree.predict(np.concatenate(leaves, axis=1))
-        if self._classes is None:
-            return raw
-        return np.asarray(self._classes, dtype=object)[raw.astype(np.int64)]
+        return self.tree.predict(np.concatenate(leaves, axis=1))
 
 
 def _model_labels(model, leaves, structure, output, class_names):
@@ -122,14 +125,17 @@ def _model_labels(model, leaves, structure, output, class_names):
 
 
 def extract_rules(model, x, *, feature_names=None, class_names=None, max_depth=3,
-                  min_samples_leaf=0.02, output=None, seed=0):
+                  min_samples_leaf=1, output=None, seed=0):
     """Readable decision rules that mimic a tabular model.
 
     Fits scikit-learn's CART (`DecisionTreeClassifier`, or
     `DecisionTreeRegressor` for regression models) to the model's own
-    predictions on three quarters of `x`, measures its fidelity on the
-    quarter held out, and reads one rule per leaf. It explains the model,
-    not the data: a rule says what the model does, right or wrong.
+    predictions on `x` and reads one rule per leaf; its fidelity is
+    measured the way a held-out score is: a tree with the same settings,
+    fitted to three quarters of `x`, scored on the quarter held out. It
+    explains the model, not the data: a rule says what the model does,
+    right or wrong. With the defaults, the tree is the one
+    `DecisionTreeClassifier(max_depth=3)` fits to the model's labels.
 
     Args:
         model: A Keras model taking 2-D float tables.
@@ -138,7 +144,7 @@ def extract_rules(model, x, *, feature_names=None, class_names=None, max_depth=3
         class_names: Class names of a classifier.
         max_depth: Tree depth, so at most `2**max_depth` rules (int >= 1).
         min_samples_leaf: Smallest leaf, a fraction of the samples (float in
-            (0, 0.5]) or a count (int >= 1).
+            (0, 0.5]) or a count (int >= 1; scikit-learn's default, 1).
         output: For multi-output models, the output explained.
         seed: Seed of the held-out split and the tree (int).
 
@@ -177,16 +183,15 @@ def extract_rules(model, x, *, feature_names=None, class_names=None, max_depth=3
     order = np.random.default_rng(seed).permutation(n)
     cut = max(1, int(round(n * HOLDOUT)))
     holdout, fit_rows = np.sort(order[:cut]), np.sort(order[cut:])
-    if task == "regression":
-        tree = tree_module.DecisionTreeRegressor(max_depth=max_depth,
-                                                 min_samples_leaf=min_samples_leaf,
-                                                 random_state=seed)
-    else:
-        tree = tree_module.DecisionTreeClassifier(max_depth=max_depth,
-                                                  min_samples_leaf=min_samples_leaf,
-                                                  random_state=seed)
-    tree.fit(table[fit_rows], labels[fit_rows])
-    agreement = tree.predict(table[holdout])
+    kind = tree_module.DecisionTreeRegressor if task == "regression" else \
+        tree_module.DecisionTreeClassifier
+
+    def fitted(rows):
+        return kind(max_depth=max_depth, min_samples_leaf=min_samples_leaf,
+                    random_state=seed).fit(table[rows], labels[rows])
+
+    agreement = fitted(fit_rows).predict(table[holdout])
+    tree = fitted(np.arange(n))
     if task == "regression":
         from tb_explain.compute import metrics  # noqa: PLC0415
 
@@ -196,9 +201,7 @@ def extract_rules(model, x, *, feature_names=None, class_names=None, max_depth=3
     rules = _read_rules(tree, table, labels, names, classes, task)
     text = "\n".join(f"{i + 1}. {rule}" for i, rule in enumerate(rules))
     return DecisionRules(rules=rules, fidelity=float(fidelity), text=text, holdout=holdout,
-                         tree=tree, task=task,
-                         _classes=None if task == "regression" else
-                         [classes[int(c)] for c in tree.classes_])
+                         tree=tree, task=task)
 
 
 def _read_rules(tree, table, labels, names, classes, task):

@@ -108,3 +108,85 @@ def structured_data(n=64, seed=0):
          "sex": rng.integers(0, 2, size=(n, 1))}
     y = (x["age"][:, 0] > 0).astype("float32")
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+class GAN(keras.Model):
+    """keras-io's "customizing what happens in fit" GAN: `compile()` takes two
+    optimizers and a loss function, `train_step` of its own, no compiled
+    loss, no `call()`."""
+
+    def __init__(self, discriminator, generator, latent_dim):
+        super().__init__(name="gan")
+        self.discriminator = discriminator
+        self.generator = generator
+        self.latent_dim = latent_dim
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker]
+
+    def compile(self, d_optimizer, g_optimizer, loss_fn):
+        super().compile()
+        self.d_optimizer, self.g_optimizer, self.loss_fn = d_optimizer, g_optimizer, loss_fn
+
+    def train_step(self, real_images):
+        if isinstance(real_images, tuple):
+            real_images = real_images[0]
+        batch = tf.shape(real_images)[0]
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        combined = tf.concat([self.generator(z), real_images], axis=0)
+        labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], axis=0)
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(labels, self.discriminator(combined))
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            g_loss = self.loss_fn(tf.zeros((batch, 1)), self.discriminator(self.generator(z)))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
+
+
+def gan(latent_dim=8):
+    """A small GAN on 8x8x1 images, compiled as in the keras-io guide."""
+    disc = keras.Sequential([keras.Input((8, 8, 1)),
+                             layers.Conv2D(4, 3, activation="relu", name="conv"),
+                             layers.GlobalMaxPooling2D(), layers.Dense(1, name="logit")],
+                            name="discriminator")
+    gen = keras.Sequential([keras.Input((latent_dim,)),
+                            layers.Dense(64, activation="sigmoid", name="pixels"),
+                            layers.Reshape((8, 8, 1))], name="generator")
+    model = GAN(disc, gen, latent_dim)
+    model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3),
+                  keras.losses.BinaryCrossentropy(from_logits=True))
+    return model
+
+
+WORDS = ["good", "bad", "great", "awful", "fine", "movie", "plot", "the", "a", "was"]
+
+
+def reviews(n=64, seed=0):
+    """Raw-text reviews (a numpy str array) and whether each holds a good word."""
+    rng = np.random.default_rng(seed)
+    texts = np.array([" ".join(rng.choice(WORDS, 6)) for _ in range(n)])
+    return texts, np.array([int("good" in t.split() or "great" in t.split()) for t in texts])
+
+
+def text_classifier(texts, length=8):
+    """keras-io's raw-text classifier: `TextVectorization` inside the model,
+    then `Embedding`, pooling and a softmax."""
+    vectorizer = layers.TextVectorization(max_tokens=20, output_sequence_length=length,
+                                          name="vectorizer")
+    vectorizer.adapt(texts)
+    inp = keras.Input((), dtype="string", name="text")
+    h = layers.Embedding(20, 4, name="embedding")(vectorizer(inp))
+    out = layers.Dense(2, activation="softmax", name="out")(layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(inp, out, name="text_classifier")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -33,7 +33,7 @@ def setup(model, inputs, target=None, output=None):
     """Plans the inputs, validates `output` and `target`, embeds token ids."""
     plan = plan_inputs(model, inputs)
     key, chosen = outputs_and_targets(model, plan, target, output)
-    xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.leaves[i])))
+    xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.ids[i])))
           if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
     return Setup(plan, key, chosen, xs, model_input_leaves(model, plan))
 
@@ -112,7 +112,8 @@ def auto_batch_size(xs, batch_size):
 
 def leaves_like(setup, per_attributed, reduce_tokens=True):
     """Attributions of the attributed inputs back into the inputs' structure:
-    token inputs summed over the embedding axis, skipped inputs zeros."""
+    token inputs summed over the embedding axis (one value per token id:
+    `[n, length]` for text too), skipped inputs zeros."""
     plan = setup.plan
     leaves = [np.zeros(x.shape, np.float32) for x in plan.leaves]
     for j, i in enumerate(plan.attributed):

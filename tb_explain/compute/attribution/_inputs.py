@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_explain._errors import NotApplicable
 from tb_explain._keras import swapped_call
 from tb_explain.probe import strings_as_array
 
@@ -73,35 +74,67 @@ def embedding_layers(model):
             if isinstance(layer, keras.layers.Embedding)]
 
 
-def _token_consumers(model, leaves, rebuild, layers):
-    """Maps input index -> the Embedding layer that reads that input's ids.
+def text_vectorizers(model):
+    """Every `TextVectorization` layer of `model` (raw text in, token ids out)."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.TextVectorization)]
+
+
+def _as_bytes(array):
+    """Strings as a numpy bytes array (how TensorFlow's strings read back)."""
+    array = np.asarray(array)
+    return np.char.encode(array, "utf-8") if array.dtype.kind == "U" else array
+
+
+def _token_consumers(model, leaves, rebuild, layers, vectorizers=()):
+    """Maps input index -> `(Embedding layer, vectorizer or None)`: the layer
+    that reads that input's token ids, and for raw text the
+    `TextVectorization` that makes those ids.
 
     One eager forward pass on the first sample records what each Embedding
-    receives; an input whose ids arrive unchanged at a layer is read by it
-    (a position embedding receives `arange(length)`, not the input).
+    receives (and what each vectorizer receives and returns); an input whose
+    ids arrive unchanged at a layer is read by it (a position embedding
+    receives `arange(length)`, not the input); a text input is read by the
+    Embedding that receives its vectorizer's ids unchanged.
     """
-    seen = {}
+    seen, made = {}, {}
 
     def recorder(layer, original):
         def call(inputs, *args, **kwargs):
             seen.setdefault(id(layer), np.asarray(inputs))
-            return original(inputs, *args, **kwargs)
+            out = original(inputs, *args, **kwargs)
+            made.setdefault(id(layer), np.asarray(out))
+            return out
         return call
 
     with contextlib.ExitStack() as stack:
-        for layer in layers:
+        for layer in (*layers, *vectorizers):
             stack.enter_context(swapped_call(layer, recorder(layer, layer.call)))
         model(rebuild([tf.convert_to_tensor(x[:1]) for x in leaves]), training=False)
-    consumers = {}
-    for i, x in enumerate(leaves):
-        if x.dtype.kind not in "iuf":
-            continue
+
+    def reader(ids):
         for layer in layers:
             got = seen.get(id(layer))
-            if got is not None and got.shape == x[:1].shape and np.array_equal(got, x[:1]) \
-                    and all(layer is not other for other in consumers.values()):
-                consumers[i] = layer
-                break
+            if got is not None and got.shape == ids.shape and np.array_equal(got, ids) \
+                    and all(layer is not other for other, _ in consumers.values()):
+                return layer
+        return None
+
+    consumers = {}
+    for i, x in enumerate(leaves):
+        if x.dtype.kind in "iuf":
+            layer = reader(x[:1])
+            if layer is not None:
+                consumers[i] = (layer, None)
+        elif x.dtype.kind in "USO":
+            for vectorizer in vectorizers:
+                got = seen.get(id(vectorizer))
+                if got is not None and got.shape == x[:1].shape and np.array_equal(
+                        _as_bytes(got), _as_bytes(x[:1])):
+                    layer = reader(made[id(vectorizer)])
+                    if layer is not None:
+                        consumers[i] = (layer, vectorizer)
+                        break
     return consumers
 
 
@@ -121,9 +154,14 @@ class InputPlan:
         structure: Their nesting (see `structure_of`).
         names: Their names (dict keys, list indices or `input`).
         kinds: Per input, `"float"` (attributed as is), `"token"` (ids,
-            attributed at `embeddings[i]`'s output) or `"skip"` (held fixed).
+            or raw text turned into ids inside the model, attributed at
+            `embeddings[i]`'s output) or `"skip"` (held fixed).
         embeddings: Per input, the Embedding layer of a token input, else None.
         skipped: `{name: reason}` of the inputs held fixed.
+        vectorizers: Per input, the `TextVectorization` layer that turns a
+            text input into the ids `embeddings[i]` reads, else None.
+        ids: Per input, the token ids `embeddings[i]` reads for each sample
+            (`[n, length]`; the input itself for id inputs), else None.
     """
 
     leaves: list
@@ -132,6 +170,21 @@ class InputPlan:
     kinds: list
     embeddings: list
     skipped: dict
+    vectorizers: list = None
+    ids: list = None
+
+    def __post_init__(self):
+        if self.vectorizers is None:
+            self.vectorizers = [None] * len(self.leaves)
+        if self.ids is None:
+            self.ids = [None if kind != "token" else (
+                x if vec is None else np.asarray(vec(tf.convert_to_tensor(x))))
+                for kind, x, vec in zip(self.kinds, self.leaves, self.vectorizers)]
+
+    def vocabulary(self, i):
+        """The vocabulary of input `i`'s vectorizer (token strings by id), or None."""
+        vectorizer = self.vectorizers[i]
+        return None if vectorizer is None else list(vectorizer.get_vocabulary())
 
     @property
     def attributed(self):
@@ -160,8 +213,9 @@ def plan_inputs(model, inputs):
         An `InputPlan`.
 
     Raises:
-        ValueError: for empty or ragged inputs, or when no input can be
-            attributed (naming every input and the reason).
+        ValueError: for empty or ragged inputs; `NotApplicable` (a
+            `ValueError`) when no input can be attributed (naming every
+            input and the reason).
     """
     leaves, structure = flatten_inputs(inputs)
     n = len(leaves[0])
@@ -173,10 +227,12 @@ def plan_inputs(model, inputs):
     per_model = _PLANS.setdefault(model, {})
     if key not in per_model:
         layers = embedding_layers(model)
-        candidates = any(x.dtype.kind in "iu" or (
+        vectorizers = text_vectorizers(model) if any(
+            x.dtype.kind in "USO" for x in leaves) else []
+        candidates = bool(vectorizers) or any(x.dtype.kind in "iu" or (
             x.dtype.kind == "f" and np.array_equal(x, np.round(x))) for x in leaves)
-        consumers = _token_consumers(model, leaves, rebuilder(structure), layers) \
-            if layers and candidates else {}
+        consumers = _token_consumers(model, leaves, rebuilder(structure), layers,
+                                     vectorizers) if layers and candidates else {}
         kinds, skipped = [], {}
         for i, (name, x) in enumerate(zip(names, leaves)):
             if i in consumers:
@@ -186,13 +242,16 @@ def plan_inputs(model, inputs):
             else:
                 kinds.append("skip")
                 skipped[name] = _SKIP_REASONS.get(x.dtype.kind, "strings: no gradient")
-        per_model[key] = (kinds, [consumers.get(i) for i in range(len(leaves))], skipped)
-    kinds, embeddings, skipped = per_model[key]
-    plan = InputPlan(leaves, structure, names, list(kinds), list(embeddings), dict(skipped))
+        readers = [consumers.get(i, (None, None)) for i in range(len(leaves))]
+        per_model[key] = (kinds, [r[0] for r in readers], skipped, [r[1] for r in readers])
+    kinds, embeddings, skipped, vectorizers = per_model[key]
+    plan = InputPlan(leaves, structure, names, list(kinds), list(embeddings), dict(skipped),
+                     list(vectorizers))
     if not plan.attributed:
-        raise ValueError(
+        raise NotApplicable(
             f"No input of model {model.name!r} can be attributed: {plan.skipped_note()}. "
-            f"Attribution needs float inputs or token ids read by an Embedding layer.")
+            f"Attribution needs float inputs, token ids read by an Embedding layer, or text "
+            f"that a TextVectorization layer turns into such ids.")
     return plan
 
 

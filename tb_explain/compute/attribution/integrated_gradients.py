@@ -90,7 +90,9 @@ def _baseline_sets(baseline, plan, xs):
             if parts is None:
                 row.append(np.zeros_like(xs[j]))
             elif plan.kinds[i] == "token":
-                ids = tf.convert_to_tensor(parts[j].astype(plan.leaves[i].dtype))
+                if plan.vectorizers[i] is not None:  # text: baselines are texts too
+                    parts[j] = np.asarray(plan.vectorizers[i](tf.convert_to_tensor(parts[j])))
+                ids = tf.convert_to_tensor(parts[j].astype(plan.ids[i].dtype))
                 row.append(np.asarray(plan.embeddings[i](ids)).astype(xs[j].dtype))
             else:
                 row.append(parts[j].astype(xs[j].dtype))
