@@ -17,6 +17,8 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"tensorboard --logdir {tmp_path / 'runs'}" in result.stdout
+    output = result.stdout + result.stderr
+    assert "WARNING:tensorflow" not in output and "retracing" not in output, output[-3000:]
     run = read_run(log_dir)
     assert run.steps("weights/digits_cnn/conv1/kernel") == [0, 2]
     assert run.steps("weights/digits_cnn/conv1/kernel/image") == [0, 2]

@@ -89,6 +89,24 @@ def test_low_steps_warn_about_completeness(tmp_path, read_run):
     assert read_run(tmp_path).value("attributions/completeness_delta") > 0.05
 
 
+def test_gap_steps_cannot_close_is_named_so(tmp_path, read_run):
+    """F(x) = F(baseline) (a parabola symmetric about 0.5, x = 1, baseline 0):
+    the relative gap divides by ~0, and the warning says steps will not help."""
+    model = keras.Sequential([keras.layers.Input((1,)),
+                              keras.layers.Lambda(lambda t: (t - 0.5) ** 2 + 1e-7 * t)])
+    model.compile("sgd", "mse")
+    x = np.ones((2, 1), "float32")
+    assert model(x).numpy()[0, 0] == pytest.approx(model(np.zeros((1, 1))).numpy()[0, 0])
+    with pytest.warns(RuntimeWarning) as record:
+        model.fit(x, np.zeros((2, 1)), epochs=1, verbose=0, callbacks=[
+            tbx.IntegratedGradients(tmp_path, data=x, steps=1, method="riemann_left")])
+    messages = [str(w.message) for w in record if "completeness gap" in str(w.message)]
+    assert len(messages) == 1
+    assert "F(x) - F(baseline) is near zero" in messages[0]
+    assert "no number of steps closes it" in messages[0] and "raise `steps`" not in messages[0]
+    assert read_run(tmp_path).value("attributions/completeness_delta") > 0.05
+
+
 def test_bad_configuration_fails_before_training(tmp_path, cnn, digits):
     x, y = digits
     with pytest.raises(ValueError, match=r"`method` must be one of"):

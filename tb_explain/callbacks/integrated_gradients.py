@@ -20,6 +20,11 @@ def _named_leaves(x):
     return [(name or "input", value) for name, value in named_leaves(x)]
 
 
+#: `|F(x) - F(baseline)|` at most this fraction of `|F(x)| + |F(baseline)|`
+#: is "near zero": no number of steps makes the relative gap meaningful.
+NEAR_ZERO = 1e-3
+
+
 class IntegratedGradients(AttributionRendering, ExplainCallback):
     """Logs integrated-gradients attributions of the probe as training goes.
 
@@ -149,7 +154,6 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
         if self._skipped_note:
             ops.write_markdown("attributions/skipped_inputs",
                                f"Integrated gradients: {self._skipped_note}.", epoch)
-        worst = {}
         for output in self._outputs:
             result = self._explain_output(output)
             suffix = "" if len(self._outputs) == 1 else f"/{output}"
@@ -172,15 +176,39 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                     flat = attr.reshape(len(attr), -1)
                     ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)),
                                      epoch)
-            worst[output] = float(np.max(result.relative_delta))
-            ops.write_scalar("attributions/completeness_delta" + suffix, worst[output], epoch)
-        for output, gap in worst.items():
-            if gap > self.delta_tolerance:
-                where = "" if len(worst) == 1 else f" (output {output!r})"
-                warnings.warn(
-                    f"tb_explain: integrated gradients completeness gap {gap:.1%}{where} at "
-                    f"epoch {epoch} exceeds {self.delta_tolerance:.0%}: raise `steps` (now "
-                    f"{self.steps}) or use method='gausslegendre'.", RuntimeWarning, stacklevel=2)
+            ops.write_scalar("attributions/completeness_delta" + suffix,
+                             float(np.max(result.relative_delta)), epoch)
+            self._warn_gap(result, output if len(self._outputs) > 1 else None, epoch)
+
+    def _warn_gap(self, result, output, epoch):
+        """Warns when the completeness gap exceeds `delta_tolerance`, and says
+        whether more steps can close it: not where `F(x) - F(baseline)` is
+        itself near zero (the baseline scores about as the input does), where
+        the relative gap divides by almost nothing."""
+        relative = result.relative_delta
+        if not np.max(relative) > self.delta_tolerance:
+            return
+        where = "" if output is None else f" (output {output!r})"
+        difference = np.abs(result.output - result.baseline_output)
+        scale = np.abs(result.output) + np.abs(result.baseline_output)
+        flat = difference <= NEAR_ZERO * scale + 1e-7
+        over = relative > self.delta_tolerance
+        if np.all(flat[over]):
+            i = int(np.argmax(np.where(over, difference, -1)))
+            warnings.warn(
+                f"tb_explain: integrated gradients completeness gap {np.max(relative):.1%}"
+                f"{where} at epoch {epoch} exceeds {self.delta_tolerance:.0%}, but F(x) - "
+                f"F(baseline) is near zero ({float(result.output[i] - result.baseline_output[i]):.2g}"
+                f" for sample {i}): the baseline scores about as the input does, so the "
+                f"relative gap divides by almost nothing and no number of steps closes it; "
+                f"use a baseline the model scores differently (`baseline='blur'`, a reference "
+                f"input).", RuntimeWarning, stacklevel=3)
+            return
+        gap = float(np.max(relative[~flat])) if np.any(over & ~flat) else float(np.max(relative))
+        warnings.warn(
+            f"tb_explain: integrated gradients completeness gap {gap:.1%}{where} at "
+            f"epoch {epoch} exceeds {self.delta_tolerance:.0%}: raise `steps` (now "
+            f"{self.steps}) or use method='gausslegendre'.", RuntimeWarning, stacklevel=3)
 
     def _explain_output(self, output):
         return attribution.integrated_gradients(

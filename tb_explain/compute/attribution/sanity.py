@@ -12,6 +12,7 @@ what the model learned.
 """
 
 import dataclasses
+import weakref
 
 import keras
 import numpy as np
@@ -63,8 +64,23 @@ class RandomizationTest:
         return head
 
 
+#: One copy per model, reused by every test on it (weights set anew each
+#: time): its compiled functions trace once, not once per test and method.
+_COPIES = weakref.WeakKeyDictionary()
+
+
 def _copy(model):
-    """A copy of `model` with the same weights (new variables)."""
+    """A copy of `model` with the same weights (new variables, the same copy
+    for every call on `model`: its weights are reset to the model's)."""
+    copy = _COPIES.get(model)
+    if copy is not None:
+        copy.set_weights(model.get_weights())
+        return copy
+    copy = _COPIES[model] = _new_copy(model)
+    return copy
+
+
+def _new_copy(model):
     try:
         copy = keras.models.clone_model(model)
     except (ValueError, TypeError, NotImplementedError):
