@@ -17,22 +17,38 @@ import sys as _sys
 if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "tb-explain":
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a quiet command line
 
-from tb_explain._compat import check_environment as _check_environment  # noqa: E402
 
-_check_environment()
+def _loaded_as_tensorboard_plugin():
+    """Whether TensorBoard's plugin loader (`tensorboard/default.py`, its
+    `tensorboard_plugins` entry points) is importing the Explain tab: then the
+    package stays light (no TensorFlow import, nothing that can raise, which
+    would stop TensorBoard from starting)."""
+    frame = _sys._getframe(1)
+    target = _os.path.join("tensorboard", "default.py")
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(target):
+            return True
+        frame = frame.f_back
+    return False
 
-from tb_explain.callbacks import (  # noqa: E402
-    ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
-    IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
-)
-from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
-from tb_explain.compute.rules import extract_rules  # noqa: E402
-from tb_explain.compute.attribution import (  # noqa: E402
-    Attribution, RandomizationTest, attribute, integrated_gradients, randomization_test,
-)
-from tb_explain.probe import Probe  # noqa: E402
-from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
-from tb_explain.suite import explain  # noqa: E402
+
+if not _loaded_as_tensorboard_plugin():
+    from tb_explain._compat import check_environment as _check_environment  # noqa: E402
+
+    _check_environment()
+
+    from tb_explain.callbacks import (  # noqa: E402
+        ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
+        IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+    )
+    from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
+    from tb_explain.compute.rules import extract_rules  # noqa: E402
+    from tb_explain.compute.attribution import (  # noqa: E402
+        Attribution, RandomizationTest, attribute, integrated_gradients, randomization_test,
+    )
+    from tb_explain.probe import Probe  # noqa: E402
+    from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
+    from tb_explain.suite import explain  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tb_explain import _validate
+from tb_explain import _validate, tags
 from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attribution
@@ -30,7 +30,9 @@ class Attributions(AttributionRendering, ExplainCallback):
     With `sanity_check=True`, the model-parameter randomization test
     (Adebayo et al., 2018; `tbx.randomization_test`) runs on a copy of the
     model at the last epoch of the fit: its correlations as scalars
-    `attributions/sanity/<method>/<layer>` and a verdict per method as Text
+    `attributions/sanity/<method>/<layer>`, the final one (every layer
+    randomized, the verdict's figure) as `attributions/sanity/<method>`, and
+    a verdict per method as Text
     (`attributions/sanity`).
 
     `integrated_gradients` as a method here uses the same function as
@@ -254,8 +256,11 @@ class Attributions(AttributionRendering, ExplainCallback):
                                              target=target, output=output,
                                              batch_size=self.batch_size, **self._options(method))
             for layer, value in zip(test.layers, test.correlations):
-                ops.write_scalar(f"attributions/sanity/{method}/{layer}", value, epoch)
+                ops.write_scalar(tags.SANITY.format(method, layer), value, epoch)
+            if len(test.correlations):  # the verdict's figure: all layers randomized
+                ops.write_scalar(tags.SANITY.format(method, "")[:-1], test.correlations[-1],
+                                 epoch)
             where = "" if len(self._targets) == 1 else f" (output {output!r})"
             lines.append("- " + test.verdict() + where + " Cascade: " + ", ".join(
                 f"{layer} {value:.2f}" for layer, value in zip(test.layers, test.correlations)))
-        ops.write_markdown("attributions/sanity", "\n".join(lines), epoch)
+        ops.write_markdown(tags.SANITY_TEXT, "\n".join(lines), epoch)

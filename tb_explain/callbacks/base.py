@@ -10,7 +10,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tb_explain import _validate
+from tb_explain import _validate, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, is_ready
 from tb_explain.compute import tiering
@@ -35,7 +35,7 @@ class Suite:
     the model leave the fit, and the first epoch end names them all once
     (a log line and the Text card `tb_explain/skipped`)."""
 
-    tag = "tb_explain/skipped"
+    tag = tags.SKIPPED
 
     def __init__(self):
         self.skipped = {}  # callback name -> why

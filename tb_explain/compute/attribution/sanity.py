@@ -17,14 +17,14 @@ import weakref
 import keras
 import numpy as np
 
-from tb_explain import _validate
+from tb_explain import _validate, tags
 from tb_explain._keras import walk_layers
 from tb_explain.compute import metrics
 from tb_explain.compute.attribution import _inputs
 from tb_explain.compute.attribution.methods import attribute, check_method
 
 #: Below this final correlation a method passes the sanity check.
-PASS_BELOW = 0.5
+PASS_BELOW = tags.SANITY_PASS_BELOW
 
 
 @dataclasses.dataclass

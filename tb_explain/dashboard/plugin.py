@@ -1,0 +1,449 @@
+"""The Explain tab: a TensorBoard plugin that tells the story of a run.
+
+Loaded by TensorBoard through the `tensorboard_plugins` entry point, so this
+module stays light (no TensorFlow import) and never raises on import. Every
+read goes through `context.data_provider` (both of TensorBoard's loaders,
+any logdir it can read). Routes turn tb_explain's tags (`tb_explain.tags`)
+into a few view-shaped JSON answers, and send only what a view shows:
+downsampled series, one epoch's images. Parameters are validated: an
+unknown run, tag, signal or step is a 400 with a JSON message; no route
+opens a path taken from the request (static files come from a fixed list).
+"""
+
+import json
+import math
+import os
+import re
+
+from werkzeug import wrappers
+
+from tensorboard import context as tb_context
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+
+from tb_explain import tags
+
+PLUGIN_NAME = "tb_explain"
+_STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+#: Files the frontend is made of: route -> (file, content type). Fixed here.
+_FILES = {
+    "/index.js": ("index.js", "text/javascript"),
+    "/util.js": ("util.js", "text/javascript"),
+    "/style.css": ("style.css", "text/css"),
+    **{f"/views/{v}.js": (f"views/{v}.js", "text/javascript")
+       for v in ("health", "attributions", "outputs", "runs")},
+}
+#: Points per scalar series a route sends at most (the epochs of a fit).
+SCALAR_POINTS = 1000
+#: Steps of an image series listed (TensorBoard keeps 10 per tag unless
+#: started with `--samples_per_plugin images=N`).
+IMAGE_STEPS = 1000
+_PLUGINS = {"scalars": "scalars", "images": "images", "histograms": "histograms",
+            "text": "text", "hparams": "hparams"}
+
+
+class BadRequest(ValueError):
+    """A request parameter is missing or unknown: answered with a 400."""
+
+
+def _finite(value):
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _layers_from_summary(text):
+    """Layer paths, in model order, from the `model/summary` Markdown table."""
+    paths = []
+    for line in text.splitlines():
+        if not line.startswith("| ") or line.startswith("| layer") or line.startswith("|---"):
+            continue
+        cell = line[2:].split(" | ", 1)[0].replace("&nbsp;", "").strip()
+        if cell:
+            paths.append(cell)
+    return paths
+
+
+class ExplainPlugin(base_plugin.TBPlugin):
+    """The Explain tab: health, attributions, outputs and runs compared."""
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._provider = context.data_provider
+
+    # -- TensorBoard's plugin protocol -------------------------------------------
+    def get_plugin_apps(self):
+        apps = {route: self._static(route) for route in _FILES}
+        apps.update({"/runs": self._route(self.runs), "/health": self._route(self.health),
+                     "/cell": self._route(self.cell), "/attributions":
+                     self._route(self.attributions), "/outputs": self._route(self.outputs),
+                     "/image": self._image_app})
+        return apps
+
+    def is_active(self):
+        if self._provider is None:
+            return False
+        try:
+            return bool(self._explain_runs(tb_context.RequestContext(), ""))
+        except Exception:  # noqa: BLE001 (a listing never breaks TensorBoard)
+            return False
+
+    def data_plugin_names(self):
+        return ("scalars", "images", "text")
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="Explain",
+                                            disable_reload=False)
+
+    # -- plumbing ----------------------------------------------------------------
+    def _static(self, route):
+        name, content_type = _FILES[route]
+
+        @wrappers.Request.application
+        def app(request):
+            with open(os.path.join(_STATIC, name), "rb") as f:
+                return http_util.Respond(request, f.read(), content_type)
+        return app
+
+    def _route(self, handler):
+        @wrappers.Request.application
+        def app(request):
+            ctx = tb_context.from_environ(request.environ)
+            eid = plugin_util.experiment_id(request.environ)
+            try:
+                body = handler(ctx, eid, request.args)
+            except BadRequest as exc:
+                return http_util.Respond(request, json.dumps({"error": str(exc)}),
+                                         "application/json", code=400)
+            return http_util.Respond(request, json.dumps(body, allow_nan=False),
+                                     "application/json")
+        return app
+
+    def _scalars_of(self, ctx, eid, runs=None, wanted=None):
+        """`{run: {tag: [[step, value], ...]}}` of scalar tags (`wanted`: a
+        predicate on the tag), downsampled to `SCALAR_POINTS`."""
+        listing = self._provider.list_scalars(
+            ctx, experiment_id=eid, plugin_name="scalars",
+            run_tag_filter=provider.RunTagFilter(runs=runs))
+        chosen = {run: [t for t in series if wanted is None or wanted(t)]
+                  for run, series in listing.items()}
+        chosen = {run: t for run, t in chosen.items() if t}
+        if not chosen:
+            return {}
+        all_tags = sorted({t for ts in chosen.values() for t in ts})
+        data = self._provider.read_scalars(
+            ctx, experiment_id=eid, plugin_name="scalars", downsample=SCALAR_POINTS,
+            run_tag_filter=provider.RunTagFilter(runs=list(chosen), tags=all_tags))
+        return {run: {tag: [[d.step, _finite(d.value)] for d in points]
+                      for tag, points in per.items() if tag in chosen[run]}
+                for run, per in data.items()}
+
+    def _texts(self, ctx, eid, run, wanted):
+        """`{tag: [[step, text], ...]}` of the run's Text cards `wanted` picks."""
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name="text",
+            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
+        chosen = [t for t in listing if wanted(t)]
+        if not chosen:
+            return {}
+        data = self._provider.read_tensors(
+            ctx, experiment_id=eid, plugin_name="text", downsample=SCALAR_POINTS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=chosen)).get(run, {})
+        out = {}
+        for tag, points in data.items():
+            out[tag] = []
+            for d in points:
+                value = d.numpy.reshape(-1)[0] if d.numpy.size else b""
+                out[tag].append([d.step, value.decode("utf-8", "replace")
+                                 if isinstance(value, bytes) else str(value)])
+        return out
+
+    def _explain_runs(self, ctx, eid):
+        """Names of the runs that hold tb_explain data (timing scalars: every
+        tb_explain callback logs its seconds)."""
+        listing = self._provider.list_scalars(ctx, experiment_id=eid, plugin_name="scalars")
+        return sorted(run for run, series in listing.items()
+                      if any(t.startswith("timing/") for t in series))
+
+    def _run(self, ctx, eid, args):
+        run = args.get("run")
+        if not run:
+            raise BadRequest("missing parameter `run`")
+        if run not in self._explain_runs(ctx, eid):
+            raise BadRequest(f"unknown run {run!r} (no tb_explain data)")
+        return run
+
+    def _layers(self, ctx, eid, run):
+        summary = self._texts(ctx, eid, run, lambda t: t == tags.MODEL_SUMMARY)
+        points = summary.get(tags.MODEL_SUMMARY)
+        return _layers_from_summary(points[-1][1]) if points else []
+
+    def _blob_series(self, ctx, eid, run, wanted):
+        listing = self._provider.list_blob_sequences(
+            ctx, experiment_id=eid, plugin_name="images",
+            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
+        return {tag: ts for tag, ts in listing.items() if wanted(tag)}
+
+    def _image_steps(self, ctx, eid, run, tag_list):
+        """`{tag: {step: images}}` of image tags (images per step, the samples)."""
+        if not tag_list:
+            return {}
+        data = self._provider.read_blob_sequences(
+            ctx, experiment_id=eid, plugin_name="images", downsample=IMAGE_STEPS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tag_list)).get(run, {})
+        return {tag: {d.step: max(0, len(d.values) - 2) for d in points}
+                for tag, points in data.items()}
+
+    # -- views ---------------------------------------------------------------------
+    def runs(self, ctx, eid, args):
+        """Every tb_explain run: hyperparameters, final metrics per dataset,
+        number of alerts, worst layer by `signal`."""
+        signal = args.get("signal", "gradient_norm")
+        if signal not in tags.SIGNALS:
+            raise BadRequest(f"unknown signal {signal!r}; one of {sorted(tags.SIGNALS)}")
+        names = self._explain_runs(ctx, eid)
+        hparams = self._hparams(ctx, eid, names)
+        scalars = self._scalars_of(ctx, eid, runs=names, wanted=lambda t: (
+            t.startswith("outputs/") and t.count("/") == 2) or t.startswith(
+            tags.SIGNALS[signal][1].split("{}")[0]))
+        rows = []
+        for run in names:
+            per = scalars.get(run, {})
+            metrics = {tag: {"step": pts[-1][0], "value": pts[-1][1]}
+                       for tag, pts in per.items() if tag.startswith("outputs/") and pts}
+            alerts = self._alerts(ctx, eid, run, per)
+            layers = self._layers(ctx, eid, run) if signal.startswith("gradient") else None
+            rows.append({"run": run, "hparams": hparams.get(run, {}), "metrics": metrics,
+                         "alerts": len(alerts), "worst": self._worst(per, signal, layers)})
+        return {"runs": rows, "signal": signal, "signals": {
+            k: v[0] for k, v in tags.SIGNALS.items()}}
+
+    def _hparams(self, ctx, eid, runs):
+        """`{run: {name: value}}` from HParams' session start info."""
+        out = {}
+        try:
+            from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: PLC0415
+        except ImportError:  # pragma: no cover
+            return out
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name="hparams",
+            run_tag_filter=provider.RunTagFilter(runs=runs, tags=[tags.HPARAMS_SESSION]))
+        for run, series in listing.items():
+            meta = series.get(tags.HPARAMS_SESSION)
+            if meta is None:
+                continue
+            data = plugin_data_pb2.HParamsPluginData.FromString(meta.plugin_content)
+            values = {}
+            for name, value in data.session_start_info.hparams.items():
+                kind = value.WhichOneof("kind")
+                values[name] = _finite(value.number_value) if kind == "number_value" else (
+                    value.string_value if kind == "string_value" else value.bool_value)
+            out[run] = values
+        return out
+
+    @staticmethod
+    def _worst(per, signal, layers=None):
+        """`{layer, tag, step, value}` of the worst layer (of `layers`, when
+        given) at its last step: the smallest gradient norm (vanishing), else
+        the largest value."""
+        pattern = tags.SIGNALS[signal][1]
+        head, tail = pattern.split("{}")
+        found = []
+        for tag, pts in per.items():
+            if tag.startswith(head) and tag.endswith(tail) and pts and len(tag) > len(
+                    head) + len(tail) and (not layers or tag[len(head):len(tag) - len(
+                        tail)] in layers):
+                value = pts[-1][1]
+                if isinstance(value, str):  # NaN/Inf: the worst there is
+                    value = math.inf
+                found.append((value, tag, pts[-1]))
+        if not found:
+            return None
+        value, tag, last = (min if signal == "gradient_norm" else max)(found)
+        return {"layer": tag[len(head):len(tag) - len(tail)], "tag": tag, "step": last[0],
+                "value": last[1]}
+
+    def _alerts(self, ctx, eid, run, scalars=None):
+        """Alerts of a run: `{kind, step, text, tag, layers}`, by step."""
+        texts = self._texts(ctx, eid, run, lambda t: t.endswith("/alerts") or t == tags.SKIPPED)
+        out = []
+        for tag, points in texts.items():
+            for step, text in points:
+                for line in text.splitlines():
+                    line = line.strip().lstrip("-").strip()
+                    if not line or line.startswith("**Gradient alerts") or line.startswith(
+                            "```") or line.startswith("Traceback"):
+                        continue
+                    kind = ("failed" if "failed to log" in line else "vanishing" if "vanishing"
+                            in line else "exploding" if "exploding" in line else "nonfinite"
+                            if "non-finite" in line or "NaN" in line else "skipped"
+                            if tag == tags.SKIPPED else "alert")
+                    if kind == "alert" and tag == tags.SKIPPED:
+                        continue
+                    out.append({"kind": kind, "step": step, "tag": tag, "text": line[:600]})
+        if scalars is None:
+            scalars = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(
+                tags.COMPLETENESS)).get(run, {})
+        for tag, pts in scalars.items():
+            if tag.startswith(tags.COMPLETENESS):
+                for step, value in pts:
+                    if isinstance(value, str) or value > tags.COMPLETENESS_TOLERANCE:
+                        out.append({"kind": "completeness", "step": step, "tag": tag,
+                                    "text": f"completeness gap {value} above "
+                                            f"{tags.COMPLETENESS_TOLERANCE}"})
+        return sorted(out, key=lambda a: (a["step"], a["kind"]))
+
+    def health(self, ctx, eid, args):
+        """Layers (rows, model order) by logged epochs (columns) of `signal`,
+        with the alerts placed in their cells and as a timeline."""
+        run = self._run(ctx, eid, args)
+        signal = args.get("signal", "gradient_norm")
+        if signal not in tags.SIGNALS:
+            raise BadRequest(f"unknown signal {signal!r}; one of {sorted(tags.SIGNALS)}")
+        label, pattern, scale = tags.SIGNALS[signal]
+        head, tail = pattern.split("{}")
+        per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: (
+            t.startswith(head) and t.endswith(tail) and len(t) > len(head) + len(tail))
+            or t.startswith(tags.COMPLETENESS)).get(run, {})
+        series = {tag[len(head):len(tag) - len(tail)]: pts for tag, pts in per.items()
+                  if tag.startswith(head) and tag.endswith(tail)}
+        if signal.startswith("gradient"):  # variables' norms share the prefix: layers only
+            layers = self._layers(ctx, eid, run)
+            series = {k: v for k, v in series.items() if not layers or k in layers}
+        order = self._layers(ctx, eid, run)
+        rank = {path: i for i, path in enumerate(order)}
+
+        def position(name):
+            layer = name if name in rank else name.rsplit("/", 1)[0]
+            return (rank.get(layer, len(rank)), name)
+
+        rows = sorted(series, key=position)
+        epochs = sorted({p[0] for pts in series.values() for p in pts})
+        alerts = self._alerts(ctx, eid, run, {t: v for t, v in per.items()
+                                              if t.startswith(tags.COMPLETENESS)})
+        for alert in alerts:
+            alert["layers"] = [r for r in rows if re.search(
+                r"(^|[\s(:,])" + re.escape(r) + r"([\s(:,]|$)", alert["text"])]
+        return {"run": run, "signal": signal, "label": label, "scale": scale,
+                "rows": [{"name": r, "tag": pattern.format(r),
+                          "cells": series[r]} for r in rows],
+                "epochs": epochs, "alerts": alerts,
+                "signals": {k: v[0] for k, v in tags.SIGNALS.items()}}
+
+    def cell(self, ctx, eid, args):
+        """A layer's activation image and histogram at an epoch."""
+        run = self._run(ctx, eid, args)
+        layer = args.get("layer", "")
+        try:
+            step = int(args.get("step", ""))
+        except ValueError:
+            raise BadRequest(f"`step` must be an int, got {args.get('step')!r}") from None
+        image_tag = tags.ACTIVATION_IMAGE.format(layer)
+        hist_tag = tags.ACTIVATION_HISTOGRAM.format(layer)
+        images = self._image_steps(ctx, eid, run, list(self._blob_series(
+            ctx, eid, run, lambda t: t == image_tag)))
+        steps = sorted(images.get(image_tag, {}))
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name="histograms",
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[hist_tag])).get(run, {})
+        if not steps and hist_tag not in listing:
+            raise BadRequest(f"no activations of layer {layer!r} in run {run!r}")
+        histogram = None
+        if hist_tag in listing:
+            data = self._provider.read_tensors(
+                ctx, experiment_id=eid, plugin_name="histograms", downsample=SCALAR_POINTS,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[hist_tag]))[run][hist_tag]
+            at = [d for d in data if d.step == step]
+            if at:
+                histogram = [[_finite(v) for v in row] for row in at[0].numpy.tolist()]
+        return {"run": run, "layer": layer, "step": step, "image_tag": image_tag,
+                "image_steps": steps, "image": step in steps, "samples": images.get(
+                    image_tag, {}).get(step, 0), "histogram": histogram,
+                "histogram_tag": hist_tag}
+
+    def attributions(self, ctx, eid, args):
+        """Per probe sample, the input (where logged) and each method's map,
+        at every logged epoch; the sanity check's verdict per method."""
+        run = self._run(ctx, eid, args)
+        series = self._blob_series(ctx, eid, run, lambda t: t.startswith("attributions/"))
+        steps = self._image_steps(ctx, eid, run, sorted(series))
+        columns = []
+        for tag in sorted(series):
+            parts = tag.split("/")
+            if parts[-1] not in ("probe", "heatmap") or "comparison" in parts:
+                continue
+            method = "integrated gradients" if len(parts) == 3 else parts[1]
+            if parts[-1] == "probe":
+                method = "input"
+            columns.append({"label": method, "tag": tag, "steps": sorted(steps.get(tag, {})),
+                            "samples": max(steps.get(tag, {0: 0}).values(), default=0)})
+        columns.sort(key=lambda c: (c["label"] != "input", c["label"]))
+        sanity = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(
+            "attributions/sanity/") and t.count("/") == 2).get(run, {})
+        badges = [{"method": tag.split("/")[2], "tag": tag, "step": pts[-1][0],
+                   "value": pts[-1][1], "passes": not isinstance(pts[-1][1], str)
+                   and pts[-1][1] < tags.SANITY_PASS_BELOW}
+                  for tag, pts in sorted(sanity.items()) if pts]
+        epochs = sorted({s for c in columns for s in c["steps"]})
+        return {"run": run, "columns": columns, "epochs": epochs, "sanity": badges,
+                "samples": max((c["samples"] for c in columns), default=0)}
+
+    def outputs(self, ctx, eid, args):
+        """Per dataset, the metrics across epochs; the diagnostics; the
+        confusion matrix and the most confident mistakes (image tags)."""
+        run = self._run(ctx, eid, args)
+        per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(
+            "outputs/") and t.count("/") == 2).get(run, {})
+        datasets = {}
+        for tag, pts in sorted(per.items()):
+            _, dataset, metric = tag.split("/")
+            datasets.setdefault(dataset, []).append({"metric": metric, "tag": tag,
+                                                     "points": pts})
+        texts = self._texts(ctx, eid, run, lambda t: t == tags.DIAGNOSTICS)
+        images = self._blob_series(ctx, eid, run, lambda t: t.startswith("outputs/") and (
+            t.endswith("/confusion_matrix") or t.endswith("/mistakes")))
+        image_steps = self._image_steps(ctx, eid, run, sorted(images))
+        epochs = sorted({p[0] for pts in per.values() for p in pts})
+        return {"run": run, "datasets": [{"name": d, "metrics": m}
+                                         for d, m in datasets.items()],
+                "epochs": epochs, "diagnostics": texts.get(tags.DIAGNOSTICS, []),
+                "images": [{"tag": t, "steps": sorted(image_steps.get(t, {}))}
+                           for t in sorted(images)]}
+
+    # -- blobs -----------------------------------------------------------------------
+    @wrappers.Request.application
+    def _image_app(self, request):
+        ctx = tb_context.from_environ(request.environ)
+        eid = plugin_util.experiment_id(request.environ)
+        args = request.args
+        try:
+            run = self._run(ctx, eid, args)
+            tag = args.get("tag", "")
+            try:
+                step, index = int(args.get("step", "")), int(args.get("index", "0"))
+            except ValueError:
+                raise BadRequest("`step` and `index` must be ints") from None
+            if not self._blob_series(ctx, eid, run, lambda t: t == tag):
+                raise BadRequest(f"unknown image tag {tag!r} in run {run!r}")
+            data = self._provider.read_blob_sequences(
+                ctx, experiment_id=eid, plugin_name="images", downsample=IMAGE_STEPS,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]))[run][tag]
+            at = [d for d in data if d.step == step]
+            if not at:
+                raise BadRequest(f"no step {step} of {tag!r} (steps "
+                                 f"{[d.step for d in data]})")
+            blobs = at[0].values[2:]  # width, height, then one PNG per sample
+            if not 0 <= index < len(blobs):
+                raise BadRequest(f"`index` must be in [0, {len(blobs)}), got {index}")
+            png = self._provider.read_blob(ctx, blob_key=blobs[index].blob_key)
+        except BadRequest as exc:
+            return http_util.Respond(request, json.dumps({"error": str(exc)}),
+                                     "application/json", code=400)
+        return http_util.Respond(request, png, "image/png")

@@ -1,0 +1,38 @@
+"""tb_explain's tag names, in one light module (no TensorFlow import).
+
+The Explain tab (`tb_explain.dashboard`) reads runs through these names, and
+the callbacks' constants come from here too, so a renamed tag cannot
+silently empty a view.
+"""
+
+#: First tag segments tb_explain writes (TensorBoard groups cards by them).
+PREFIXES = ("weights/", "gradients/", "activations/", "attributions/", "outputs/",
+            "importance/", "rules/", "timing/", "model/", "tb_explain/")
+
+#: Health signals: `(label, tag pattern, scale)`; `{}` is a `layer.path`
+#: (`variable.path` for the weight norm), scale `log` or `linear`.
+SIGNALS = {
+    "gradient_norm": ("gradient norm", "gradients/{}/norm", "log"),
+    "update_ratio": ("update ratio", "gradients/{}/update_ratio", "log"),
+    "dead_fraction": ("dead fraction", "activations/{}/dead_fraction", "linear"),
+    "saturated_fraction": ("saturated fraction", "activations/{}/saturated_fraction", "linear"),
+    "weight_norm": ("weight norm", "weights/{}/norm", "log"),
+}
+
+#: Text cards of alerts (`<prefix>/alerts`), and the events that failed.
+ALERT_PREFIXES = ("weights", "gradients", "activations", "attributions", "model", "outputs",
+                  "importance", "rules")
+MODEL_SUMMARY = "model/summary"
+SKIPPED = "tb_explain/skipped"
+COMPLETENESS = "attributions/completeness_delta"
+#: Completeness gaps above this are alerts (IntegratedGradients' default tolerance).
+COMPLETENESS_TOLERANCE = 0.05
+ACTIVATION_IMAGE = "activations/{}"
+ACTIVATION_HISTOGRAM = "activations/{}/histogram"
+SANITY_TEXT = "attributions/sanity"
+SANITY = "attributions/sanity/{}/{}"  # method, layer path
+#: The randomization test passes when the final correlation is below this.
+SANITY_PASS_BELOW = 0.5
+OUTPUTS = "outputs/{}/{}"  # dataset, metric
+DIAGNOSTICS = "outputs/diagnostics"
+HPARAMS_SESSION = "_hparams_/session_start_info"
