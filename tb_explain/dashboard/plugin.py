@@ -44,6 +44,11 @@ _PLUGINS = {"scalars": "scalars", "images": "images", "histograms": "histograms"
             "text": "text", "hparams": "hparams"}
 
 
+#: Attribution methods with tags of their own (`attributions/<method>/...`).
+_METHODS = ("saliency", "gradient_x_input", "integrated_gradients", "smoothgrad", "gradcam",
+            "occlusion")
+
+
 class BadRequest(ValueError):
     """A request parameter is missing or unknown: answered with a 400."""
 
@@ -379,7 +384,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
             parts = tag.split("/")
             if parts[-1] not in ("probe", "heatmap") or "comparison" in parts:
                 continue
-            method = "integrated gradients" if len(parts) == 3 else parts[1]
+            method = parts[1] if parts[1] in _METHODS else "integrated gradients"
             if parts[-1] == "probe":
                 method = "input"
             columns.append({"label": method, "tag": tag, "steps": sorted(steps.get(tag, {})),

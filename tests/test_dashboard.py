@@ -1,0 +1,343 @@
+"""The Explain tab: its routes on runs written by the real callbacks, every
+value compared with what TensorBoard's own EventAccumulator reads (exact),
+and the page itself in headless Chromium."""
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import data_provider as tb_data_provider
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from werkzeug import test as wtest
+from werkzeug import wrappers
+
+from conftest import Run
+from dashboard_runs import HTML_NAME, write_runs
+from tb_explain import tags
+from tb_explain.dashboard.plugin import ExplainPlugin, _layers_from_summary
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory, digits):
+    root = tmp_path_factory.mktemp("explain")
+    names = write_runs(root, digits)
+    return root, names
+
+
+def _plugin(root):
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(root))
+    multiplexer.Reload()
+    provider = tb_data_provider.MultiplexerDataProvider(multiplexer, str(root))
+    return ExplainPlugin(base_plugin.TBContext(logdir=str(root), data_provider=provider))
+
+
+@pytest.fixture(scope="module")
+def client(logdir):
+    plugin = _plugin(logdir[0])
+    apps = plugin.get_plugin_apps()
+
+    @wrappers.Request.application
+    def dispatch(request):
+        return apps[request.path]
+
+    def app(environ, start_response):
+        route = environ["PATH_INFO"]
+        if route not in apps:
+            start_response("404 NOT FOUND", [])
+            return [b""]
+        return apps[route](environ, start_response)
+
+    return plugin, wtest.Client(app)
+
+
+def _json(client, route, **params):
+    response = client.get(route, query_string=params)
+    return response.status_code, json.loads(response.data)
+
+
+def _logged(value):
+    """A logged scalar as the routes send it (NaN/Inf as strings)."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+@pytest.fixture(scope="module")
+def runs(logdir):
+    root, names = logdir
+    return {name: Run(root / name) for name in names}
+
+
+def test_is_active_and_lists_only_tb_explain_runs(client, logdir, tmp_path):
+    plugin, http = client
+    assert plugin.is_active()
+    status, body = _json(http, "/runs")
+    assert status == 200
+    assert [r["run"] for r in body["runs"]] == sorted(logdir[1])  # not lr0.01/train
+    keras_only = tmp_path / "keras_only"
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(str(keras_only))])
+    assert not _plugin(keras_only).is_active()
+
+
+def test_runs_route_matches_the_logs(client, runs):
+    _, http = client
+    _, body = _json(http, "/runs", signal="dead_fraction")
+    by_run = {r["run"]: r for r in body["runs"]}
+    assert by_run["lr0.01"]["hparams"]["learning_rate"] == pytest.approx(0.01)
+    assert by_run["lr0.001"]["hparams"]["learning_rate"] == pytest.approx(0.001)
+    assert by_run["strict"]["hparams"]["privacy"] == "strict"
+    for name, row in by_run.items():
+        for tag, point in row["metrics"].items():
+            assert point["value"] == _logged(runs[name].value(tag, point["step"])), (name, tag)
+            assert point["step"] == max(runs[name].steps(tag))
+        worst = row["worst"]
+        assert worst["value"] == _logged(runs[name].value(worst["tag"], worst["step"]))
+        dead = {t: runs[name].value(t, worst["step"]) for t in runs[name].tags
+                if t.endswith("/dead_fraction")}
+        assert worst["value"] == max(_logged(v) for v in dead.values())
+    assert by_run["nan"]["alerts"] > 0 and by_run["lr0.01"]["alerts"] == 0
+
+
+@pytest.mark.parametrize("signal", sorted(tags.SIGNALS))
+def test_health_matrix_is_what_was_logged(client, runs, signal):
+    _, http = client
+    for name, run in runs.items():
+        status, body = _json(http, "/health", run=name, signal=signal)
+        assert status == 200
+        layers = _layers_from_summary(run.text(tags.MODEL_SUMMARY))
+        seen = 0
+        for row in body["rows"]:
+            for step, value in row["cells"]:
+                assert value == _logged(run.value(row["tag"], step)), (name, row["tag"], step)
+                seen += 1
+            assert sorted(step for step, _ in row["cells"]) == run.steps(row["tag"])
+        pattern = tags.SIGNALS[signal][1]
+        expected = [t for t in run.tags if t.startswith(pattern.split("{}")[0])
+                    and t.endswith(pattern.split("{}")[1])
+                    and (not signal.startswith("gradient")
+                         or t[len("gradients/"):-len(pattern.split("{}")[1])] in layers)]
+        assert seen == sum(len(run.steps(t)) for t in expected)
+        rows = [r["name"] for r in body["rows"]]
+        in_model = [r for r in rows if r in layers]
+        assert in_model == [p for p in layers if p in in_model]  # model order
+
+
+def test_health_alerts_of_a_divergence(client, runs):
+    _, http = client
+    _, body = _json(http, "/health", run="nan", signal="weight_norm")
+    kinds = {(a["kind"], a["step"]) for a in body["alerts"]}
+    assert ("nonfinite", 1) in kinds and ("nonfinite", 2) in kinds
+    cell = next(r for r in body["rows"] if r["name"] == "tiny/dense/kernel")
+    assert dict(map(tuple, cell["cells"]))[1] == "NaN"
+    marked = [a for a in body["alerts"] if "tiny/dense/kernel" in a["layers"]]
+    assert marked and all(a["step"] >= 1 for a in marked)
+
+
+def test_cell_image_and_histogram(client, runs):
+    _, http = client
+    status, body = _json(http, "/cell", run="lr0.01", layer="cnn/conv", step=2)
+    assert status == 200 and body["image"] and body["samples"] == 4
+    hist = runs["lr0.01"].value("activations/cnn/conv/histogram", 2)
+    np.testing.assert_array_equal(np.asarray(body["histogram"], float), hist.astype(float))
+    png = http.get("/image", query_string={"run": "lr0.01", "tag": body["image_tag"],
+                                            "step": 2, "index": 1})
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    assert png.data == runs["lr0.01"].value("activations/cnn/conv", 2)[3]
+
+
+def test_attributions_and_sanity(client, runs):
+    _, http = client
+    _, body = _json(http, "/attributions", run="heads")
+    assert {b["method"] for b in body["sanity"]} == {"saliency"}
+    for badge in body["sanity"]:
+        assert badge["value"] == _logged(runs["heads"].value(badge["tag"], badge["step"]))
+        assert badge["passes"] == (badge["value"] < tags.SANITY_PASS_BELOW)
+    labels = {c["label"] for c in body["columns"]}
+    assert {"input", "integrated gradients", "saliency"} <= labels
+    for column in body["columns"]:
+        assert column["steps"] == runs["heads"].steps(column["tag"])
+    _, strict = _json(http, "/attributions", run="strict")
+    assert "input" not in {c["label"] for c in strict["columns"]}  # no raw input
+    for column in strict["columns"]:
+        assert column["samples"] == 1  # means over the probe only
+
+
+def test_outputs_route(client, runs):
+    _, http = client
+    _, body = _json(http, "/outputs", run="nan")
+    count = 0
+    for dataset in body["datasets"]:
+        for metric in dataset["metrics"]:
+            for step, value in metric["points"]:
+                assert value == _logged(runs["nan"].value(metric["tag"], step))
+                count += 1
+    assert count > 10
+    assert body["diagnostics"][-1][1] == runs["nan"].text(tags.DIAGNOSTICS)
+    assert HTML_NAME in runs["nan"].text("outputs/val/confusion")  # the canary is logged
+    assert {"outputs/val/confusion_matrix", "outputs/val/mistakes"} <= {
+        i["tag"] for i in body["images"]}
+
+
+def test_strict_run_sends_no_raw_input(client, runs):
+    _, http = client
+    for tag in ("activations/input", "attributions/input/probe", "attributions/input/overlay"):
+        status, body = _json(http, "/image", run="strict", tag=tag, step=1, index=0)
+        assert status == 400 and "unknown image tag" in body["error"]
+
+
+@pytest.mark.parametrize("route, params, message", [
+    ("/health", {}, "missing parameter `run`"),
+    ("/health", {"run": "nope"}, "unknown run 'nope'"),
+    ("/health", {"run": "lr0.01", "signal": "nope"}, "unknown signal 'nope'"),
+    ("/cell", {"run": "lr0.01", "layer": "cnn/conv", "step": "x"}, "`step` must be an int"),
+    ("/cell", {"run": "lr0.01", "layer": "../etc", "step": 0}, "no activations of layer"),
+    ("/image", {"run": "lr0.01", "tag": "../../etc/passwd", "step": 0}, "unknown image tag"),
+    ("/image", {"run": "lr0.01", "tag": "activations/cnn/conv", "step": 99}, "no step 99"),
+    ("/image", {"run": "lr0.01", "tag": "activations/cnn/conv", "step": 2, "index": 9},
+     "`index` must be in"),
+    ("/runs", {"signal": "<b>"}, "unknown signal"),
+])
+def test_bad_parameters_are_400_with_a_message(client, route, params, message):
+    _, http = client
+    status, body = _json(http, route, **params)
+    assert status == 400 and message in body["error"]
+
+
+# -- the page in Chromium ----------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(logdir):
+    if CHROMIUM is None and os.environ.get("CI") != "true":
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir[0]), "--port",
+         str(port), "--host", "127.0.0.1", "--samples_per_plugin", "images=100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as r:
+                    if len(json.loads(r.read())["runs"]) == len(logdir[1]):
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "TensorBoard did not serve the Explain tab"
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _check_values(frame, runs, run):
+    """Every shown `data-value` equals the logged scalar at `data-tag`/`data-epoch`."""
+    shown = frame.eval_on_selector_all("[data-value]", "els => els.map(e => [e.dataset.tag, "
+                                       "e.dataset.epoch, e.dataset.value])")
+    for tag, epoch, value in shown:
+        logged = _logged(runs[run].value(tag, int(epoch)))
+        assert value == (logged if isinstance(logged, str) else repr(logged)) or (
+            not isinstance(logged, str) and float(value) == logged), (run, tag, epoch, value)
+    return len(shown)
+
+
+@pytest.mark.slow
+def test_explain_tab_in_chromium(served, runs, tmp_path):
+    assert CHROMIUM, "CI must install Debian's chromium (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    errors, outside = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: None if r.url.startswith(served) or r.url.startswith(
+                "data:") or r.url.startswith("blob:") else outside.append(r.url))
+            page.goto(f"{served}/#tb_explain")
+            deadline = time.time() + 60
+            frame = None
+            while frame is None:
+                frame = next((f for f in page.frames if "plugin_entry.html" in f.url), None)
+                assert time.time() < deadline, "the Explain tab's iframe never loaded"
+                page.wait_for_timeout(300)
+            frame.wait_for_selector('section[data-view="health"]', timeout=60000)
+            frame.select_option("#run-picker", "lr0.01")
+            frame.wait_for_selector('section[data-view="health"] td[data-tag]', timeout=30000)
+            assert _check_values(frame, runs, "lr0.01") > 4
+            cell = frame.query_selector('td[data-layer="cnn/conv"][data-epoch="2"]')
+            cell.click()
+            frame.wait_for_selector("#cell-image", timeout=30000)
+            assert frame.get_attribute("#cell-image", "data-tag") == "activations/cnn/conv"
+            frame.wait_for_function("() => document.querySelector('#cell-image').naturalWidth > 0")
+            # attributions: the slider scrubs the epochs
+            frame.click('nav button[data-view="attributions"]')
+            frame.wait_for_selector('section[data-view="attributions"] #epoch-slider')
+            first = frame.get_attribute("#attribution-grid img", "data-step")
+            frame.fill("#epoch-slider", "0")
+            frame.dispatch_event("#epoch-slider", "input")
+            assert first == "2" and frame.get_attribute("#attribution-grid img",
+                                                         "data-step") == "0"
+            # outputs of the run whose class names hold HTML
+            frame.select_option("#run-picker", "nan")
+            frame.click('nav button[data-view="outputs"]')
+            frame.wait_for_selector('section[data-view="outputs"] #metrics-table')
+            assert _check_values(frame, runs, "nan") > 10
+            assert HTML_NAME in frame.inner_text("#diagnostics") or HTML_NAME in runs[
+                "nan"].text(tags.DIAGNOSTICS) is False
+            assert frame.query_selector('img[src="x"]') is None
+            frame.click('nav button[data-view="health"]')
+            frame.wait_for_selector("#alert-timeline li")
+            assert _check_values(frame, runs, "nan") > 4
+            frame.click('nav button[data-view="runs"]')
+            frame.wait_for_selector("#runs-table tr[data-run]")
+            shown = frame.eval_on_selector_all("tr[data-run]", "els => els.map(e => e.dataset.run)")
+            assert sorted(shown) == sorted(runs)
+            for run in runs:  # each row's numbers are its own run's
+                values = frame.eval_on_selector_all(
+                    f'tr[data-run="{run}"] [data-value]',
+                    "els => els.map(e => [e.dataset.tag, e.dataset.epoch, e.dataset.value])")
+                for tag, epoch, value in values:
+                    assert float(value) == _logged(runs[run].value(tag, int(epoch))) or \
+                        value == _logged(runs[run].value(tag, int(epoch)))
+            frame.check('input[aria-label="compare lr0.001"]')
+            frame.check('input[aria-label="compare lr0.01"]')
+            frame.wait_for_selector("#compare-table")
+            assert "differs" in frame.inner_html("#compare-table")
+            page.screenshot(path=str(tmp_path / "runs.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert not outside, outside
