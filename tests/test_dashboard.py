@@ -315,9 +315,7 @@ def test_explain_tab_in_chromium(served, runs, tmp_path):
             frame.click('nav button[data-view="outputs"]')
             frame.wait_for_selector('section[data-view="outputs"] #metrics-table')
             assert _check_values(frame, runs, "nan") > 10
-            assert HTML_NAME in frame.inner_text("#diagnostics") or HTML_NAME in runs[
-                "nan"].text(tags.DIAGNOSTICS) is False
-            assert frame.query_selector('img[src="x"]') is None
+            assert frame.query_selector('img[src="x"]') is None  # the HTML canary ran nothing
             frame.click('nav button[data-view="health"]')
             frame.wait_for_selector("#alert-timeline li")
             assert _check_values(frame, runs, "nan") > 4
