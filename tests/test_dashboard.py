@@ -18,7 +18,6 @@ from tensorboard.backend.event_processing import data_provider as tb_data_provid
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from werkzeug import test as wtest
-from werkzeug import wrappers
 
 from conftest import Run
 from dashboard_runs import HTML_NAME, write_runs
@@ -45,10 +44,6 @@ def _plugin(root):
 def client(logdir):
     plugin = _plugin(logdir[0])
     apps = plugin.get_plugin_apps()
-
-    @wrappers.Request.application
-    def dispatch(request):
-        return apps[request.path]
 
     def app(environ, start_response):
         route = environ["PATH_INFO"]
