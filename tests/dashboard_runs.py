@@ -1,6 +1,7 @@
 """Runs for the Explain tab's tests, written by the real callbacks: two runs
 with different hyperparameters, a multi-output model, a run whose weights
-turn NaN (alerts) and a run at privacy="strict"."""
+turn NaN (alerts), a run at privacy="strict" and a table model (feature
+attributions, permutation importance, decision rules)."""
 
 import keras
 import numpy as np
@@ -37,7 +38,18 @@ def write_runs(root, digits):
     model.fit(x, y, epochs=2, verbose=0, callbacks=tbx.explain(
         str(root / "strict"), data=(x[:16], y[:16]), steps=8, privacy="strict",
         methods=["saliency"], datasets={"val": (x[:32], y[:32])}, class_names=names))
-    return ["heads", "lr0.001", "lr0.01", "nan", "strict"]
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(96, 4)).astype("float32")
+    label = (table[:, 0] - table[:, 2] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu",
+                              name="hidden"), keras.layers.Dense(2, activation="softmax",
+                              name="out")], name="mlp")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(table, label, epochs=2, verbose=0, callbacks=tbx.explain(
+        str(root / "table"), data=(table[:64], label[:64]), steps=8,
+        feature_names=["age", "dose", "weight", "noise"], datasets={"val": (table, label)}))
+    return ["heads", "lr0.001", "lr0.01", "nan", "strict", "table"]
 
 
 def tiny_cnn():

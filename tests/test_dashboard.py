@@ -175,6 +175,29 @@ def test_attributions_and_sanity(client, runs):
         assert column["samples"] == 1  # means over the probe only
 
 
+def test_feature_scores_and_rules_of_a_table_model(client, runs):
+    _, http = client
+    _, body = _json(http, "/attributions", run="table")
+    assert not body["columns"]  # a table: no image maps
+    labels = [f["label"] for f in body["features"]]
+    assert labels == ["integrated gradients (input)", "permutation importance"]
+    for source in body["features"]:
+        assert sorted(source["tags"]) == ["age", "dose", "noise", "weight"]
+        for tag in source["tags"].values():
+            points = body["scalars"][tag]
+            assert [p[0] for p in points] == runs["table"].steps(tag)
+            for step, value in points:
+                assert value == _logged(runs["table"].value(tag, step))
+    texts = {t["tag"]: t["points"] for t in body["texts"]}
+    assert {"rules/text", "importance/ranking", "attributions/input/ranking"} <= set(texts)
+    for tag, points in texts.items():
+        assert points[-1][1] == runs["table"].text(tag)
+    assert body["epochs"] == runs["table"].steps("rules/text")
+    _, outputs = _json(http, "/outputs", run="table")  # a table's mistakes are text
+    mistakes = {t["tag"]: t["points"] for t in outputs["mistakes"]}
+    assert mistakes["outputs/val/mistakes"][-1][1] == runs["table"].text("outputs/val/mistakes")
+
+
 def test_outputs_route(client, runs):
     _, http = client
     _, body = _json(http, "/outputs", run="nan")
@@ -305,6 +328,11 @@ def test_explain_tab_in_chromium(served, runs, tmp_path):
             frame.dispatch_event("#epoch-slider", "input")
             assert first == "2" and frame.get_attribute("#attribution-grid img",
                                                          "data-step") == "0"
+            # a table model: each feature's scores at the slider's epoch
+            frame.select_option("#run-picker", "table")
+            frame.wait_for_selector('section[data-view="attributions"] #feature-table')
+            assert _check_values(frame, runs, "table") >= 8
+            assert frame.query_selector('.markdown[data-tag="rules/text"] li')  # rules as a list
             # outputs of the run whose class names hold HTML
             frame.select_option("#run-picker", "nan")
             frame.click('nav button[data-view="outputs"]')

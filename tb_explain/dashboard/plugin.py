@@ -11,6 +11,7 @@ opens a path taken from the request (static files come from a fixed list).
 """
 
 import json
+import logging
 import math
 import os
 import re
@@ -25,6 +26,7 @@ from tensorboard.plugins import base_plugin
 
 from tb_explain import tags
 
+logger = logging.getLogger(__name__)
 PLUGIN_NAME = "tb_explain"
 _STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 #: Files the frontend is made of: route -> (file, content type). Fixed here.
@@ -127,6 +129,10 @@ class ExplainPlugin(base_plugin.TBPlugin):
             except BadRequest as exc:
                 return http_util.Respond(request, json.dumps({"error": str(exc)}),
                                          "application/json", code=400)
+            except Exception as exc:  # noqa: BLE001 (the page shows why, not an HTML 500)
+                logger.exception("tb_explain: %s failed", request.path)
+                return http_util.Respond(request, json.dumps({
+                    "error": f"{type(exc).__name__}: {exc}"}), "application/json", code=500)
             return http_util.Respond(request, json.dumps(body, allow_nan=False),
                                      "application/json")
         return app
@@ -379,26 +385,71 @@ class ExplainPlugin(base_plugin.TBPlugin):
         run = self._run(ctx, eid, args)
         series = self._blob_series(ctx, eid, run, lambda t: t.startswith("attributions/"))
         steps = self._image_steps(ctx, eid, run, sorted(series))
-        columns = []
+        columns, probes = [], {}
         for tag in sorted(series):
             parts = tag.split("/")
             if parts[-1] not in ("probe", "heatmap") or "comparison" in parts:
                 continue
-            method = parts[1] if parts[1] in _METHODS else "integrated gradients"
-            if parts[-1] == "probe":
-                method = "input"
-            columns.append({"label": method, "tag": tag, "steps": sorted(steps.get(tag, {})),
-                            "samples": max(steps.get(tag, {0: 0}).values(), default=0)})
-        columns.sort(key=lambda c: (c["label"] != "input", c["label"]))
+            named = parts[1] in _METHODS
+            method = parts[1] if named else "integrated gradients"
+            column = {"label": method, "input": "/".join(parts[2 if named else 1:-1]),
+                      "tag": tag, "steps": sorted(steps.get(tag, {})),
+                      "samples": max(steps.get(tag, {0: 0}).values(), default=0)}
+            if parts[-1] == "heatmap":
+                columns.append(column)
+                continue
+            # Every method logs the same probe: one input column per input,
+            # the series with the most steps (the input does not change).
+            column["label"] = "input"
+            kept = probes.get(column["input"])
+            if kept is None or len(column["steps"]) > len(kept["steps"]):
+                probes[column["input"]] = column
+        columns = sorted(probes.values(), key=lambda c: c["input"]) + sorted(
+            columns, key=lambda c: (c["label"], c["input"]))
         sanity = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(
             "attributions/sanity/") and t.count("/") == 2).get(run, {})
         badges = [{"method": tag.split("/")[2], "tag": tag, "step": pts[-1][0],
                    "value": pts[-1][1], "passes": not isinstance(pts[-1][1], str)
                    and pts[-1][1] < tags.SANITY_PASS_BELOW}
                   for tag, pts in sorted(sanity.items()) if pts]
-        epochs = sorted({s for c in columns for s in c["steps"]})
+        features, feature_scalars = self._feature_tables(ctx, eid, run)
+        texts = self._texts(ctx, eid, run, lambda t: (t.startswith(("attributions/",
+                            "importance/")) and t.endswith("/ranking")) or (
+                            t.startswith("rules/") and t.endswith("text")))
+        epochs = sorted({s for c in columns for s in c["steps"]} | {
+            p[0] for pts in feature_scalars.values() for p in pts} | {
+            p[0] for pts in texts.values() for p in pts})
         return {"run": run, "columns": columns, "epochs": epochs, "sanity": badges,
-                "samples": max((c["samples"] for c in columns), default=0)}
+                "samples": max((c["samples"] for c in columns), default=0),
+                "features": features, "scalars": feature_scalars,
+                "texts": [{"tag": t, "points": texts[t]} for t in sorted(texts)]}
+
+    def _feature_tables(self, ctx, eid, run):
+        """Per-feature scores of tables: each attribution method's mean
+        |attribution| (`attributions/.../features/<name>`) and permutation
+        importance (`importance/<name>`): `([{label, tags: {feature: tag}}],
+        {tag: points})`."""
+        per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: (
+            t.startswith("attributions/") and "/features/" in t) or (
+            t.startswith("importance/") and not t.endswith("/ranking"))).get(run, {})
+        sources = {}
+        for tag in sorted(per):
+            if tag.startswith("importance/"):
+                label, feature = "permutation importance", tag[len("importance/"):]
+                if "/" in feature:  # a multi-output model: importance/<output>/<feature>
+                    output, feature = feature.split("/", 1)
+                    label = f"permutation importance ({output})"
+            else:
+                head, feature = tag.split("/features/", 1)
+                parts = head.split("/")
+                named = len(parts) > 1 and parts[1] in _METHODS
+                method = parts[1] if named else "integrated gradients"
+                source = "/".join(parts[2 if named else 1:])
+                label = f"{method} ({source})" if source else method
+            sources.setdefault(label, {})[feature] = tag
+        features = [{"label": label, "tags": sources[label]} for label in sorted(
+            sources, key=lambda k: (k.startswith("permutation importance"), k))]
+        return features, per
 
     def outputs(self, ctx, eid, args):
         """Per dataset, the metrics across epochs; the diagnostics; the
@@ -411,7 +462,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
             _, dataset, metric = tag.split("/")
             datasets.setdefault(dataset, []).append({"metric": metric, "tag": tag,
                                                      "points": pts})
-        texts = self._texts(ctx, eid, run, lambda t: t == tags.DIAGNOSTICS)
+        texts = self._texts(ctx, eid, run, lambda t: t == tags.DIAGNOSTICS or (
+            t.startswith("outputs/") and t.endswith("/mistakes")))  # tables' mistakes: text
         images = self._blob_series(ctx, eid, run, lambda t: t.startswith("outputs/") and (
             t.endswith("/confusion_matrix") or t.endswith("/mistakes")))
         image_steps = self._image_steps(ctx, eid, run, sorted(images))
@@ -420,7 +472,9 @@ class ExplainPlugin(base_plugin.TBPlugin):
                                          for d, m in datasets.items()],
                 "epochs": epochs, "diagnostics": texts.get(tags.DIAGNOSTICS, []),
                 "images": [{"tag": t, "steps": sorted(image_steps.get(t, {}))}
-                           for t in sorted(images)]}
+                           for t in sorted(images)],
+                "mistakes": [{"tag": t, "points": texts[t]} for t in sorted(texts)
+                             if t != tags.DIAGNOSTICS]}
 
     # -- blobs -----------------------------------------------------------------------
     @wrappers.Request.application

@@ -62,7 +62,9 @@ def confusion_matrix(counts, names, size=12):
         cell = 14
     top = label_w + size + 10  # rotated predicted-class names, then the axis title
     left = label_w + size + 10
-    width, height = left + k * cell + 10, top + k * cell + 10
+    # room for both axis titles when there are few classes
+    width = max(left + k * cell, left + text_size("predicted class", size)[0]) + 10
+    height = max(top + k * cell, top + text_size("true class", size)[0] + 4) + 10
     image = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(image)
     colours = colormap.apply(rate)
@@ -86,7 +88,8 @@ def confusion_matrix(counts, names, size=12):
         ImageDraw.Draw(strip).text((2, (cell - th) / 2 - 2), name, fill=BLACK, font=font(size))
         image.paste(strip.rotate(90, expand=True), (left + i * cell, top - label_w - 4))
     draw.text((left, 2), "predicted class", fill=GREY, font=font(size))
-    title = Image.new("RGB", (max(k * cell, 80), size + 6), WHITE)
+    title = Image.new("RGB", (max(k * cell, text_size("true class", size)[0] + 4), size + 6),
+                      WHITE)
     ImageDraw.Draw(title).text((0, 0), "true class", fill=GREY, font=font(size))
     image.paste(title.rotate(90, expand=True), (2, top))
     return np.asarray(image)

@@ -25,6 +25,25 @@ function emptyState(root) {
       "model.fit(x, y, callbacks=[*tbx.explain(\"runs/exp1\", data=(x_val[:8], y_val[:8]))])"})));
 }
 
+// TensorBoard's host page tells its plugins when it has read the logs again
+// (its reload button and timer): the message protocol of its plugin library,
+// a MessageChannel handed over with "experimental.bootstrap".
+function onDataReloaded(callback) {
+  if (window.parent === window) return;
+  const channel = new MessageChannel();
+  channel.port1.onmessage = (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch (e) { return; }
+    if (!message || message.isReply) return;
+    channel.port1.postMessage(JSON.stringify({type: message.type, id: message.id, payload: null,
+                                              error: null, isReply: true}));
+    if (message.type === "experimental.DataReloaded") callback();
+  };
+  try {
+    window.parent.postMessage("experimental.bootstrap", window.location.origin, [channel.port2]);
+  } catch (e) {}
+}
+
 export async function render() {
   const link = el("link", {rel: "stylesheet", href: "./style.css"});
   document.head.append(link);
@@ -41,14 +60,15 @@ export async function render() {
   const reload = el("button", {text: "Reload", title: "Read the logs again"});
   document.body.append(el("header", {}, el("h1", {text: "Explain"}), el("label", {}, "Run ", picker),
                           nav, reload), main);
-  let runs = [];
+  let runs = [], listed = "";
+  const memory = {};  // what the views remember (signal, epoch) across re-renders
   async function show() {
     main.textContent = "";
     for (const button of nav.children) button.setAttribute("aria-pressed",
       String(button.dataset.view === state.view));
     const view = VIEWS.find((v) => v[0] === state.view) || VIEWS[0];
     try {
-      await view[2](main, state.run, {runs, pick: (run) => { picker.value = run; state.run = run; }});
+      await view[2](main, state.run, {runs, memory, pick: (run) => { picker.value = run; state.run = run; }});
     } catch (error) {
       main.append(errorBox(error));
     }
@@ -62,6 +82,7 @@ export async function render() {
       return;
     }
     runs = listing.runs;
+    listed = JSON.stringify(listing);
     picker.textContent = "";
     if (!runs.length) { nav.textContent = ""; emptyState(main); return; }
     for (const row of runs) picker.append(el("option", {value: row.run, text: row.run}));
@@ -76,5 +97,11 @@ export async function render() {
   }
   picker.addEventListener("change", () => { state.run = picker.value; show(); });
   reload.addEventListener("click", () => { main.textContent = ""; load(); });
+  // New epochs logged: draw again, keeping the run, view, signal and epoch.
+  onDataReloaded(async () => {
+    try {
+      if (JSON.stringify(await getJSON("runs")) !== listed) await load();
+    } catch (e) {}
+  });
   await load();
 }

@@ -57,3 +57,72 @@ export function ramp(t) {
 export function errorBox(error) {
   return el("p", {class: "error", text: `Could not load: ${error.message}`});
 }
+
+const ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": "\""};
+
+// Inline Markdown (**bold**, `code`) as nodes; the text itself goes in as text.
+function inline(text) {
+  const out = [];
+  const pattern = /(\*\*[^*]+\*\*|`[^`]+`)/g;
+  let last = 0;
+  text = text.replace(/&(nbsp|lt|gt|amp|quot);/g, (m) => ENTITIES[m]);
+  for (const match of text.matchAll(pattern)) {
+    if (match.index > last) out.push(text.slice(last, match.index));
+    const token = match[0];
+    out.push(token.startsWith("**") ? el("strong", {text: token.slice(2, -2)})
+                                    : el("code", {text: token.slice(1, -1)}));
+    last = match.index + token.length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+function cells(line) {
+  return line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim());
+}
+
+// The Markdown tb_explain writes in Text cards (paragraphs, tables, lists,
+// code fences), built as DOM nodes: nothing from the logs is parsed as HTML.
+export function markdown(text, attrs = {}) {
+  const root = el("div", {class: "markdown", ...attrs});
+  const lines = String(text).split("\n");
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i];
+    if (!line.trim()) { i++; continue; }
+    if (line.startsWith("```")) {
+      const body = [];
+      for (i++; i < lines.length && !lines[i].startsWith("```"); i++) body.push(lines[i]);
+      root.append(el("pre", {class: "text", text: body.join("\n")}));
+      i++;
+      continue;
+    }
+    if (line.trim().startsWith("|")) {
+      const table = el("table");
+      let header = true;
+      for (; i < lines.length && lines[i].trim().startsWith("|"); i++) {
+        if (/^\|?[\s:|-]+\|?$/.test(lines[i].trim())) { header = false; continue; }
+        const tr = el("tr");
+        for (const cell of cells(lines[i])) tr.append(el(header ? "th" : "td", {}, ...inline(cell)));
+        table.append(tr);
+      }
+      root.append(el("div", {class: "scroll"}, table));
+      continue;
+    }
+    const item = /^\s*(?:[-*]|\d+\.)\s+/;
+    if (item.test(line)) {
+      const ordered = /^\s*\d+\./.test(line);
+      const list = el(ordered ? "ol" : "ul");
+      for (; i < lines.length && item.test(lines[i]); i++) {
+        list.append(el("li", {}, ...inline(lines[i].replace(item, ""))));
+      }
+      root.append(list);
+      continue;
+    }
+    const para = [];
+    for (; i < lines.length && lines[i].trim() && !lines[i].trim().startsWith("|")
+         && !lines[i].startsWith("```") && !item.test(lines[i]); i++) para.push(lines[i]);
+    root.append(el("p", {}, ...inline(para.join(" "))));
+  }
+  return root;
+}

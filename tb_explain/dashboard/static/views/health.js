@@ -11,7 +11,9 @@ function scaler(values, scale) {
           low: 10 ** low, high: 10 ** high};
 }
 
-export async function renderHealth(main, run, _context, signal = "gradient_norm") {
+export async function renderHealth(main, run, context) {
+  const memory = (context && context.memory) || {};
+  const signal = memory.signal || "gradient_norm";
   const data = await getJSON("health", {run, signal});
   const root = section("health", `Health of ${run}`);
   root.querySelector("h2").textContent = "Health of ";
@@ -22,7 +24,8 @@ export async function renderHealth(main, run, _context, signal = "gradient_norm"
     choose.append(el("option", {value: key, text: label}));
   }
   choose.value = signal;
-  choose.addEventListener("change", () => { main.textContent = ""; renderHealth(main, run, _context, choose.value); });
+  choose.addEventListener("change", () => {
+    memory.signal = choose.value; main.textContent = ""; renderHealth(main, run, context); });
   root.append(el("label", {}, "Signal ", choose));
   if (!data.rows.length) {
     root.append(el("p", {class: "muted", text: `No ${data.label} logged in this run.`}));

@@ -1,7 +1,8 @@
 // Outputs: per dataset, the metrics across epochs; diagnostics; confusion and mistakes.
-import {el, getJSON, imageURL, scalarCell, section} from "../util.js";
+import {el, getJSON, imageURL, markdown, scalarCell, section} from "../util.js";
 
-export async function renderOutputs(main, run) {
+export async function renderOutputs(main, run, context) {
+  const memory = (context && context.memory) || {};
   const data = await getJSON("outputs", {run});
   const root = section("outputs", "Outputs");
   main.append(root);
@@ -27,15 +28,16 @@ export async function renderOutputs(main, run) {
   const epochs = data.epochs;
   const choose = el("select", {"aria-label": "epoch", id: "outputs-epoch"});
   for (const epoch of epochs) choose.append(el("option", {value: String(epoch), text: `epoch ${epoch}`}));
-  choose.value = String(epochs[epochs.length - 1]);
+  choose.value = String(epochs.includes(memory.epoch) ? memory.epoch : epochs[epochs.length - 1]);
   const detail = el("div");
   root.append(el("h3", {}, "At ", choose), detail);
   function draw() {
     const epoch = Number(choose.value);
+    memory.epoch = epoch;
     detail.textContent = "";
     const diag = data.diagnostics.filter((d) => d[0] === epoch);
     if (diag.length) detail.append(el("h3", {text: "Diagnostics across datasets"}),
-                                   el("pre", {class: "text", id: "diagnostics", text: diag[0][1]}));
+                                   markdown(diag[0][1], {id: "diagnostics"}));
     const row = el("div", {class: "detail"});
     for (const image of data.images) {
       if (!image.steps.includes(epoch)) continue;
@@ -44,6 +46,10 @@ export async function renderOutputs(main, run) {
                    "data-step": String(epoch)})));
     }
     detail.append(row);
+    for (const text of data.mistakes || []) {
+      const point = text.points.find((p) => p[0] === epoch);
+      if (point) detail.append(el("h3", {text: text.tag}), markdown(point[1], {"data-tag": text.tag}));
+    }
   }
   choose.addEventListener("change", draw);
   draw();

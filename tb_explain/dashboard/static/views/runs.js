@@ -1,7 +1,9 @@
 // Runs: every run of the logdir as a row, sortable; two picked runs side by side.
 import {el, getJSON, format, scalarCell, section} from "../util.js";
 
-export async function renderRuns(main, _run, context, signal = "gradient_norm") {
+export async function renderRuns(main, _run, context) {
+  const memory = (context && context.memory) || {};
+  const signal = memory.signal || "gradient_norm";
   const data = await getJSON("runs", {signal});
   const root = section("runs", "Runs compared");
   main.append(root);
@@ -10,12 +12,14 @@ export async function renderRuns(main, _run, context, signal = "gradient_norm") 
   const choose = el("select", {"aria-label": "signal"});
   for (const [key, label] of Object.entries(data.signals)) choose.append(el("option", {value: key, text: label}));
   choose.value = signal;
-  choose.addEventListener("change", () => { main.textContent = ""; renderRuns(main, _run, context, choose.value); });
+  choose.addEventListener("change", () => {
+    memory.signal = choose.value; main.textContent = ""; renderRuns(main, _run, context); });
   root.append(el("label", {}, "Worst layer by ", choose),
               el("p", {class: "muted", text: "Click a header to sort; tick two runs to compare them."}));
-  const columns = [["run", (r) => r.run], ...hparams.map((h) => [h, (r) => r.hparams[h]]),
-                   ...metrics.map((m) => [m.replace(/^outputs\//, ""), (r) => r.metrics[m] && r.metrics[m].value]),
-                   ["alerts", (r) => r.alerts], [`worst ${data.signals[signal]}`, (r) => r.worst && r.worst.value]];
+  const columns = [["run", (r) => r.run], ["alerts", (r) => r.alerts],
+                   [`worst ${data.signals[signal]}`, (r) => r.worst && r.worst.value],
+                   ...hparams.map((h) => [h, (r) => r.hparams[h]]),
+                   ...metrics.map((m) => [m.replace(/^outputs\//, ""), (r) => r.metrics[m] && r.metrics[m].value])];
   let sortBy = 0, descending = false;
   const picked = new Set();
   const table = el("table", {id: "runs-table"});
@@ -40,15 +44,15 @@ export async function renderRuns(main, _run, context, signal = "gradient_norm") 
         if (picked.size > 2) picked.delete([...picked][0]); draw(); });
       const tr = el("tr", {"data-run": row.run, class: picked.has(row.run) ? "picked" : ""}, el("td", {}, box),
                     el("th", {class: "row", text: row.run}));
+      tr.append(el("td", {class: row.alerts ? "alerts" : "", text: String(row.alerts)}));
+      tr.append(row.worst ? scalarCell(row.worst.tag, row.worst.step, row.worst.value, {title: row.worst.layer})
+                          : el("td"));
+      if (row.worst) tr.lastChild.textContent = `${row.worst.layer}: ${format(row.worst.value)}`;
       for (const h of hparams) tr.append(el("td", {text: row.hparams[h] === undefined ? "" : String(row.hparams[h])}));
       for (const m of metrics) {
         const point = row.metrics[m];
         tr.append(point ? scalarCell(m, point.step, point.value) : el("td"));
       }
-      tr.append(el("td", {text: String(row.alerts)}));
-      tr.append(row.worst ? scalarCell(row.worst.tag, row.worst.step, row.worst.value, {title: row.worst.layer})
-                          : el("td"));
-      if (row.worst) tr.lastChild.textContent = `${row.worst.layer}: ${format(row.worst.value)}`;
       table.append(tr);
     }
     drawCompare();
