@@ -82,6 +82,11 @@ def test_is_active_and_lists_only_tb_explain_runs(client, logdir, tmp_path):
     status, body = _json(http, "/runs")
     assert status == 200
     assert [r["run"] for r in body["runs"]] == sorted(logdir[1])  # not lr0.01/train
+    _, listed = _json(http, "/list")  # the run picker's light listing
+    assert [r["run"] for r in listed["runs"]] == sorted(logdir[1])
+    for row in listed["runs"]:
+        run = Run(logdir[0] / row["run"])
+        assert row["step"] == max(max(run.steps(t)) for t in run.tags if t.startswith("timing/"))
     keras_only = tmp_path / "keras_only"
     import keras
 

@@ -37,6 +37,10 @@ _FILES = {
     **{f"/views/{v}.js": (f"views/{v}.js", "text/javascript")
        for v in ("health", "attributions", "outputs", "runs")},
 }
+#: Lines of one alert card shown in the timeline (the rest are counted).
+ALERT_LINES = 6
+#: Words of an alert line that may name a layer.
+_TOKEN = re.compile(r"[^\s(),:;]+")
 #: Points per scalar series a route sends at most (the epochs of a fit).
 SCALAR_POINTS = 1000
 #: Steps of an image series listed (TensorBoard keeps 10 per tag unless
@@ -88,7 +92,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
     # -- TensorBoard's plugin protocol -------------------------------------------
     def get_plugin_apps(self):
         apps = {route: self._static(route) for route in _FILES}
-        apps.update({"/runs": self._route(self.runs), "/health": self._route(self.health),
+        apps.update({"/list": self._route(self.listing), "/runs": self._route(self.runs), "/health": self._route(self.health),
                      "/cell": self._route(self.cell), "/attributions":
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
                      "/image": self._image_app})
@@ -137,9 +141,10 @@ class ExplainPlugin(base_plugin.TBPlugin):
                                      "application/json")
         return app
 
-    def _scalars_of(self, ctx, eid, runs=None, wanted=None):
+    def _scalars_of(self, ctx, eid, runs=None, wanted=None, points=SCALAR_POINTS):
         """`{run: {tag: [[step, value], ...]}}` of scalar tags (`wanted`: a
-        predicate on the tag), downsampled to `SCALAR_POINTS`."""
+        predicate on the tag), downsampled to `points` (the last point is
+        always kept)."""
         listing = self._provider.list_scalars(
             ctx, experiment_id=eid, plugin_name="scalars",
             run_tag_filter=provider.RunTagFilter(runs=runs))
@@ -150,7 +155,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
             return {}
         all_tags = sorted({t for ts in chosen.values() for t in ts})
         data = self._provider.read_scalars(
-            ctx, experiment_id=eid, plugin_name="scalars", downsample=SCALAR_POINTS,
+            ctx, experiment_id=eid, plugin_name="scalars", downsample=points,
             run_tag_filter=provider.RunTagFilter(runs=list(chosen), tags=all_tags))
         return {run: {tag: [[d.step, _finite(d.value)] for d in points]
                       for tag, points in per.items() if tag in chosen[run]}
@@ -213,6 +218,16 @@ class ExplainPlugin(base_plugin.TBPlugin):
                 for tag, points in data.items()}
 
     # -- views ---------------------------------------------------------------------
+    def listing(self, ctx, eid, args):
+        """The tb_explain runs and the last step each logged: what the run
+        picker needs, and what tells the page that new epochs arrived."""
+        listing = self._provider.list_scalars(ctx, experiment_id=eid, plugin_name="scalars")
+        return {"runs": [{"run": run, "step": max(
+                    (ts.max_step for t, ts in series.items() if t.startswith("timing/")),
+                    default=0)}
+                 for run, series in sorted(listing.items())
+                 if any(t.startswith("timing/") for t in series)]}
+
     def runs(self, ctx, eid, args):
         """Every tb_explain run: hyperparameters, final metrics per dataset,
         number of alerts, worst layer by `signal`."""
@@ -221,18 +236,20 @@ class ExplainPlugin(base_plugin.TBPlugin):
             raise BadRequest(f"unknown signal {signal!r}; one of {sorted(tags.SIGNALS)}")
         names = self._explain_runs(ctx, eid)
         hparams = self._hparams(ctx, eid, names)
-        scalars = self._scalars_of(ctx, eid, runs=names, wanted=lambda t: (
-            t.startswith("outputs/") and t.count("/") == 2) or t.startswith(
-            tags.SIGNALS[signal][1].split("{}")[0]))
+        head = tags.SIGNALS[signal][1].split("{}")[0]
+        # only the last point of each series: final metrics, the worst layer now
+        scalars = self._scalars_of(ctx, eid, runs=names, points=1, wanted=lambda t: (
+            t.startswith("outputs/") and t.count("/") == 2) or t.startswith(head))
         rows = []
         for run in names:
             per = scalars.get(run, {})
             metrics = {tag: {"step": pts[-1][0], "value": pts[-1][1]}
                        for tag, pts in per.items() if tag.startswith("outputs/") and pts}
-            alerts = self._alerts(ctx, eid, run, per)
+            alerts = self._alerts(ctx, eid, run)
             layers = self._layers(ctx, eid, run) if signal.startswith("gradient") else None
             rows.append({"run": run, "hparams": hparams.get(run, {}), "metrics": metrics,
-                         "alerts": len(alerts), "worst": self._worst(per, signal, layers)})
+                         "alerts": sum(a["count"] for a in alerts),
+                         "worst": self._worst(per, signal, layers)})
         return {"runs": rows, "signal": signal, "signals": {
             k: v[0] for k, v in tags.SIGNALS.items()}}
 
@@ -281,10 +298,13 @@ class ExplainPlugin(base_plugin.TBPlugin):
         return {"layer": tag[len(head):len(tag) - len(tail)], "tag": tag, "step": last[0],
                 "value": last[1]}
 
-    def _alerts(self, ctx, eid, run, scalars=None):
-        """Alerts of a run: `{kind, step, text, tag, layers}`, by step."""
+    def _alerts(self, ctx, eid, run, scalars=None, layers=()):
+        """Alerts of a run, by step: one `{kind, step, tag, text, count,
+        layers}` per kind of a Text card at a step (`count` lines; `text`
+        the first few), `layers` the names of `layers` its lines mention."""
         texts = self._texts(ctx, eid, run, lambda t: t.endswith("/alerts") or t == tags.SKIPPED)
-        out = []
+        known = set(layers)
+        groups = {}
         for tag, points in texts.items():
             for step, text in points:
                 for line in text.splitlines():
@@ -298,7 +318,18 @@ class ExplainPlugin(base_plugin.TBPlugin):
                             if tag == tags.SKIPPED else "alert")
                     if kind == "alert" and tag == tags.SKIPPED:
                         continue
-                    out.append({"kind": kind, "step": step, "tag": tag, "text": line[:600]})
+                    group = groups.setdefault((step, kind, tag), {
+                        "kind": kind, "step": step, "tag": tag, "lines": [], "layers": set()})
+                    group["lines"].append(line[:600])
+                    if known:
+                        group["layers"].update(known.intersection(_TOKEN.findall(line)))
+        out = []
+        for group in groups.values():
+            lines = group.pop("lines")
+            shown = "\n".join(lines[:ALERT_LINES]) + (
+                f"\n… and {len(lines) - ALERT_LINES} more" if len(lines) > ALERT_LINES else "")
+            out.append({**group, "text": shown, "count": len(lines),
+                        "layers": [r for r in layers if r in group["layers"]]})
         if scalars is None:
             scalars = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(
                 tags.COMPLETENESS)).get(run, {})
@@ -308,7 +339,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
                     if isinstance(value, str) or value > tags.COMPLETENESS_TOLERANCE:
                         out.append({"kind": "completeness", "step": step, "tag": tag,
                                     "text": f"completeness gap {value} above "
-                                            f"{tags.COMPLETENESS_TOLERANCE}"})
+                                            f"{tags.COMPLETENESS_TOLERANCE}", "count": 1,
+                                    "layers": []})
         return sorted(out, key=lambda a: (a["step"], a["kind"]))
 
     def health(self, ctx, eid, args):
@@ -320,15 +352,15 @@ class ExplainPlugin(base_plugin.TBPlugin):
             raise BadRequest(f"unknown signal {signal!r}; one of {sorted(tags.SIGNALS)}")
         label, pattern, scale = tags.SIGNALS[signal]
         head, tail = pattern.split("{}")
+        order = self._layers(ctx, eid, run)
+        # variables' gradient norms share the layers' pattern: read layers only
+        only = set(order) if order and signal.startswith("gradient") else None
         per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: (
-            t.startswith(head) and t.endswith(tail) and len(t) > len(head) + len(tail))
+            t.startswith(head) and t.endswith(tail) and len(t) > len(head) + len(tail) and (
+                only is None or t[len(head):len(t) - len(tail)] in only))
             or t.startswith(tags.COMPLETENESS)).get(run, {})
         series = {tag[len(head):len(tag) - len(tail)]: pts for tag, pts in per.items()
                   if tag.startswith(head) and tag.endswith(tail)}
-        if signal.startswith("gradient"):  # variables' norms share the prefix: layers only
-            layers = self._layers(ctx, eid, run)
-            series = {k: v for k, v in series.items() if not layers or k in layers}
-        order = self._layers(ctx, eid, run)
         rank = {path: i for i, path in enumerate(order)}
 
         def position(name):
@@ -338,10 +370,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
         rows = sorted(series, key=position)
         epochs = sorted({p[0] for pts in series.values() for p in pts})
         alerts = self._alerts(ctx, eid, run, {t: v for t, v in per.items()
-                                              if t.startswith(tags.COMPLETENESS)})
-        for alert in alerts:
-            alert["layers"] = [r for r in rows if re.search(
-                r"(^|[\s(:,])" + re.escape(r) + r"([\s(:,]|$)", alert["text"])]
+                                              if t.startswith(tags.COMPLETENESS)}, rows)
         return {"run": run, "signal": signal, "label": label, "scale": scale,
                 "rows": [{"name": r, "tag": pattern.format(r),
                           "cells": series[r]} for r in rows],

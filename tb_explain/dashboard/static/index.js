@@ -63,20 +63,23 @@ export async function render() {
   let runs = [], listed = "";
   const memory = {};  // what the views remember (signal, epoch) across re-renders
   async function show() {
-    main.textContent = "";
+    // Each render draws into its own box: a slower earlier render (a click
+    // while it was loading) can never add to the page it no longer owns.
+    const box = el("div");
+    main.replaceChildren(box);
     for (const button of nav.children) button.setAttribute("aria-pressed",
       String(button.dataset.view === state.view));
     const view = VIEWS.find((v) => v[0] === state.view) || VIEWS[0];
     try {
-      await view[2](main, state.run, {runs, memory, pick: (run) => { picker.value = run; state.run = run; }});
+      await view[2](box, state.run, {runs, memory, pick: (run) => { picker.value = run; state.run = run; }});
     } catch (error) {
-      main.append(errorBox(error));
+      box.append(errorBox(error));
     }
   }
   async function load() {
     let listing;
     try {
-      listing = await getJSON("runs");
+      listing = await getJSON("list");
     } catch (error) {
       main.append(errorBox(error));
       return;
@@ -100,7 +103,7 @@ export async function render() {
   // New epochs logged: draw again, keeping the run, view, signal and epoch.
   onDataReloaded(async () => {
     try {
-      if (JSON.stringify(await getJSON("runs")) !== listed) await load();
+      if (JSON.stringify(await getJSON("list")) !== listed) await load();
     } catch (e) {}
   });
   await load();

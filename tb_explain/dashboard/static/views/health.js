@@ -1,12 +1,28 @@
 // Health: layers (rows, model order) by logged epochs (columns) of one signal.
-import {el, getJSON, imageURL, ramp, scalarCell, section, format} from "../util.js";
+import {el, getJSON, imageURL, ramp, section, format} from "../util.js";
+
+// Colour levels of the matrix: one CSS class per level is far cheaper than an
+// inline style per cell (a run of 300 layers by 100 epochs has 30,000).
+const LEVELS = 64;
+// Rows per block of the matrix, and a row's height in pixels (style.css).
+const BLOCK_ROWS = 20, ROW_PX = 21;
+
+function palette() {
+  if (document.getElementById("health-palette")) return;
+  let css = ".matrix td.bad { background: #ff00ff; color: #fff; }\n";
+  for (let i = 0; i < LEVELS; i++) {
+    const t = i / (LEVELS - 1);
+    css += `.matrix td.c${i} { background: ${ramp(t)}; color: ${t > 0.6 ? "#000" : "#fff"}; }\n`;
+  }
+  document.head.append(el("style", {id: "health-palette", text: css}));
+}
 
 function scaler(values, scale) {
   const finite = values.filter((v) => typeof v === "number" && (scale !== "log" || v > 0));
   if (!finite.length) return {at: () => 0.5, low: 0, high: 0};
   if (scale === "linear") return {at: (v) => v, low: 0, high: 1};
   const logs = finite.map(Math.log10);
-  const low = Math.min(...logs), high = Math.max(...logs);
+  const low = logs.reduce((a, b) => Math.min(a, b)), high = logs.reduce((a, b) => Math.max(a, b));
   return {at: (v) => (v > 0 ? (high > low ? (Math.log10(v) - low) / (high - low) : 0.5) : 0),
           low: 10 ** low, high: 10 ** high};
 }
@@ -42,39 +58,77 @@ export async function renderHealth(main, run, context) {
     for (const layer of alert.layers || []) alertAt.set(`${layer}@${alert.step}`, alert);
   }
   const detail = el("div", {class: "detail", id: "health-detail"});
-  const table = el("table", {class: "matrix"});
+  palette();
+  // Blocks of rows, each its own fixed-layout table with the same columns:
+  // the browser sizes columns from the first row, and lays out and paints
+  // only the blocks on screen (content-visibility), so a run of 300 layers
+  // by 100 epochs (30,000 cells) opens as fast as a small one.
+  const nameWidth = Math.ceil(14 + 8.2 * data.rows.reduce((n, r) => Math.max(n, r.name.length), 12));
+  const width = `width: ${nameWidth + 48 * data.epochs.length}px`;
+  function columns() {
+    const cols = el("colgroup", {}, el("col", {style: `width: ${nameWidth}px`}));
+    for (let i = 0; i < data.epochs.length; i++) cols.append(el("col", {style: "width: 48px"}));
+    return cols;
+  }
+  const table = el("div", {class: "matrix-blocks", id: "health-matrix"});
   const head = el("tr", {}, el("th", {text: "layer \\ epoch"}));
   for (const epoch of data.epochs) head.append(el("th", {text: String(epoch)}));
-  table.append(head);
-  for (const row of data.rows) {
-    const byStep = new Map(row.cells.map((c) => [c[0], c[1]]));
-    const tr = el("tr", {}, el("th", {class: "row", text: row.name}));
-    for (const epoch of data.epochs) {
-      if (!byStep.has(epoch)) { tr.append(el("td", {class: "empty"})); continue; }
-      const value = byStep.get(epoch);
-      const bad = typeof value === "string";
-      const td = scalarCell(row.tag, epoch, value, {"data-layer": row.name});
-      td.style.background = bad ? "#ff00ff" : ramp(scale.at(value));
-      td.style.color = !bad && scale.at(value) > 0.6 ? "#000" : "#fff";
-      const alert = alertAt.get(`${row.name}@${epoch}`);
-      if (alert) { td.classList.add("alert"); td.title += `\n${alert.kind}: ${alert.text}`; }
-      td.addEventListener("click", () => {
-        for (const s of table.querySelectorAll("td.selected")) s.classList.remove("selected");
-        td.classList.add("selected");
-        showCell(detail, run, row.name, epoch);
-      });
-      tr.append(td);
+  table.append(el("table", {class: "matrix head", style: width}, columns(), head));
+  const epochText = data.epochs.map(String);
+  let block = null;
+  data.rows.forEach((row, r) => {
+    if (r % BLOCK_ROWS === 0) {
+      const rows = Math.min(BLOCK_ROWS, data.rows.length - r);
+      block = el("table", {class: "matrix", style: width}, columns());
+      table.append(el("div", {class: "block", style: `contain-intrinsic-size: auto ${rows * ROW_PX}px`}, block));
     }
-    table.append(tr);
-  }
+    const byStep = new Map(row.cells.map((c) => [c[0], c[1]]));
+    const tr = document.createElement("tr");
+    tr.append(el("th", {class: "row", text: row.name}));
+    data.epochs.forEach((epoch, k) => {
+      const td = document.createElement("td");
+      if (!byStep.has(epoch)) { td.className = "empty"; tr.append(td); return; }
+      const value = byStep.get(epoch);
+      td.className = typeof value === "string" ? "bad"
+        : `c${Math.max(0, Math.min(LEVELS - 1, Math.round(scale.at(value) * (LEVELS - 1))))}`;
+      if (alertAt.has(`${row.name}@${epoch}`)) td.classList.add("alert");
+      td.dataset.tag = row.tag;
+      td.dataset.epoch = epochText[k];
+      td.dataset.value = String(value);
+      td.dataset.layer = row.name;
+      td.textContent = format(value);
+      tr.append(td);
+    });
+    block.append(tr);
+  });
+  table.addEventListener("mouseover", (event) => {  // tooltips, made when first needed
+    const td = event.target.closest("td[data-tag]");
+    if (!td || td.title) return;
+    const alert = alertAt.get(`${td.dataset.layer}@${td.dataset.epoch}`);
+    td.title = `${td.dataset.tag} @ epoch ${td.dataset.epoch}: ${td.dataset.value}` +
+      (alert ? `\n${alert.kind}: ${alert.text}` : "");
+  });
+  table.addEventListener("click", (event) => {  // one listener for every cell
+    const td = event.target.closest("td[data-layer]");
+    if (!td) return;
+    for (const s of table.querySelectorAll("td.selected")) s.classList.remove("selected");
+    td.classList.add("selected");
+    showCell(detail, run, td.dataset.layer, Number(td.dataset.epoch));
+  });
   root.append(el("div", {class: "scroll"}, table), detail);
   const list = el("ul", {class: "timeline", id: "alert-timeline"});
   for (const alert of data.alerts) {
-    list.append(el("li", {"data-epoch": String(alert.step), "data-kind": alert.kind},
-      el("span", {class: "kind", text: `epoch ${alert.step} · ${alert.kind}`}),
-      el("span", {text: alert.text})));
+    const summary = el("summary", {}, el("span", {class: "kind", text: `epoch ${alert.step} · ${alert.kind}` +
+      (alert.count > 1 ? ` (${alert.count})` : "")}), el("span", {text: alert.text.split("\n")[0]}));
+    const item = el("li", {"data-epoch": String(alert.step), "data-kind": alert.kind});
+    if (alert.text.includes("\n")) {
+      item.append(el("details", {}, summary, el("div", {class: "lines", text: alert.text})));
+    } else {
+      item.append(...summary.childNodes);
+    }
+    list.append(item);
   }
-  root.append(el("h3", {text: `Alerts (${data.alerts.length})`}),
+  root.append(el("h3", {text: `Alerts (${data.alerts.reduce((n, a) => n + (a.count || 1), 0)})`}),
               data.alerts.length ? list : el("p", {class: "muted", text: "No alert in this run."}));
 }
 
