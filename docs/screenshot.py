@@ -1,11 +1,14 @@
 """Regenerates the README's screenshots of the demo's logs in TensorBoard:
-docs/images-dashboard.png (Images), docs/pr-curves-dashboard.png (PR Curves) and
-docs/attributions-comparison.png (the attribution methods side by side).
+docs/images-dashboard.png (Images), docs/pr-curves-dashboard.png (PR Curves),
+docs/attributions-comparison.png (the attribution methods side by side) and the
+Explain tab's four views, light and dark (docs/explain-<view>[-dark].png; the
+demo's digits and cancer runs, so the Runs view compares two).
 
 Usage (needs Debian's chromium and the test extra's playwright):
     python docs/screenshot.py
 """
 
+import json
 import os
 import shutil
 import socket
@@ -24,6 +27,9 @@ def main():
     logs = tempfile.mkdtemp(prefix="tbx_docs_")
     subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir",
                     os.path.join(logs, "digits"), "--epochs", "4", "--freq", "2"], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--dataset", "cancer",
+                    "--logdir", os.path.join(logs, "cancer"), "--epochs", "4", "--freq", "2"],
+                   check=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -59,10 +65,45 @@ def main():
                     page.mouse.click(38, 96)  # "Show actual image size"
                     page.wait_for_timeout(3000)
                 page.screenshot(path=os.path.join(ROOT, "docs", name))
+            explain_tab(browser, f"http://127.0.0.1:{port}")
             browser.close()
     finally:
         server.terminate()
         shutil.rmtree(logs, ignore_errors=True)
+
+
+#: (view, run, what to click first): the Explain tab's screenshots.
+EXPLAIN_VIEWS = (("health", "digits", 'td[data-layer="digits_cnn/conv2"][data-epoch="2"]'),
+                 ("attributions", "digits", None), ("outputs", "digits", None),
+                 ("runs", "digits", None), ("attributions", "cancer", None))
+
+
+def explain_tab(browser, url):
+    """The Explain tab's views, opened on their own page (the tab's iframe),
+    in the light and the dark theme."""
+    for _ in range(120):  # both runs read
+        with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as response:
+            if len(json.loads(response.read())["runs"]) == 2:
+                break
+        time.sleep(1)
+    for dark in (False, True):
+        for view, run, click in EXPLAIN_VIEWS:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/data/plugin_entry.html?name=tb_explain"
+                      + ("&theme=dark" if dark else ""))
+            page.wait_for_selector("#run-picker option", state="attached")
+            page.select_option("#run-picker", run)
+            page.click(f'nav button[data-view="{view}"]')
+            page.wait_for_selector(f'section[data-view="{view}"]')
+            if view == "runs":
+                for name in ("digits", "cancer"):
+                    page.check(f'input[aria-label="compare {name}"]')
+            if click:
+                page.click(click)
+            page.wait_for_timeout(3000)
+            suffix = ("-" + run if run != "digits" else "") + ("-dark" if dark else "")
+            page.screenshot(path=os.path.join(ROOT, "docs", f"explain-{view}{suffix}.png"))
+            page.close()
 
 
 if __name__ == "__main__":
