@@ -38,8 +38,8 @@ if not _loaded_as_tensorboard_plugin():
     _check_environment()
 
     from tb_explain.callbacks import (  # noqa: E402
-        ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
-        IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+        ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance,
+        GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
     )
     from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
     from tb_explain.compute.rules import extract_rules  # noqa: E402
@@ -53,7 +53,8 @@ if not _loaded_as_tensorboard_plugin():
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "Attribution", "Attributions", "DecisionRules", "FeatureImportance", "GradientNorms",
+    "ActivationImages", "Attribution", "Attributions", "DecisionRules", "Embeddings",
+    "FeatureImportance", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
     "Probe", "RandomizationTest", "Run", "WeightHistograms", "attribute", "explain",
     "extract_rules", "integrated_gradients", "randomization_test",

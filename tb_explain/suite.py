@@ -5,8 +5,8 @@ import logging
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, Attributions, DecisionRules, FeatureImportance, GradientNorms, HParams,
-    IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+    ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
+    HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
 )
 from tb_explain.callbacks.base import Suite
 from tb_explain.compute import importance
@@ -18,6 +18,7 @@ SUITE = [
     (ModelGraph, None), (HParams, None), (WeightHistograms, None), (ActivationImages, "data"),
     (GradientNorms, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
+    (Embeddings, "datasets"),
 ]
 
 
@@ -64,7 +65,7 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     `FeatureImportance` (with
     labels) and `DecisionRules` (with scikit-learn installed), which read all
     of `data` (the probe callbacks keep its first `max_samples` rows); with
-    `datasets`, also `Predictions`.
+    `datasets`, also `Predictions` and `Embeddings` (the Projector).
     Options are passed to every callback that accepts them by name (for
     instance `max_samples` to all three probe callbacks); an option no
     callback accepts is a `TypeError`.
@@ -72,7 +73,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     Args:
         log_dir: Directory of the run (created if missing).
         data: Optional probe data for the callbacks that need it.
-        datasets: Optional labelled datasets for `Predictions`: one, or a dict
+        datasets: Optional labelled datasets for `Predictions` and
+            `Embeddings`: one, or a dict
             `{name: dataset}` (`{"train": (x, y), "val": (x_val, y_val)}`).
         privacy: `"off"`, `"inputs"` or `"strict"`, for every callback that
             renders data (see the README's "Privacy"), and recorded in the

@@ -40,7 +40,7 @@ def batches(data, batch_size):
     n = len(tf.nest.flatten(x)[0])
     for start in range(0, n, batch_size):
         cut = lambda a, s=start: a[s:s + batch_size]  # noqa: E731
-        yield (tf.nest.map_structure(cut, x), tf.nest.map_structure(cut, y),
+        yield (tf.nest.map_structure(cut, x), None if y is None else tf.nest.map_structure(cut, y),
                None if weights is None else cut(weights))
 
 
