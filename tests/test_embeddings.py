@@ -335,3 +335,58 @@ def test_explain_adds_embeddings_with_datasets(tmp_path):
     (embedding,) = [c for c in callbacks if isinstance(c, tbx.Embeddings)]
     assert embedding.max_points == 50 and list(embedding.datasets) == ["val"]
     assert not [c for c in tbx.explain(str(tmp_path)) if isinstance(c, tbx.Embeddings)]
+
+
+def test_projector_tab_in_chromium_shows_the_points(fitted):
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    chromium = shutil.which("chromium")
+    if chromium is None and os.environ.get("CI") != "true":
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
+                               str(fitted["root"]), "--port", str(port), "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/projector/runs") as r:
+                    if b"run" in r.read():
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "TensorBoard did not serve the Projector"
+            time.sleep(1)
+        with sync_playwright() as p:
+            # WebGL through SwiftShader: the Projector draws with WebGL
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                "--ignore-gpu-blocklist"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{url}/#projector")
+                deadline = time.time() + 60  # the Projector's own iframe, once loaded
+                while not [f for f in page.frames if f.url.endswith("projector_binary.html")]:
+                    assert time.time() < deadline, "the Projector did not load"
+                    page.wait_for_timeout(200)
+                frame = next(f for f in page.frames if f.url.endswith("projector_binary.html"))
+                frame.locator("text=/Points: 300/").wait_for(timeout=60_000)
+                assert frame.locator("text=/Dimension: 16/").count() == 1
+                assert frame.locator("text=/3 tensors found/").count() == 1  # epochs 0, 2, 4
+                assert frame.locator("text=/does not have WebGL/").count() == 0
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
