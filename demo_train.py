@@ -122,7 +122,9 @@ def main(argv=None):
     model.fit(x, y, epochs=args.epochs, batch_size=64, validation_data=(x_val, y_val),
               callbacks=callbacks, verbose=2)
     root = os.path.dirname(os.path.abspath(args.logdir)) or "."
-    print(f"\nLogged to {args.logdir}. Browse it with:\n\n    tensorboard --logdir {root}\n")
+    print(f"\nLogged to {args.logdir}. Browse it with:\n\n    tensorboard --logdir {root}\n\n"
+          "The EXPLAIN tab tells the run's story; PROJECTOR shows how the hidden layer "
+          "arranges\nthe train and validation points at each logged epoch.\n")
 
 
 if __name__ == "__main__":

@@ -69,3 +69,11 @@ def test_demo_tabular_variant_names_features(tmp_path, read_run):
     assert "IG rank" in run.text("importance/ranking")
     assert "THEN malignant" in run.text("rules/text") or "THEN benign" in run.text("rules/text")
     assert 0.5 < run.value("rules/fidelity") <= 1.0
+    # Embeddings for the Projector: the hidden layer at each logged epoch
+    from tb_explain.summary import projector
+
+    config = projector.read_config(str(log_dir))
+    assert [e.tensor_name for e in config.embeddings] == [
+        "digits_cnn/dense @ epoch 0", "digits_cnn/dense @ epoch 2"]
+    assert all(e.sprite.image_path == "embeddings/sprite.png" for e in config.embeddings)
+    assert "PROJECTOR" in result.stdout
