@@ -39,9 +39,10 @@ if not _loaded_as_tensorboard_plugin():
 
     from tb_explain.callbacks import (  # noqa: E402
         ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance,
-        GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+        FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
     )
     from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
+    from tb_explain.compute.features import feature_visualization  # noqa: E402
     from tb_explain.compute.rules import extract_rules  # noqa: E402
     from tb_explain.compute.attribution import (  # noqa: E402
         Attribution, RandomizationTest, attribute, integrated_gradients, randomization_test,
@@ -54,7 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationImages", "Attribution", "Attributions", "DecisionRules", "Embeddings",
-    "FeatureImportance", "GradientNorms",
+    "FeatureImportance", "FeatureVisualization", "feature_visualization", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
     "Probe", "RandomizationTest", "Run", "WeightHistograms", "attribute", "explain",
     "extract_rules", "integrated_gradients", "randomization_test",

@@ -4,6 +4,7 @@ from tb_explain.callbacks.activation_images import ActivationImages
 from tb_explain.callbacks.attributions import Attributions
 from tb_explain.callbacks.base import ExplainCallback, LoggingFailedWarning, NotApplicable
 from tb_explain.callbacks.embeddings import Embeddings
+from tb_explain.callbacks.feature_visualization import FeatureVisualization
 from tb_explain.callbacks.gradient_norms import GradientNorms
 from tb_explain.callbacks.hparams import HParams
 from tb_explain.callbacks.integrated_gradients import IntegratedGradients
@@ -12,5 +13,5 @@ from tb_explain.callbacks.predictions import Predictions
 from tb_explain.callbacks.tabular import DecisionRules, FeatureImportance
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ActivationImages", "Attributions", "DecisionRules", "Embeddings", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
+__all__ = ["ActivationImages", "Attributions", "DecisionRules", "Embeddings", "FeatureVisualization", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
            "WeightHistograms"]

@@ -371,9 +371,17 @@ class ExplainPlugin(base_plugin.TBPlugin):
         epochs = sorted({p[0] for pts in series.values() for p in pts})
         alerts = self._alerts(ctx, eid, run, {t: v for t, v in per.items()
                                               if t.startswith(tags.COMPLETENESS)}, rows)
+        column = {step: k for k, step in enumerate(epochs)}
+
+        def aligned(points):  # one value per epoch column, None where not logged
+            values = [None] * len(epochs)
+            for step, value in points:
+                values[column[step]] = value
+            return values
+
         return {"run": run, "signal": signal, "label": label, "scale": scale,
                 "rows": [{"name": r, "tag": pattern.format(r),
-                          "cells": series[r]} for r in rows],
+                          "values": aligned(series[r])} for r in rows],
                 "epochs": epochs, "alerts": alerts,
                 "signals": {k: v[0] for k, v in tags.SIGNALS.items()}}
 

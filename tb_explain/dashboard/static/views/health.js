@@ -46,7 +46,7 @@ export async function renderHealth(main, run, context) {
   if (!data.rows.length) {
     root.append(el("p", {class: "muted", text: `No ${data.label} logged in this run.`}));
   }
-  const values = data.rows.flatMap((r) => r.cells.map((c) => c[1]));
+  const values = data.rows.flatMap((r) => r.values.filter((v) => v !== null));
   const scale = scaler(values, data.scale);
   const legend = el("div", {class: "legend"}, el("span", {text: format(scale.low)}),
     el("span", {class: "bar", style: `background: linear-gradient(to right, ${ramp(0)}, ${ramp(0.25)}, ${ramp(0.5)}, ${ramp(0.75)}, ${ramp(1)})`}),
@@ -82,13 +82,12 @@ export async function renderHealth(main, run, context) {
       block = el("table", {class: "matrix", style: width}, columns());
       table.append(el("div", {class: "block", style: `contain-intrinsic-size: auto ${rows * ROW_PX}px`}, block));
     }
-    const byStep = new Map(row.cells.map((c) => [c[0], c[1]]));
     const tr = document.createElement("tr");
     tr.append(el("th", {class: "row", text: row.name}));
-    data.epochs.forEach((epoch, k) => {
+    row.values.forEach((value, k) => {
+      const epoch = data.epochs[k];
       const td = document.createElement("td");
-      if (!byStep.has(epoch)) { td.className = "empty"; tr.append(td); return; }
-      const value = byStep.get(epoch);
+      if (value === null) { td.className = "empty"; tr.append(td); return; }
       td.className = typeof value === "string" ? "bad"
         : `c${Math.max(0, Math.min(LEVELS - 1, Math.round(scale.at(value) * (LEVELS - 1))))}`;
       if (alertAt.has(`${row.name}@${epoch}`)) td.classList.add("alert");
