@@ -119,6 +119,9 @@ def main(argv=None):
                      steps=32, datasets={"train": (x, y), "validation": (x_val, y_val)},
                      **options),
     ]
+    if args.dataset == "digits":  # what each conv2 filter and each class responds to most
+        callbacks.append(tbx.FeatureVisualization(args.logdir, layers=["conv2", "classes"],
+                                                  units=10, freq=args.freq, steps=128))
     model.fit(x, y, epochs=args.epochs, batch_size=64, validation_data=(x_val, y_val),
               callbacks=callbacks, verbose=2)
     root = os.path.dirname(os.path.abspath(args.logdir)) or "."

@@ -174,7 +174,7 @@ def main():
         server, url = serve(root, args.layers, args.epochs)
         try:
             health = routes(url, args.repeats)
-            cells = sum(len(r["cells"]) for r in health["rows"])
+            cells = sum(v is not None for r in health["rows"] for v in r["values"])
             print(f"health table: {len(health['rows'])} layers x {len(health['epochs'])} "
                   f"epochs, {cells} cells")
             time_to_table(url, cells, args.repeats)

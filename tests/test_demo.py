@@ -41,6 +41,17 @@ def test_demo_runs_and_logs_everything(tmp_path, read_run):
     assert run.value("outputs/validation/accuracy", 2) == pytest.approx(keras_accuracy, abs=1e-6)
     assert "| 0 |" in run.text("outputs/validation/confusion")
     assert "validation" in run.text("outputs/diagnostics")
+    # Embeddings for the Projector: the hidden layer at each logged epoch
+    from tb_explain.summary import projector
+
+    config = projector.read_config(str(log_dir))
+    assert [e.tensor_name for e in config.embeddings] == [
+        "digits_cnn/dense @ epoch 0", "digits_cnn/dense @ epoch 2"]
+    assert all(e.sprite.image_path == "embeddings/sprite.png" for e in config.embeddings)
+    assert "PROJECTOR" in result.stdout
+    # feature visualization of conv2's filters and the classes
+    assert run.steps("features/digits_cnn/conv2") == [0, 2]
+    assert run.steps("features/digits_cnn/classes") == [0, 2]
 
 
 def test_demo_rejects_bad_arguments(tmp_path):
@@ -69,11 +80,11 @@ def test_demo_tabular_variant_names_features(tmp_path, read_run):
     assert "IG rank" in run.text("importance/ranking")
     assert "THEN malignant" in run.text("rules/text") or "THEN benign" in run.text("rules/text")
     assert 0.5 < run.value("rules/fidelity") <= 1.0
-    # Embeddings for the Projector: the hidden layer at each logged epoch
+    # Embeddings for the Projector: the last hidden layer at each logged epoch
     from tb_explain.summary import projector
 
     config = projector.read_config(str(log_dir))
     assert [e.tensor_name for e in config.embeddings] == [
-        "digits_cnn/dense @ epoch 0", "digits_cnn/dense @ epoch 2"]
-    assert all(e.sprite.image_path == "embeddings/sprite.png" for e in config.embeddings)
-    assert "PROJECTOR" in result.stdout
+        "cancer_mlp/hidden2 @ epoch 0", "cancer_mlp/hidden2 @ epoch 1"]
+    assert not any(e.sprite.image_path for e in config.embeddings)  # a table: no sprite
+    assert not [t for t in run.tags if t.startswith("features/")]
