@@ -73,7 +73,7 @@ def main():
 
 
 #: (view, run, what to click first): the Explain tab's screenshots.
-EXPLAIN_VIEWS = (("health", "digits", 'td[data-layer="digits_cnn/conv2"][data-epoch="2"]'),
+EXPLAIN_VIEWS = (("health", "digits", 'tr[data-layer="digits_cnn/conv2"] td[data-epoch="2"]'),
                  ("attributions", "digits", None), ("outputs", "digits", None),
                  ("runs", "digits", None), ("attributions", "cancer", None))
 

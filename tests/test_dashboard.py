@@ -323,7 +323,7 @@ def test_explain_tab_in_chromium(served, runs, tmp_path):
             frame.select_option("#run-picker", "lr0.01")
             frame.wait_for_selector('section[data-view="health"] td[data-tag]', timeout=30000)
             assert _check_values(frame, runs, "lr0.01") > 4
-            cell = frame.query_selector('td[data-layer="cnn/conv"][data-epoch="2"]')
+            cell = frame.query_selector('tr[data-layer="cnn/conv"] td[data-epoch="2"]')
             cell.click()
             frame.wait_for_selector("#cell-image", timeout=30000)
             assert frame.get_attribute("#cell-image", "data-tag") == "activations/cnn/conv"

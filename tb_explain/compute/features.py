@@ -25,6 +25,9 @@ from tb_explain.compute.embeddings import _capturing
 from tb_explain.compute.activations import all_layers
 
 PARAMETERIZATIONS = ("pixels", "fourier")
+#: Standard deviation of the initial parameters: a noisy start (pixels spread
+#: over the range) gives units that a flat grey image leaves dead a gradient.
+INIT_SD = {"pixels": 0.01, "fourier": 0.01}
 
 
 @dataclasses.dataclass
@@ -180,9 +183,10 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
     h, w, c = image_shape
     rng = np.random.default_rng(seed)
     if parameterization == "fourier":
-        init = [rng.normal(0, 0.01, (k, c, h, w // 2 + 1)).astype(np.float32) for _ in range(2)]
+        init = [rng.normal(0, INIT_SD["fourier"], (k, c, h, w // 2 + 1)).astype(np.float32)
+                for _ in range(2)]
     else:
-        init = [rng.normal(0, 0.01, (k, h, w, c)).astype(np.float32)]
+        init = [rng.normal(0, INIT_SD["pixels"], (k, h, w, c)).astype(np.float32)]
     onehot = tf.one_hot(units, available)  # [k, units]
 
     def objective(images, transform_seed):
