@@ -7,7 +7,8 @@ rescaled before the forward pass, a total-variation penalty keeps it smooth,
 and the image can be parameterized in a decorrelated Fourier basis scaled by
 1/frequency (`parameterization="fourier"`), which favours natural, low
 frequency structure. All units of a call are optimized together as one
-batch (sample k maximizes unit k) in one compiled loop with Adam.
+batch (sample k maximizes unit k) in one compiled loop with Adam, traced
+once per model, layer, units and settings.
 
 The objective of unit `u` is the mean of channel `u` of the layer's output
 over every position (a conv filter), or unit `u` itself (a dense unit, an
@@ -21,8 +22,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tb_explain.compute.embeddings import _capturing
 from tb_explain.compute.activations import all_layers
+from tb_explain.compute.attribution import _cores
+from tb_explain.compute.embeddings import _capturing
 
 PARAMETERIZATIONS = ("pixels", "fourier")
 #: Standard deviation of the initial parameters: a noisy start (pixels spread
@@ -230,9 +232,17 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
         images = _image_of(params, (k, h, w, c), parameterization, value_range, norm)
         return images, objective(images, None)
 
-    with _capturing([(path, paths[path])], captured):
-        compiled = tf.function(run, autograph=False).get_concrete_function(
-            [tf.TensorSpec(p.shape, tf.float32) for p in init])
+    # Traced once per model, layer, units and settings (the weights are
+    # variables: a later call, a later epoch, sees their current values).
+    per_model = _cores.cache(model)
+    key = ("feature_visualization", path, tuple(units), steps, image_shape, parameterization,
+           float(learning_rate), jitter, tuple(scales), float(tv_weight), tuple(value_range),
+           norm, int(seed))
+    compiled = per_model.get(key)
+    if compiled is None:
+        with _capturing([(path, paths[path])], captured):
+            compiled = per_model[key] = tf.function(run, autograph=False).get_concrete_function(
+                [tf.TensorSpec(p.shape, tf.float32) for p in init])
     images, gains = compiled([tf.constant(p) for p in init])
     images = images.numpy()
     if vector:
