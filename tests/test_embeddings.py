@@ -240,6 +240,8 @@ def test_privacy_levels(tmp_path):
             assert len(rows) == 200 and rows[0]["label"] == str(y[int(rows[0]["index"])])
         else:  # no per-sample vectors (and this model has no Embedding layer)
             assert not [f for f in files if f.endswith(".tsv")]
+            assert not os.path.exists(os.path.join(log_dir, "projector_config.pbtxt"))
+            assert os.listdir(os.path.join(log_dir, "embeddings")) == []  # no epoch folder
 
 
 def test_unlabeled_data_spatial_default_and_a_subclassed_model(tmp_path):

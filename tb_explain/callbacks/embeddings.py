@@ -255,7 +255,6 @@ class Embeddings(ExplainCallback):
         if not self._writer.chief:
             return
         folder = f"{SUBDIR}/epoch_{epoch:04d}"
-        os.makedirs(os.path.join(self.log_dir, folder), exist_ok=True)
         entries = []
         if self.privacy != "strict":
             parts = [self._rows(*point) for point in self._points]
@@ -278,14 +277,16 @@ class Embeddings(ExplainCallback):
                                            {"id": list(ids), "token": tokens}, epoch))
         if entries:
             projector.add_embeddings(self.log_dir, entries)
-        elif not self.weights or self.privacy == "strict":
+        else:
             logging.getLogger("tb_explain").info(
-                "Embeddings: nothing to write at privacy='strict' without Embedding layers.")
+                "Embeddings: nothing to write at epoch %d (privacy='strict' writes only "
+                "Embedding layers' weights, and this model has none).", epoch)
 
     def _write(self, folder, name, vectors, columns, epoch, sprite=None):
         stem = name.replace("/", "__")
         tensor_path = f"{folder}/{stem}.tsv"
         metadata_path = f"{folder}/{stem}.meta.tsv"
+        os.makedirs(os.path.join(self.log_dir, folder), exist_ok=True)
         projector.write_vectors(os.path.join(self.log_dir, tensor_path), vectors)
         projector.write_metadata(os.path.join(self.log_dir, metadata_path), columns)
         return {"tensor_name": f"{name} @ epoch {epoch}", "tensor_path": tensor_path,
