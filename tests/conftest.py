@@ -1,6 +1,11 @@
 """Shared fixtures: small models, data, and reading runs back with TensorBoard."""
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -121,3 +126,31 @@ def fit_suite(log_dir, lr, digits, epochs=3):
                                                 datasets={"train": (x, y),
                                                           "val": (x[:16], y[:16])})])
     return model, history
+
+
+@contextlib.contextmanager
+def serve_tensorboard(logdir, ready, what, *args):
+    """A `tensorboard` server on `logdir` (a free local port, extra `args`):
+    yields its URL once `ready(url)` is true (OSError: not yet), within 120 s;
+    stops it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+         "--host", "127.0.0.1", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if ready(url):
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, f"TensorBoard did not serve {what} in 120 s"
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

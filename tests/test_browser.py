@@ -9,15 +9,12 @@ browser is downloaded. Without chromium the test is skipped, except in CI
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from conftest import fit_suite
+from conftest import fit_suite, serve_tensorboard
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI") != "true":
@@ -37,12 +34,6 @@ DEEP_IMAGES = """() => { const out = [];
   walk(document.body); return out; }"""
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url, data=None):
     body = None if data is None else json.dumps(data).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -55,27 +46,12 @@ def tensorboard(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("tb")
     for lr in (1e-3, 1e-2):
         fit_suite(root / f"lr{lr}", lr, digits)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--port", str(port),
-         "--host", "127.0.0.1", "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                tags = _get(f"{url}/data/plugin/images/tags")
-                if "lr0.01" in tags and "lr0.001" in tags:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "TensorBoard did not serve the runs in 120 s"
-            time.sleep(1)
+    def ready(url):
+        tags = _get(f"{url}/data/plugin/images/tags")
+        return "lr0.01" in tags and "lr0.001" in tags
+
+    with serve_tensorboard(root, ready, "the runs", "--reload_interval", "1") as url:
         yield url, root
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_hparams_as_tensorboard_serves_them(tensorboard):

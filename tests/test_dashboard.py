@@ -6,9 +6,6 @@ import json
 import math
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -19,7 +16,7 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from werkzeug import test as wtest
 
-from conftest import Run
+from conftest import Run, serve_tensorboard
 from dashboard_runs import HTML_NAME, write_runs
 from tb_explain import tags
 from tb_explain.dashboard.plugin import ExplainPlugin, _layers_from_summary
@@ -252,37 +249,17 @@ def test_bad_parameters_are_400_with_a_message(client, route, params, message):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(logdir):
     if CHROMIUM is None and os.environ.get("CI") != "true":
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir[0]), "--port",
-         str(port), "--host", "127.0.0.1", "--samples_per_plugin", "images=100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as r:
-                    if len(json.loads(r.read())["runs"]) == len(logdir[1]):
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "TensorBoard did not serve the Explain tab"
-            time.sleep(1)
+    def ready(url):
+        with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as r:
+            return len(json.loads(r.read())["runs"]) == len(logdir[1])
+
+    with serve_tensorboard(logdir[0], ready, "the Explain tab", "--samples_per_plugin",
+                           "images=100") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _check_values(frame, runs, run):

@@ -15,6 +15,7 @@ from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug import test as wtest
 
 import tb_explain as tbx
+from conftest import serve_tensorboard
 from tb_explain.render import images
 
 NAMES = [f"digit {i}" for i in range(10)]
@@ -341,9 +342,6 @@ def test_explain_adds_embeddings_with_datasets(tmp_path):
 
 def test_projector_tab_in_chromium_shows_the_points(fitted):
     import shutil
-    import socket
-    import subprocess
-    import sys
     import time
     import urllib.request
 
@@ -352,24 +350,11 @@ def test_projector_tab_in_chromium_shows_the_points(fitted):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
-                               str(fitted["root"]), "--port", str(port), "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/data/plugin/projector/runs") as r:
-                    if b"run" in r.read():
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "TensorBoard did not serve the Projector"
-            time.sleep(1)
+    def ready(url):
+        with urllib.request.urlopen(f"{url}/data/plugin/projector/runs") as r:
+            return b"run" in r.read()
+
+    with serve_tensorboard(fitted["root"], ready, "the Projector") as url:
         with sync_playwright() as p:
             # WebGL through SwiftShader: the Projector draws with WebGL
             browser = p.chromium.launch(executable_path=chromium, args=[
@@ -389,6 +374,3 @@ def test_projector_tab_in_chromium_shows_the_points(fitted):
                 assert frame.locator("text=/does not have WebGL/").count() == 0
             finally:
                 browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
