@@ -13,6 +13,7 @@ import tensorflow as tf
 from tb_explain import _validate, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, is_ready
+from tb_explain.callbacks import _fit_iterators
 from tb_explain.compute import tiering
 from tb_explain.summary.writer import RunWriter, is_chief
 
@@ -185,6 +186,8 @@ class ExplainCallback(keras.callbacks.Callback):
         # batch-begin hook, not a batch-end one: Keras turns every batch's
         # logs into Python numbers (a device sync per batch) and gives up
         # its asynchronous dispatch for callbacks with a batch-end hook.
+        if batch == 0:  # the epoch's input iterator: see `_fit_iterators`
+            _fit_iterators.hold()
         if not self._ready and self._writer is not None:
             self._ready = self._skipped or self._maybe_prepare()
 
@@ -221,6 +224,7 @@ class ExplainCallback(keras.callbacks.Callback):
             self.log_now(epoch)
 
     def on_train_end(self, logs=None):
+        _fit_iterators.release_all()
         try:
             if self._last_epoch is not None and self._last_logged != self._last_epoch \
                     and not self._skipped:
