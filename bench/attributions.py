@@ -1,7 +1,7 @@
 """Each attribution method as a ratio to its own compiled floor, side by side.
 
 Usage:
-    python bench/attributions.py [--repeats N]
+    python bench/attributions.py [--repeats N] [--runs N] [--methods smoothgrad,...]
 
 MobileNetV2 (weights=None) at 96x96, 4 images, targets fixed:
 
@@ -37,7 +37,13 @@ from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # no
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="independent measurements in a row, each its own best of "
+                             "--repeats (default 1)")
+    parser.add_argument("--methods", default="smoothgrad,occlusion,gradcam,saliency",
+                        help="comma-separated methods to time (default: all four)")
     args = parser.parse_args()
+    chosen = args.methods.split(",")
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
     x = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
@@ -72,16 +78,23 @@ def main():
         "gradcam": lambda: tbx.attribute(model, x, "gradcam", target=targets),
         "saliency": lambda: tbx.attribute(model, x, "saliency", target=targets),
     }
+    floors = {m: "gradcam floor" if m == "saliency" else f"{m} floor" for m in chosen}
+    runs = {k: fn for k, fn in runs.items() if k in chosen or k in floors.values()}
     for fn in runs.values():  # trace and warm up everything first
         fn()
-    best = {k: min(v) for k, v in interleaved(runs, args.repeats).items()}
-    print(f"MobileNetV2 96x96, 4 images, best of {args.repeats} interleaved runs")
-    print(f"{'method':12s} {'seconds':>8s} {'floor':>8s} {'ratio':>6s}  target")
-    for method, target in (("smoothgrad", 1.25), ("occlusion", 1.25), ("gradcam", 1.5),
-                           ("saliency", None)):
-        floor = best["gradcam floor" if method == "saliency" else f"{method} floor"]
-        goal = f"<= {target}" if target else "(reference)"
-        print(f"{method:12s} {best[method]:8.3f} {floor:8.3f} {best[method] / floor:6.2f}  {goal}")
+    for run in range(args.runs):
+        best = {k: min(v) for k, v in interleaved(runs, args.repeats).items()}
+        print(f"MobileNetV2 96x96, 4 images, best of {args.repeats} interleaved runs"
+              + (f" (measurement {run + 1} of {args.runs})" if args.runs > 1 else ""))
+        print(f"{'method':12s} {'seconds':>8s} {'floor':>8s} {'ratio':>6s}  target")
+        for method, target in (("smoothgrad", 1.25), ("occlusion", 1.25), ("gradcam", 1.5),
+                               ("saliency", None)):
+            if method not in chosen:
+                continue
+            floor = best[floors[method]]
+            goal = f"<= {target}" if target else "(reference)"
+            print(f"{method:12s} {best[method]:8.3f} {floor:8.3f} "
+                  f"{best[method] / floor:6.2f}  {goal}", flush=True)
 
 
 if __name__ == "__main__":

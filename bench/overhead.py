@@ -20,14 +20,17 @@ Part 2 isolates the weight-histogram logging event itself on a larger model
 `keras.callbacks.TensorBoard(histogram_freq=1)` for the same weights,
 interleaved, as a ratio (target: <= 1.0).
 
-Part 3 drives the whole suite (`tbx.explain` defaults, 2-sample probe) on
-ResNet50 (weights=None, 224x224) through the callback hooks of a 6-epoch
-fit, and compares its first epoch's extra time (setup + first event) and
-each later event with the compute floor of one integrated-gradients event:
-the same 2 x 52 input gradients in one compiled call, already traced
-(targets: first epoch <= 2x, steady event <= 1.3x). Events 1-3 run eagerly
-(`tb_explain.compute.tiering`), event 4 traces the compiled functions, and
-later events are the steady state.
+Part 3 fits ResNet50 (weights=None, 224x224, 32 random images, batch 16)
+for 7 epochs twice, interleaved: with the whole suite (`tbx.explain`
+defaults, 2-sample probe, every epoch) and without it, each with two clock
+callbacks first and last in the list. Per epoch it prints both wall times,
+the extra, the time inside the hooks and the rest (spent outside the
+callbacks), and the extra as a ratio to the compute floor of one
+integrated-gradients event (the same 2 x 52 input gradients in one compiled
+call, already traced); then the first epoch's extra (setup + first event,
+target <= 2x), the median steady extra of the last 3 epochs (<= 1.25x), the
+amortized extra per event (<= 1.4x) and the share outside the callbacks
+(<= 5%). `--resnet-repeats N` takes the median over N pairs of fits.
 """
 
 import argparse

@@ -83,10 +83,15 @@ def test_low_steps_warn_about_completeness(tmp_path, read_run):
                               keras.layers.Dense(3, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).normal(size=(4, 4)).astype("float32") * 4
-    with pytest.warns(RuntimeWarning, match=r"completeness gap .* exceeds 5%: raise `steps`"):
+    with pytest.warns(RuntimeWarning, match=r"completeness gap .* exceeds 5%: raise `steps` "
+                                            r"\(now 1\) or use method='gausslegendre'\."):
         model.fit(x, np.zeros(4), epochs=1, verbose=0, callbacks=[
             tbx.IntegratedGradients(tmp_path, data=x, steps=1, method="riemann_left")])
     assert read_run(tmp_path).value("attributions/completeness_delta") > 0.05
+    # Gauss-Legendre already: the advice is the steps alone.
+    with pytest.warns(RuntimeWarning, match=r"raise `steps` \(now 1\)\.$"):
+        model.fit(x, np.zeros(4), epochs=1, verbose=0, callbacks=[
+            tbx.IntegratedGradients(tmp_path / "gl", data=x, steps=1)])
 
 
 def test_gap_steps_cannot_close_is_named_so(tmp_path, read_run):

@@ -205,10 +205,11 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                 f"input).", RuntimeWarning, stacklevel=3)
             return
         gap = float(np.max(relative[~flat])) if np.any(over & ~flat) else float(np.max(relative))
+        other = "" if self.method == "gausslegendre" else " or use method='gausslegendre'"
         warnings.warn(
             f"tb_explain: integrated gradients completeness gap {gap:.1%}{where} at "
             f"epoch {epoch} exceeds {self.delta_tolerance:.0%}: raise `steps` (now "
-            f"{self.steps}) or use method='gausslegendre'.", RuntimeWarning, stacklevel=3)
+            f"{self.steps}){other}.", RuntimeWarning, stacklevel=3)
 
     def _explain_output(self, output):
         return attribution.integrated_gradients(
