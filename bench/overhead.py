@@ -56,22 +56,54 @@ LOG_DIRS = {}
 
 
 class _Clock(keras.callbacks.Callback):
-    """Two of these, first and last in the callback list, add up the time
-    spent between them in every hook: the measured callbacks' own time,
-    free of the training's run-to-run noise."""
+    """Two of these, first and last in the callback list (`_clocked`), add
+    up, per epoch, the time spent between them in every hook (the measured
+    callbacks' own time, free of the training's run-to-run noise), and stamp
+    each epoch's end after every callback's `on_epoch_end`. An epoch's wall
+    time runs from the previous epoch's end (from the first clock's
+    `on_train_begin` for epoch 0, so it holds the setup); what it has beyond
+    the plain fit's same epoch and beyond the hooks was spent outside the
+    callbacks (stalls in the training itself)."""
 
     def __init__(self, shared, last):
         super().__init__()
         self.shared, self.last = shared, last
 
-    def _tick(self, *args, **kwargs):
+    def _tick(self, epoch_end=False):
         now = time.perf_counter()
-        if self.last:
-            self.shared["seconds"] += now - self.shared["start"]
-        else:
-            self.shared["start"] = now
+        s = self.shared
+        if not self.last:
+            s["start"] = now
+            s.setdefault("begin", now)
+            return
+        s["hooks"][s["epoch"]] = s["hooks"].get(s["epoch"], 0.0) + now - s["start"]
+        if epoch_end:
+            s["ends"].append(now)
+            s["epoch"] += 1
 
-    on_train_begin = on_train_batch_begin = on_epoch_end = on_train_end = _tick
+    def on_train_begin(self, logs=None):
+        self._tick()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._tick()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._tick()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._tick(epoch_end=True)
+
+    def on_train_end(self, logs=None):
+        self._tick()  # counted after the last epoch (part 1's total holds it)
+
+
+def _clocked(callbacks):
+    """`(shared, callbacks between two clocks)`: `shared["hooks"]` maps each
+    epoch (then `epochs`, for `on_train_end`) to the seconds in its hooks,
+    `shared["begin"]` and `shared["ends"]` stamp the fit's start and each
+    epoch's end."""
+    shared = {"hooks": {}, "ends": [], "epoch": 0}
+    return shared, [_Clock(shared, False), *callbacks, _Clock(shared, True)]
 
 
 def fit_seconds(name, make_callbacks, data, epochs, scale=1):
@@ -82,12 +114,10 @@ def fit_seconds(name, make_callbacks, data, epochs, scale=1):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x[:64], y[:64], epochs=1, verbose=0)  # trace the train step
     log_dir = LOG_DIRS[name] = tempfile.mkdtemp(prefix="tbx_bench_")
-    shared = {"seconds": 0.0}
-    callbacks = [_Clock(shared, False), *make_callbacks(log_dir, (x_val[:8], y_val[:8])),
-                 _Clock(shared, True)]
+    shared, callbacks = _clocked(make_callbacks(log_dir, (x_val[:8], y_val[:8])))
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks)
-    return time.perf_counter() - start, shared["seconds"]
+    return time.perf_counter() - start, sum(shared["hooks"].values())
 
 
 def _suite_timing(log_dir):
@@ -170,44 +200,6 @@ def part2(repeats):
           "  (target <= 1.0)")
 
 
-class _EpochClock(keras.callbacks.Callback):
-    """Two of these, first and last in the callback list, stamp each epoch's
-    end (after every callback's `on_epoch_end`) and add up, per epoch, the
-    time spent between them in every hook: the measured callbacks' own time.
-    An epoch's wall time runs from the previous epoch's end (from the first
-    clock's `on_train_begin` for epoch 0, so it holds the setup); what it
-    has beyond the plain fit's same epoch and beyond the hooks was spent
-    outside the callbacks (stalls in the training itself)."""
-
-    def __init__(self, shared, last):
-        super().__init__()
-        self.shared, self.last = shared, last
-
-    def _tick(self, epoch=None):
-        now = time.perf_counter()
-        s = self.shared
-        if not self.last:
-            s["start"] = now
-            s.setdefault("begin", now)
-            return
-        s["hooks"][s["epoch"]] = s["hooks"].get(s["epoch"], 0.0) + now - s["start"]
-        if epoch is not None:
-            s["ends"].append(now)
-            s["epoch"] += 1
-
-    def on_train_begin(self, logs=None):
-        self._tick()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._tick()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._tick()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._tick(epoch)
-
-
 def resnet_fit(log_dir, x, y, probe, epochs, batch_size):
     """One ResNet50 fit of `epochs` on `(x, y)`: the suite's (when `log_dir`)
     or the plain one. Returns per epoch `(wall seconds, seconds in hooks)`."""
@@ -215,10 +207,8 @@ def resnet_fit(log_dir, x, y, probe, epochs, batch_size):
     model = keras.applications.ResNet50(weights=None, input_shape=x.shape[1:], classes=10)
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)  # trace the train step
-    shared = {"hooks": {}, "ends": [], "epoch": 0}
-    suite = tbx.explain(log_dir, data=probe) if log_dir else []
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0,
-              callbacks=[_EpochClock(shared, False), *suite, _EpochClock(shared, True)])
+    shared, callbacks = _clocked(tbx.explain(log_dir, data=probe) if log_dir else [])
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
     ends = [shared["begin"], *shared["ends"]]
     return [(b - a, shared["hooks"].get(k, 0.0)) for k, (a, b) in enumerate(zip(ends, ends[1:]))]
 

@@ -6,7 +6,6 @@ import weakref
 
 import keras
 import numpy as np
-import pytest
 
 import tb_explain as tbx
 from tb_explain.callbacks import _fit_iterators
@@ -72,15 +71,14 @@ def test_hold_outside_a_fit_does_nothing():
     assert not _fit_iterators._HELD
 
 
-@pytest.mark.parametrize("steps_per_epoch", [2])
-def test_an_iterator_kept_across_epochs_is_held_once(tmp_path, steps_per_epoch):
+def test_an_iterator_kept_across_epochs_is_held_once(tmp_path):
     # With steps_per_epoch Keras keeps one iterator for the whole fit.
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((64, 6), dtype=np.float32)
     history = model.fit(x, np.arange(64) % 3, epochs=3, batch_size=8,
-                        steps_per_epoch=steps_per_epoch, verbose=0,
+                        steps_per_epoch=2, verbose=0,
                         callbacks=[tbx.WeightHistograms(str(tmp_path))])
     assert len(history.history["loss"]) == 3
     assert not _fit_iterators._HELD

@@ -17,9 +17,9 @@ ResNet50 here, outside every callback.
 reference to the epoch's iterator, read from the fit loop's frame; when
 the next epoch's iterator replaces it, the previous one is released on a
 background thread (once that thread holds its last reference: the last
-epoch's goes when `fit` returns), whose wait harms nobody. Nothing about the training
-changes (same iterator, same batches); where the fit loop is not Keras's TF
-trainer, nothing happens.
+epoch's goes when `fit` returns), whose wait harms nobody. Nothing about
+the training changes (same iterator, same batches); where the fit loop is
+not Keras's TF trainer, nothing happens.
 """
 
 import queue
@@ -29,7 +29,7 @@ import time
 
 _QUEUE = queue.SimpleQueue()
 _LOCK = threading.Lock()
-_STARTED = []
+_THREAD = None  # the background thread, started with the first release
 #: id(fit loop frame) -> the iterator held for it.
 _HELD = {}
 
@@ -56,11 +56,12 @@ def _release_forever():
 
 
 def _release(iterator):
+    global _THREAD
     with _LOCK:
-        if not _STARTED:
-            threading.Thread(target=_release_forever, name="tb_explain-iterators",
-                             daemon=True).start()
-            _STARTED.append(True)
+        if _THREAD is None:
+            _THREAD = threading.Thread(target=_release_forever, name="tb_explain-iterators",
+                                       daemon=True)
+            _THREAD.start()
     _QUEUE.put(iterator)
 
 
