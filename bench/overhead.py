@@ -48,6 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
+from tb_explain.callbacks import _fit_iterators  # noqa: E402
 from bench._timing import input_gradient, interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
@@ -63,7 +64,11 @@ class _Clock(keras.callbacks.Callback):
     time runs from the previous epoch's end (from the first clock's
     `on_train_begin` for epoch 0, so it holds the setup); what it has beyond
     the plain fit's same epoch and beyond the hooks was spent outside the
-    callbacks (stalls in the training itself)."""
+    callbacks (stalls in the training itself). The first clock also keeps
+    each epoch's input iterator off the training thread
+    (`tb_explain.callbacks._fit_iterators`), in the plain fit too: deleting
+    it stalls plain Keras fits at random (up to a third of the iterator's
+    life, 5 s per epoch here), which would flatter the suite."""
 
     def __init__(self, shared, last):
         super().__init__()
@@ -88,6 +93,8 @@ class _Clock(keras.callbacks.Callback):
         self._tick()
 
     def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and not self.last:  # as tb_explain's callbacks do, in both fits
+            _fit_iterators.hold()
         self._tick()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -95,6 +102,8 @@ class _Clock(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._tick()  # counted after the last epoch (part 1's total holds it)
+        if self.last:
+            _fit_iterators.release_all()
 
 
 def _clocked(callbacks):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import keras
 import numpy as np
@@ -235,3 +236,45 @@ def test_only_the_chief_writes(tmp_path, cluster, task_type, task_id, chief):
         tf.summary.scalar("x", 1.0, step=0)
     writer.close()
     assert bool(_event_files(tmp_path)) is chief
+
+
+def test_batched_images_are_encoded_on_the_pool_in_order(tmp_path, read_run, monkeypatch):
+    from tb_explain import _threads
+    from tb_explain.summary import ops
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 9, 7, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = 7  # 255 there makes the encoding fail
+    expected = images.copy()
+    threads = []
+    encode = ops.encode_png
+
+    def recording(image):
+        threads.append(threading.current_thread().name)
+        if image[0, 0, 0] == 255:
+            raise OSError("disk full")
+        return encode(image)
+
+    monkeypatch.setattr(ops, "encode_png", recording)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        with ops.batched(4):
+            ops.write_scalar("first", 1.0, 4)
+            ops.write_images("pictures", images, 4)
+            images[:] = 0  # reused by the caller before the batch ends: no effect
+            ops.write_scalar("last", 2.0, 4)
+        broken = np.zeros((2, 5, 5, 3), np.uint8)
+        broken[1, 0, 0, 0] = 255
+        with pytest.raises(OSError, match="disk full"):
+            with ops.batched(5):
+                ops.write_images("broken", broken, 5)
+                ops.write_scalar("kept", 3.0, 5)
+    writer.close()
+    run = read_run(tmp_path)
+    assert run.values("first") == {4: 1.0} and run.values("last") == {4: 2.0}
+    assert run.values("kept") == {5: 3.0} and "broken" not in run.tags  # the rest is kept
+    assert list(run.value("pictures", 4)[:2]) == [b"7", b"9"]  # width, height
+    for i in range(3):
+        np.testing.assert_array_equal(run.image("pictures", 4, index=i), expected[i])
+    if _threads.workers() > 1:
+        assert all(name.startswith("tb_explain") for name in threads), threads

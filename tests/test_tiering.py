@@ -1,5 +1,7 @@
 """Tiered execution: the first events run eagerly, then the compiled functions."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import tensorflow as tf
 
 import tb_explain as tbx
 from conftest import TwoDense, small_cnn
+from tb_explain import _threads
 from tb_explain.compute import attribution, stats, tiering
 
 
@@ -171,3 +174,47 @@ def test_eager_statistics_equal_the_compiled_ones():
     buckets = stats.batched_statistics(tensors, 12)[0].numpy()[0]
     np.testing.assert_array_equal(buckets[:, 2], counts)
     np.testing.assert_allclose(buckets[:, 0], edges[:-1], rtol=1e-12)
+
+
+def test_pooled_statistics_equal_the_serial_and_compiled_ones(monkeypatch):
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=(40, 50)).astype("float32") for _ in range(4)]
+    arrays[1][3, 4] = np.nan
+    arrays[2][:] = 1.5  # constant: every count in the last bucket
+    arrays += [np.array([np.inf, -np.inf, 2.0], "float32"), rng.normal(size=(7,))]
+    tensors = [tf.constant(a) for a in arrays]
+    previous = [tf.Variable(t * 0.5) for t in tensors]
+    previous[4].assign([np.inf, 1.0, 2.0])  # inf - inf: NaN, as in TensorFlow
+    serial = stats._numpy_statistics(tensors, 12)
+    serial_updates = [t.numpy() for t in stats.update_norms(tensors, previous)]
+    threads = []
+    original = stats._numpy_tensor_statistics
+
+    def recording(tensor, bins):
+        threads.append(threading.current_thread().name)
+        return original(tensor, bins)
+
+    monkeypatch.setattr(stats, "_numpy_tensor_statistics", recording)
+    monkeypatch.setattr(_threads, "PARALLEL_VALUES", 0)
+    monkeypatch.setattr(_threads, "LARGE_ITEM", 1000)  # the four 2000-value tensors
+    pooled = stats._numpy_statistics(tensors, 12)
+    for a, b in zip(serial, pooled):
+        np.testing.assert_array_equal(a, b)
+    if _threads.workers() > 1:
+        assert sum(name.startswith("tb_explain") for name in threads) == 4, threads
+        assert threads.count(threading.current_thread().name) == 2, threads
+    assert pooled[2][1] == 1 and pooled[2][4] == 2  # NaN and +/-Inf counted
+    np.testing.assert_array_equal(pooled[0][2, :, 2], [0] * 11 + [2000])
+    compiled = tf.function(lambda zero: stats.batched_statistics(tensors, 12, zero=zero))
+    for a, b in zip(pooled, compiled(stats.zero())):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-12, atol=0)
+    updates = [t.numpy() for t in stats.update_norms(tensors, previous)]
+    compiled_updates = tf.function(lambda: stats.update_norms(tensors, previous))()
+    for a, b, c in zip(updates, serial_updates, compiled_updates):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c.numpy(), rtol=1e-12)
+    assert np.isnan(updates[0][4]) and updates[1][4] == np.inf  # ||[inf-inf, .5, 1]||, ||prev||
+    with np.errstate(invalid="ignore"):
+        expected = [np.linalg.norm(np.float64(a) - np.float64(p.numpy())) for a, p in
+                    zip(arrays, previous)]
+    np.testing.assert_allclose(updates[0], expected, rtol=1e-12)

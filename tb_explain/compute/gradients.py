@@ -60,8 +60,7 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS, loss=None):
         grads = [tf.convert_to_tensor(g) for g in grads]
         buckets, norms, nonfinite = stats.batched_statistics(grads, bins, zero=zero)
         values = [tf.convert_to_tensor(v.value) for v in variables]
-        update_norms = stats.norms(values, minus=snapshots)
-        previous_norms = stats.norms(snapshots)
+        update_norms, previous_norms = stats.update_norms(values, snapshots)
         weight_nonfinite = stats.nonfinite_counts(values)
         with tf.control_dependencies([update_norms, previous_norms]):
             for s, w in zip(snapshots, values):

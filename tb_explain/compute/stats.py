@@ -11,6 +11,8 @@ n x k one-hot matrix per tensor.
 import numpy as np
 import tensorflow as tf
 
+from tb_explain._threads import parallel_map
+
 DEFAULT_BINS = 30
 
 
@@ -35,9 +37,20 @@ def l2_norm(tensor):
 
 
 def _numpy_norm(values):
-    """`l2_norm` of a float64 array, in numpy (NaN/Inf propagate)."""
+    """`l2_norm` of a flat float64 array, in numpy (NaN/Inf propagate). Not
+    `np.dot`: OpenBLAS's threads spin after each call, which stalls the
+    other threads of `parallel_map`."""
     with np.errstate(invalid="ignore", over="ignore"):
         return np.sqrt(np.sum(np.square(values)))
+
+
+def _as_float64(tensor):
+    """`tensor` (eager tensor, variable or array) as a flat float64 array."""
+    return np.asarray(tensor, np.float64).ravel()
+
+
+def _size(tensor):
+    return int(np.prod(np.shape(tensor), dtype=np.int64))
 
 
 def norms(tensors, minus=None):
@@ -45,11 +58,31 @@ def norms(tensors, minus=None):
     (NaN/Inf propagate); in numpy when run eagerly."""
     minus = [None] * len(tensors) if minus is None else minus
     if tf.executing_eagerly():
-        with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
-            return tf.constant([_numpy_norm(
-                np.asarray(t, np.float64) - (0.0 if m is None else np.asarray(m, np.float64)))
-                for t, m in zip(tensors, minus)], tf.float64)
+        def norm(pair):
+            t, m = pair
+            values = _as_float64(t)
+            if m is not None:
+                with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
+                    values = values - _as_float64(m)
+            return _numpy_norm(values)
+        return tf.constant(parallel_map(norm, list(zip(tensors, minus)),
+                                        [_size(t) for t in tensors]), tf.float64)
     return tf.stack([l2_norm(t if m is None else t - m) for t, m in zip(tensors, minus)])
+
+
+def update_norms(values, snapshots):
+    """`(norms(values, minus=snapshots), norms(snapshots))`; eagerly, in one
+    pass over each snapshot."""
+    if not tf.executing_eagerly():
+        return norms(values, minus=snapshots), norms(snapshots)
+
+    def both(pair):
+        before = _as_float64(pair[1])
+        with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
+            return _numpy_norm(_as_float64(pair[0]) - before), _numpy_norm(before)
+    pairs = parallel_map(both, list(zip(values, snapshots)), [_size(v) for v in values])
+    return (tf.constant([p[0] for p in pairs], tf.float64),
+            tf.constant([p[1] for p in pairs], tf.float64))
 
 
 def nonfinite_counts(tensors):
@@ -140,34 +173,46 @@ def _large_statistics(tensors, bins):
     return buckets, norms, nonfinite
 
 
+def _numpy_tensor_statistics(tensor, bins):
+    """`(buckets [bins, 3], norm, nonfinite)` of one tensor in numpy, with
+    the arithmetic of `_large_statistics` (float64; a value's bucket is
+    `floor((v - low) / width * bins)`, the maximum in the last)."""
+    values = _as_float64(tensor)
+    buckets = np.zeros((bins, 3))
+    norm = _numpy_norm(values)
+    size = count = values.size
+    if not np.isfinite(norm):  # NaN/Inf values, or a sum of squares that overflowed
+        finite = np.isfinite(values)
+        count = int(np.count_nonzero(finite))
+        if count < size:
+            values = values[finite]
+    low, high = (values.min(), values.max()) if count else (0.0, 0.0)
+    spread = high > low
+    width = high - low if spread else 1.0
+    if spread:
+        position = np.subtract(values, low)  # >= 0: values >= low
+        np.divide(position, width, out=position)
+        np.multiply(position, bins, out=position)
+        np.floor(position, out=position)
+        np.minimum(position, bins - 1, out=position)  # the maximum: bins
+        buckets[:, 2] = np.bincount(position.astype(np.intp), minlength=bins)
+    else:
+        buckets[-1, 2] = count
+    edges = low + (width if spread else 0.0) * np.linspace(0.0, 1.0, bins + 1)
+    buckets[:, 0], buckets[:, 1] = edges[:-1], edges[1:]
+    return buckets, norm, size - count
+
+
 def _numpy_statistics(tensors, bins):
     """`batched_statistics` of eager tensors in numpy (the same arithmetic):
     run eagerly, a few numpy calls per tensor cost far less than the dozens
-    of eager TensorFlow ops of the fused version."""
-    n = len(tensors)
-    buckets = np.zeros((n, bins, 3))
-    norms = np.zeros(n)
-    nonfinite = np.zeros(n, np.int64)
-    unit = np.linspace(0.0, 1.0, bins + 1)
-    for i, tensor in enumerate(tensors):
-        values = np.asarray(tensor, np.float64).ravel()
-        norms[i] = _numpy_norm(values)
-        finite = np.isfinite(values)
-        count = int(finite.sum())
-        nonfinite[i] = values.size - count
-        if count < values.size:
-            values = values[finite]
-        low, high = (values.min(), values.max()) if count else (0.0, 0.0)
-        spread = high > low
-        width = high - low if spread else 1.0
-        if spread:
-            index = np.clip(np.floor((values - low) / width * bins).astype(np.int64), 0,
-                            bins - 1)
-            buckets[i, :, 2] = np.bincount(index, minlength=bins)
-        else:
-            buckets[i, -1, 2] = count
-        edges = low + (width if spread else 0.0) * unit
-        buckets[i, :, 0], buckets[i, :, 1] = edges[:-1], edges[1:]
+    of eager TensorFlow ops of the fused version; large tensors are spread
+    over threads (`tb_explain._threads`)."""
+    results = parallel_map(lambda t: _numpy_tensor_statistics(t, bins), list(tensors),
+                           [_size(t) for t in tensors])
+    buckets = np.stack([r[0] for r in results]).reshape(len(results), bins, 3)
+    norms = np.array([r[1] for r in results], np.float64)
+    nonfinite = np.array([r[2] for r in results], np.int64)
     return buckets, norms, nonfinite
 
 

@@ -1,0 +1,60 @@
+"""One small thread pool for the numpy and PNG work of logging events.
+
+A logging event runs on the training thread, which waits for it, so the
+machine's other cores are idle meanwhile. numpy's loops and Pillow's PNG
+encoder release the GIL, so large statistics (`compute.stats`) and image
+encodings (`summary.ops`) spread over a few threads finish sooner, with the
+same results (each item is computed on its own).
+"""
+
+import concurrent.futures
+import os
+import threading
+
+#: Work items of at least this many values go to the pool (`parallel_map`);
+#: smaller ones cost less than a hand-off.
+LARGE_ITEM = 1 << 16
+
+#: `parallel_map` uses the pool only for at least this many values in all.
+PARALLEL_VALUES = 1 << 20
+
+_pool = None
+_pool_pid = None  # a forked child has the pool object, not its threads: it makes its own
+_lock = threading.Lock()
+
+
+def workers():
+    """Threads of the pool: the machine's cores, at most 4 (1: no pool)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def pool():
+    """The shared `ThreadPoolExecutor`, or None on a single-core machine."""
+    global _pool, _pool_pid
+    if workers() < 2:
+        return None
+    with _lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers(), thread_name_prefix="tb_explain")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def parallel_map(function, items, sizes):
+    """`[function(item) for item in items]`, computed with the pool.
+
+    The items of at least `LARGE_ITEM` values (`sizes`: values per item) go
+    to the pool, largest first, while the calling thread does the small
+    ones, when all add up to `PARALLEL_VALUES` or more; otherwise, and on a
+    single core, all run on the calling thread.
+    """
+    executor = pool()
+    if executor is None or sum(sizes) < PARALLEL_VALUES:
+        return [function(item) for item in items]
+    large = sorted((i for i, n in enumerate(sizes) if n >= LARGE_ITEM), key=lambda i: -sizes[i])
+    futures = {i: executor.submit(function, items[i]) for i in large}
+    results = [None if i in futures else function(item) for i, item in enumerate(items)]
+    for i, future in futures.items():
+        results[i] = future.result()
+    return results
