@@ -27,7 +27,8 @@ callbacks first and last in the list. Per epoch it prints both wall times,
 the extra, the time inside the hooks and the rest (spent outside the
 callbacks), and the extra as a ratio to the compute floor of one
 integrated-gradients event (the same 2 x 52 input gradients in one compiled
-call, already traced); then the first epoch's extra (setup + first event,
+call, already traced; the median of 3 calls before and 3 after each pair of
+fits); then the first epoch's extra (setup + first event,
 target <= 2x), the median steady extra of the last 3 epochs (<= 1.25x), the
 amortized extra per event (<= 1.4x) and the share outside the callbacks
 (<= 5%). `--resnet-repeats N` takes the median over N pairs of fits.
@@ -241,11 +242,15 @@ def part3(epochs=7, repeats=1, train=32, batch_size=16):
     floor(batch, targets)  # traced, warmed up
 
     plain, suite, floors = [], [], []
-    for _ in range(repeats):  # interleaved: plain fit, suite fit, floor
+    def time_floor():
+        return interleaved({"floor": lambda: floor(batch, targets).numpy()}, 3)["floor"]
+
+    for _ in range(repeats):  # interleaved: floor, plain fit, suite fit, floor
+        floors += time_floor()
         plain.append(resnet_fit(None, x, y, probe, epochs, batch_size))
         log_dir = tempfile.mkdtemp(prefix="tbx_bench_")
         suite.append(resnet_fit(log_dir, x, y, probe, epochs, batch_size))
-        floors += interleaved({"floor": lambda: floor(batch, targets).numpy()}, 3)["floor"]
+        floors += time_floor()
     floor_time = statistics.median(floors)
     median = statistics.median
     wall = [median(run[k][0] for run in suite) for k in range(epochs)]
@@ -256,7 +261,9 @@ def part3(epochs=7, repeats=1, train=32, batch_size=16):
     print(f"\nPart 3: ResNet50 224x224, {epochs}-epoch fit on {train} images (batch "
           f"{batch_size}), tbx.explain(data=2-sample probe) every epoch, against the same "
           f"fit without the suite, epoch by epoch; median of {repeats} interleaved pair(s)")
-    print(f"IG event compute floor (2 x {steps} input gradients, compiled): {floor_time:.2f} s")
+    print(f"IG event compute floor (2 x {steps} input gradients, compiled): {floor_time:.2f} s "
+          f"(median of {len(floors)} calls before and after the fits: "
+          f"{min(floors):.2f}-{max(floors):.2f} s)")
     print(f"{'epoch':>5s} {'plain s':>8s} {'suite s':>8s} {'extra s':>8s} {'in hooks':>9s} "
           f"{'outside':>8s} {'extra/floor':>12s}  (last run's events: setup {setup:.2f} s)")
     for k in range(epochs):
