@@ -14,9 +14,11 @@ from tb_explain.compute.attribution import METHODS
 
 #: Callbacks in the suite, in order: (class, the data it needs: None, the
 #: probe `data`, `data` as a table (with labels), or the named `datasets`).
+#: GradientNorms comes before ActivationImages: its eager forward pass of the
+#: probe also captures the activations (`compute.activations.SharedCapture`).
 SUITE = [
-    (ModelGraph, None), (HParams, None), (WeightHistograms, None), (ActivationImages, "data"),
-    (GradientNorms, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
+    (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
+    (ActivationImages, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
     (Embeddings, "datasets"),
 ]

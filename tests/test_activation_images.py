@@ -3,6 +3,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tb_explain as tbx
 from conftest import TwoDense
@@ -231,3 +232,61 @@ def test_unbuilt_model_is_checked_after_its_first_batch(tmp_path, tabular):
         model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[
             Count(), tbx.ActivationImages(tmp_path, data=x[:2, :3])])  # 3 features, not 5
     assert seen == {"batches": 1, "epochs": 0}
+
+
+class _Counting(keras.layers.Layer):
+    """An identity layer counting the model's eager forward passes."""
+
+    calls = 0
+
+    def call(self, x):
+        if tf.executing_eagerly():
+            _Counting.calls += 1
+        return x
+
+
+def _counting_cnn():
+    return keras.Sequential([
+        keras.layers.Input((8, 8, 1)), _Counting(name="count"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.BatchNormalization(name="bn"), keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(10, activation="softmax", name="out")], name="cnn")
+
+
+@pytest.mark.parametrize("order", ["gradients first", "activations first"])
+def test_activations_ride_on_the_gradient_pass(tmp_path, digits, read_run, order):
+    """In one run, an eager GradientNorms event that comes first captures the
+    activations of its probe's first rows for ActivationImages (one forward
+    pass instead of two); what is logged is the same as from its own pass."""
+    x, y = digits
+    logged, passes, served = {}, {}, {}
+    for mode in ("separate", "together"):
+        keras.utils.set_random_seed(0)
+        model = _counting_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        directory = tmp_path / mode
+        activation = tbx.ActivationImages(directory / "a", data=(x[:8], y[:8]))  # 4 samples
+        gradient = tbx.GradientNorms(directory / ("a" if mode == "together" else "g"),
+                                     data=(x[:8], y[:8]))  # 8 samples: starts with those 4
+        callbacks = [gradient, activation] if order == "gradients first" else [activation,
+                                                                                gradient]
+        _Counting.calls = 0
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=callbacks)
+        passes[mode] = _Counting.calls
+        served[mode] = activation._capture.served
+        logged[mode] = read_run(directory / "a")
+    shared = order == "gradients first"
+    assert served == {"separate": 0, "together": 3 if shared else 0}
+    assert passes["together"] == passes["separate"] - served["together"]
+    tags = [t for t in logged["separate"].tags if t.startswith("activations/")]
+    assert any(t.endswith("/dead_fraction") for t in tags) and "activations/cnn/conv" in tags
+    for tag in tags:
+        for step, value in logged["separate"].values(tag).items():
+            other = logged["together"].values(tag)[step]
+            if value.dtype == object:  # images: PNGs of the same maps, to float rounding
+                for i in range(2, len(value)):
+                    a = logged["separate"].image(tag, step, index=i - 2).astype(int)
+                    b = logged["together"].image(tag, step, index=i - 2).astype(int)
+                    assert np.abs(a - b).max() <= 1, tag
+            else:
+                np.testing.assert_allclose(other, value, rtol=1e-5, atol=1e-6, err_msg=tag)

@@ -6,7 +6,7 @@ import tensorflow as tf
 from tb_explain import _validate
 from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import activations, stats
+from tb_explain.compute import activations, stats, tiering
 from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
@@ -114,10 +114,21 @@ class ActivationImages(ExplainCallback):
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "
                 "called by the model's forward pass.")
+        # A GradientNorms of the same run logging first can capture for us.
+        self._capture = activations.SharedCapture(self._fn, self._x, self._wants_capture)
+        self._writer.shared.setdefault("activation_captures", {})[id(self.model)] = self._capture
+
+    def _wants_capture(self, step):
+        return (self._ready and not self._skipped and self._last_logged != step
+                and self.should_log(step) and self._events < self._eager_limit)
 
     def log_event(self, epoch):
-        with without_graph_rewrites():
-            result = self._fn(self._x, stats.zero())
+        outputs = self._capture.take(epoch) if tiering.is_eager() else None
+        if outputs is not None:  # from GradientNorms' pass (`SharedCapture`)
+            result = self._fn.from_captured(outputs, stats.zero())
+        else:
+            with without_graph_rewrites():
+                result = self._fn(self._x, stats.zero())
         dead = result["dead"].numpy()
         saturated = result["saturated"].numpy()
         buckets = result["buckets"].numpy()

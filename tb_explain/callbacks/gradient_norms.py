@@ -1,5 +1,6 @@
 """GradientNorms callback."""
 
+import contextlib
 import statistics
 import warnings
 
@@ -143,7 +144,10 @@ class GradientNorms(ExplainCallback):
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
-        with without_graph_rewrites():
+        capture = self._writer.shared.get("activation_captures", {}).get(id(self.model))
+        with without_graph_rewrites(), (
+                capture.during(epoch, self._inputs[0]) if capture is not None
+                else contextlib.nullcontext()):
             result = {k: v.numpy()
                       for k, v in self._compute(*self._inputs, stats.zero()).items()}
         norms = result["norms"]

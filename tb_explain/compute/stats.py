@@ -8,6 +8,8 @@ with segment reductions, where TensorBoard's own `_buckets` (used by
 n x k one-hot matrix per tensor.
 """
 
+import threading
+
 import numpy as np
 import tensorflow as tf
 
@@ -44,13 +46,53 @@ def _numpy_norm(values):
         return np.sqrt(np.sum(np.square(values)))
 
 
-def _as_float64(tensor):
-    """`tensor` (eager tensor, variable or array) as a flat float64 array."""
-    return np.asarray(tensor, np.float64).ravel()
-
-
 def _size(tensor):
     return int(np.prod(np.shape(tensor), dtype=np.int64))
+
+
+#: Values per block of the eager statistics: float64 work buffers of 512 KB
+#: per thread, reused (`_buffers`), instead of temporaries the size of each
+#: tensor. Large temporaries are fresh memory from the OS at each event
+#: (page faults: ResNet50's weight statistics took 0.3-0.7 s in a fit
+#: against 0.12 s when repeated).
+BLOCK = 1 << 16
+
+_local = threading.local()
+
+
+def _buffers():
+    """This thread's `(float64, float64, intp)` work buffers of `BLOCK` values."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = (np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK, np.intp))
+    return buffers
+
+
+def _flat(tensor):
+    """`tensor` as a flat array of its own float dtype (a view where it can
+    be), or float64 for other dtypes."""
+    flat = np.asarray(tensor).ravel()
+    return flat if flat.dtype.kind == "f" else flat.astype(np.float64)
+
+
+def _blocks(size):
+    return ((start, min(start + BLOCK, size)) for start in range(0, size, BLOCK))
+
+
+def _sum_of_squares(flat, minus=None):
+    """`sum(float64(flat - minus) ** 2)`, block by block (NaN/Inf propagate)."""
+    values, squares, _ = _buffers()
+    total = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start, stop in _blocks(flat.size):
+            block = values[:stop - start]
+            np.copyto(block, flat[start:stop])
+            if minus is not None:
+                np.subtract(block, minus[start:stop], out=block)  # inf - inf: NaN
+            square = squares[:stop - start]
+            np.multiply(block, block, out=square)
+            total += square.sum()
+    return total
 
 
 def norms(tensors, minus=None):
@@ -60,11 +102,7 @@ def norms(tensors, minus=None):
     if tf.executing_eagerly():
         def norm(pair):
             t, m = pair
-            values = _as_float64(t)
-            if m is not None:
-                with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
-                    values = values - _as_float64(m)
-            return _numpy_norm(values)
+            return np.sqrt(_sum_of_squares(_flat(t), None if m is None else _flat(m)))
         return tf.constant(parallel_map(norm, list(zip(tensors, minus)),
                                         [_size(t) for t in tensors]), tf.float64)
     return tf.stack([l2_norm(t if m is None else t - m) for t, m in zip(tensors, minus)])
@@ -77,9 +115,8 @@ def update_norms(values, snapshots):
         return norms(values, minus=snapshots), norms(snapshots)
 
     def both(pair):
-        before = _as_float64(pair[1])
-        with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
-            return _numpy_norm(_as_float64(pair[0]) - before), _numpy_norm(before)
+        after, before = _flat(pair[0]), _flat(pair[1])
+        return np.sqrt(_sum_of_squares(after, before)), np.sqrt(_sum_of_squares(before))
     pairs = parallel_map(both, list(zip(values, snapshots)), [_size(v) for v in values])
     return (tf.constant([p[0] for p in pairs], tf.float64),
             tf.constant([p[1] for p in pairs], tf.float64))
@@ -176,26 +213,61 @@ def _large_statistics(tensors, bins):
 def _numpy_tensor_statistics(tensor, bins):
     """`(buckets [bins, 3], norm, nonfinite)` of one tensor in numpy, with
     the arithmetic of `_large_statistics` (float64; a value's bucket is
-    `floor((v - low) / width * bins)`, the maximum in the last)."""
-    values = _as_float64(tensor)
+    `floor((v - low) / width * bins)`, the maximum in the last), block by
+    block (`BLOCK`)."""
+    flat = _flat(tensor)
+    if flat.size == 0:
+        return _numpy_tensor_statistics_whole(flat, bins)
+    low, high = flat.min(), flat.max()  # exact in the tensor's own dtype
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN/Inf values: rare
+        return _numpy_tensor_statistics_whole(flat, bins)
+    low, high = float(low), float(high)
+    buckets = np.zeros((bins, 3))
+    spread = high > low
+    width = high - low if spread else 1.0
+    values, squares, index = _buffers()
+    total = 0.0
+    counts = np.zeros(bins, np.int64)
+    for start, stop in _blocks(flat.size):
+        block = values[:stop - start]
+        np.copyto(block, flat[start:stop])
+        square = squares[:stop - start]
+        np.multiply(block, block, out=square)
+        total += square.sum()
+        if spread:
+            np.subtract(block, low, out=block)  # >= 0: values >= low
+            np.divide(block, width, out=block)
+            np.multiply(block, bins, out=block)
+            np.floor(block, out=block)
+            np.minimum(block, bins - 1, out=block)  # the maximum: bins
+            ids = index[:stop - start]
+            np.copyto(ids, block, casting="unsafe")
+            counts += np.bincount(ids, minlength=bins)
+    if spread:
+        buckets[:, 2] = counts
+    else:
+        buckets[-1, 2] = flat.size
+    edges = low + (width if spread else 0.0) * np.linspace(0.0, 1.0, bins + 1)
+    buckets[:, 0], buckets[:, 1] = edges[:-1], edges[1:]
+    with np.errstate(over="ignore"):
+        return buckets, np.sqrt(total), 0
+
+
+def _numpy_tensor_statistics_whole(flat, bins):
+    """`_numpy_tensor_statistics` on the whole array at once, for tensors
+    with NaN/Inf values (and empty ones)."""
+    values = np.asarray(flat, np.float64)
     buckets = np.zeros((bins, 3))
     norm = _numpy_norm(values)
-    size = count = values.size
-    if not np.isfinite(norm):  # NaN/Inf values, or a sum of squares that overflowed
-        finite = np.isfinite(values)
-        count = int(np.count_nonzero(finite))
-        if count < size:
-            values = values[finite]
+    finite = np.isfinite(values)
+    size, count = values.size, int(np.count_nonzero(finite))
+    values = values[finite]
     low, high = (values.min(), values.max()) if count else (0.0, 0.0)
     spread = high > low
     width = high - low if spread else 1.0
     if spread:
-        position = np.subtract(values, low)  # >= 0: values >= low
-        np.divide(position, width, out=position)
-        np.multiply(position, bins, out=position)
-        np.floor(position, out=position)
-        np.minimum(position, bins - 1, out=position)  # the maximum: bins
-        buckets[:, 2] = np.bincount(position.astype(np.intp), minlength=bins)
+        index = np.clip(np.floor((values - low) / width * bins).astype(np.intp), 0, bins - 1)
+        buckets[:, 2] = np.bincount(index, minlength=bins)
     else:
         buckets[-1, 2] = count
     edges = low + (width if spread else 0.0) * np.linspace(0.0, 1.0, bins + 1)
