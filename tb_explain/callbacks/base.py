@@ -106,7 +106,7 @@ class ExplainCallback(keras.callbacks.Callback):
     #: Events run eagerly after each setup (`compute.tiering`): setup and
     #: these first events trace nothing; the compiled functions trace at the
     #: next event. None: automatic (`tiering.eager_events`: 20 on small
-    #: models, 8 on others); 0 compiles from the start.
+    #: models, 12 on others); 0 compiles from the start.
     eager_events = None
 
     #: Whether the callback runs the model forward (on the probe or a
