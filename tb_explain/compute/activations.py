@@ -249,16 +249,11 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
             outputs[path] = tf.cast(tensor[:rows], tf.float32)
         return outputs
 
-    def from_captured(outputs, zero):
-        """`call`'s result from outputs captured during another forward pass
-        (`SharedCapture`), eagerly."""
-        return summarize(outputs, zero)
-
     call.traced = traced
     call.capturing = capturing
     call.captured = captured
     call.outputs_of = outputs_of
-    call.from_captured = from_captured
+    call.from_captured = summarize  # the result of outputs captured elsewhere
     # The layers reached, and a check that the probe fits.
     if tiering.is_eager():
         with capturing():

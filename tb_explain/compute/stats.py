@@ -38,14 +38,6 @@ def l2_norm(tensor):
     return tf.sqrt(tf.reduce_sum(tf.square(flat)))
 
 
-def _numpy_norm(values):
-    """`l2_norm` of a flat float64 array, in numpy (NaN/Inf propagate). Not
-    `np.dot`: OpenBLAS's threads spin after each call, which stalls the
-    other threads of `parallel_map`."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.sqrt(np.sum(np.square(values)))
-
-
 def _size(tensor):
     return int(np.prod(np.shape(tensor), dtype=np.int64))
 
@@ -75,24 +67,33 @@ def _flat(tensor):
     return flat if flat.dtype.kind == "f" else flat.astype(np.float64)
 
 
-def _blocks(size):
-    return ((start, min(start + BLOCK, size)) for start in range(0, size, BLOCK))
+def _float64_blocks(flat, minus=None):
+    """`float64(flat - minus)` (or of `flat`) block by block (`BLOCK`
+    values), each in this thread's work buffer (valid until the next)."""
+    values = _buffers()[0]
+    for start in range(0, flat.size, BLOCK):
+        stop = min(start + BLOCK, flat.size)
+        block = values[:stop - start]
+        np.copyto(block, flat[start:stop])
+        if minus is not None:
+            with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in TensorFlow
+                np.subtract(block, minus[start:stop], out=block)
+        yield block
+
+
+def _square_sum(block):
+    """`sum(block ** 2)` (NaN/Inf propagate). Not `np.dot`: OpenBLAS's
+    threads spin after each call, which stalls the other threads of
+    `parallel_map`."""
+    square = _buffers()[1][:block.size]
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(block, block, out=square)
+    return square.sum()
 
 
 def _sum_of_squares(flat, minus=None):
     """`sum(float64(flat - minus) ** 2)`, block by block (NaN/Inf propagate)."""
-    values, squares, _ = _buffers()
-    total = 0.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start, stop in _blocks(flat.size):
-            block = values[:stop - start]
-            np.copyto(block, flat[start:stop])
-            if minus is not None:
-                np.subtract(block, minus[start:stop], out=block)  # inf - inf: NaN
-            square = squares[:stop - start]
-            np.multiply(block, block, out=square)
-            total += square.sum()
-    return total
+    return sum(_square_sum(block) for block in _float64_blocks(flat, minus))
 
 
 def norms(tensors, minus=None):
@@ -210,69 +211,47 @@ def _large_statistics(tensors, bins):
     return buckets, norms, nonfinite
 
 
+def _finite_range(flat):
+    """`(min, max)` of `flat` as floats, exact (taken in its own dtype); 0s when empty."""
+    return (float(flat.min()), float(flat.max())) if flat.size else (0.0, 0.0)
+
+
 def _numpy_tensor_statistics(tensor, bins):
     """`(buckets [bins, 3], norm, nonfinite)` of one tensor in numpy, with
     the arithmetic of `_large_statistics` (float64; a value's bucket is
     `floor((v - low) / width * bins)`, the maximum in the last), block by
     block (`BLOCK`)."""
-    flat = _flat(tensor)
-    if flat.size == 0:
-        return _numpy_tensor_statistics_whole(flat, bins)
-    low, high = flat.min(), flat.max()  # exact in the tensor's own dtype
+    flat = finite = _flat(tensor)
+    low, high = _finite_range(flat)
     if not (np.isfinite(low) and np.isfinite(high)):  # NaN/Inf values: rare
-        return _numpy_tensor_statistics_whole(flat, bins)
-    low, high = float(low), float(high)
-    buckets = np.zeros((bins, 3))
+        finite = flat[np.isfinite(flat)]
+        low, high = _finite_range(finite)
     spread = high > low
     width = high - low if spread else 1.0
-    values, squares, index = _buffers()
+    index = _buffers()[2]
     total = 0.0
     counts = np.zeros(bins, np.int64)
-    for start, stop in _blocks(flat.size):
-        block = values[:stop - start]
-        np.copyto(block, flat[start:stop])
-        square = squares[:stop - start]
-        np.multiply(block, block, out=square)
-        total += square.sum()
+    for block in _float64_blocks(finite):
+        total += _square_sum(block)
         if spread:
             np.subtract(block, low, out=block)  # >= 0: values >= low
             np.divide(block, width, out=block)
             np.multiply(block, bins, out=block)
             np.floor(block, out=block)
             np.minimum(block, bins - 1, out=block)  # the maximum: bins
-            ids = index[:stop - start]
+            ids = index[:block.size]
             np.copyto(ids, block, casting="unsafe")
             counts += np.bincount(ids, minlength=bins)
+    if finite is not flat:  # the norm propagates NaN/Inf
+        total = _sum_of_squares(flat)
+    buckets = np.zeros((bins, 3))
     if spread:
         buckets[:, 2] = counts
     else:
-        buckets[-1, 2] = flat.size
+        buckets[-1, 2] = finite.size
     edges = low + (width if spread else 0.0) * np.linspace(0.0, 1.0, bins + 1)
     buckets[:, 0], buckets[:, 1] = edges[:-1], edges[1:]
-    with np.errstate(over="ignore"):
-        return buckets, np.sqrt(total), 0
-
-
-def _numpy_tensor_statistics_whole(flat, bins):
-    """`_numpy_tensor_statistics` on the whole array at once, for tensors
-    with NaN/Inf values (and empty ones)."""
-    values = np.asarray(flat, np.float64)
-    buckets = np.zeros((bins, 3))
-    norm = _numpy_norm(values)
-    finite = np.isfinite(values)
-    size, count = values.size, int(np.count_nonzero(finite))
-    values = values[finite]
-    low, high = (values.min(), values.max()) if count else (0.0, 0.0)
-    spread = high > low
-    width = high - low if spread else 1.0
-    if spread:
-        index = np.clip(np.floor((values - low) / width * bins).astype(np.intp), 0, bins - 1)
-        buckets[:, 2] = np.bincount(index, minlength=bins)
-    else:
-        buckets[-1, 2] = count
-    edges = low + (width if spread else 0.0) * np.linspace(0.0, 1.0, bins + 1)
-    buckets[:, 0], buckets[:, 1] = edges[:-1], edges[1:]
-    return buckets, norm, size - count
+    return buckets, np.sqrt(total), flat.size - finite.size
 
 
 def _numpy_statistics(tensors, bins):

@@ -71,8 +71,8 @@ def _add(tag, metadata, array, step):
     # Tags are written exactly as given (Keras paths such as `dense/kernel`),
     # never rewritten by name scopes, as `tf.summary.scalar` would inside
     # compiled functions.
-    batch = getattr(_state, "batch", None)
-    own = batch is None or batch[0] != int(step)
+    batch = _pending_batch(step)
+    own = batch is None
     if own:
         batch = (int(step), summary_pb2.Summary(), [])
     batch[1].value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(array))
