@@ -10,9 +10,10 @@ samples and images compare across epochs), and checked against the model in
 `on_train_begin`.
 """
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain import _validate
 
 
@@ -28,7 +29,7 @@ def strings_as_array(array):
 
 
 def _is_leaf(value):
-    return isinstance(value, (np.ndarray, tf.Tensor)) or (
+    return isinstance(value, np.ndarray) or backend.is_tensor(value) or (
         hasattr(value, "__array__") and not isinstance(value, (list, tuple, dict))
     )
 
@@ -55,7 +56,7 @@ def _to_numpy(structure, what):
 
 
 def _length(structure):
-    return {len(leaf) if np.ndim(leaf) else 0 for leaf in tf.nest.flatten(structure)}
+    return {len(leaf) if np.ndim(leaf) else 0 for leaf in keras.tree.flatten(structure)}
 
 
 def named_leaves(x):
@@ -69,7 +70,7 @@ def named_leaves(x):
 
 
 def _take(structure, n):
-    return tf.nest.map_structure(lambda a: a[:n], structure)
+    return keras.tree.map_structure(lambda a: a[:n], structure)
 
 
 def _from_dataset(dataset, max_samples, batched=True):
@@ -78,8 +79,8 @@ def _from_dataset(dataset, max_samples, batched=True):
     parts = []
     count = 0
     for element in dataset:
-        element = tf.nest.map_structure(lambda t: t.numpy(), element)
-        first = tf.nest.flatten(element)[0]
+        element = keras.tree.map_structure(backend.to_numpy, element)
+        first = keras.tree.flatten(element)[0]
         parts.append(element)
         count += len(first) if batched and np.ndim(first) else 1
         if count >= max_samples:
@@ -87,7 +88,7 @@ def _from_dataset(dataset, max_samples, batched=True):
     if not parts:
         raise ValueError("`data` is an empty tf.data.Dataset.")
     join = np.concatenate if batched else np.stack
-    return tf.nest.map_structure(lambda *xs: join(xs, 0), *parts)
+    return keras.tree.map_structure(lambda *xs: join(xs, 0), *parts)
 
 
 class Probe:
@@ -110,7 +111,7 @@ class Probe:
         if data is None:
             raise ValueError("`data` is required: an array, (x, y), or a tf.data.Dataset.")
         self._dataset = None
-        if isinstance(data, tf.data.Dataset):
+        if backend.is_dataset(data):
             self._dataset = data  # batched, as fit takes it; re-read in validate if not
             batched = _from_dataset(data, self.max_samples)
             if len(_length(batched)) != 1:  # first dims disagree: single samples
@@ -151,10 +152,10 @@ class Probe:
             for p in (self.x, self.y, self.sample_weight)
         )
         if self.x is not None:  # strings (categorical features) are inputs too
-            self.x = tf.nest.map_structure(strings_as_array, self.x)
+            self.x = keras.tree.map_structure(strings_as_array, self.x)
         for name, part in (("x", self.x), ("y", self.y), ("sample_weight", self.sample_weight)):
             allowed = "fiubUS" if name == "x" else "fiub"
-            for leaf in tf.nest.flatten(part) if part is not None else []:
+            for leaf in keras.tree.flatten(part) if part is not None else []:
                 if leaf.dtype.kind == "f" and not np.isfinite(leaf).all():
                     bad = int((~np.isfinite(leaf)).sum())
                     raise ValueError(f"`data` {name} holds {bad} NaN/Inf values.")
@@ -164,7 +165,7 @@ class Probe:
 
     def tensors(self):
         """`(x, y, sample_weight)` as nests of tensors (None where absent)."""
-        return tuple(None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part)
+        return tuple(None if part is None else keras.tree.map_structure(backend.to_tensor, part)
                      for part in (self.x, self.y, self.sample_weight))
 
     def validate(self, model):
@@ -183,7 +184,7 @@ class Probe:
         if not inputs:
             return
         if self._dataset is not None:
-            leaves = tf.nest.flatten(self.x)
+            leaves = keras.tree.flatten(self.x)
             if len(leaves) == len(inputs) and all(
                 np.ndim(a) == len(t.shape) - 1 for a, t in zip(leaves, inputs)
             ):

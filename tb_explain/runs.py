@@ -106,12 +106,14 @@ class Run:
 
     def images(self, tag):
         """Returns a list of `ImageEvent` with decoded uint8 arrays."""
-        import tensorflow as tf
+        import io  # noqa: PLC0415
+
+        from PIL import Image  # noqa: PLC0415
 
         out = []
         for event in self._events(tag, "images"):
             encoded = tensor_util.make_ndarray(event.tensor_proto)
-            out.append(ImageEvent(event.step, [tf.io.decode_image(png).numpy()
+            out.append(ImageEvent(event.step, [np.asarray(Image.open(io.BytesIO(png)))
                                                for png in encoded[2:]]))
         return out
 

@@ -1,10 +1,9 @@
 """ActivationImages callback."""
 
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain import _validate
-from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import activations, stats, tiering
 from tb_explain.probe import Probe, named_leaves
@@ -108,7 +107,7 @@ class ActivationImages(ExplainCallback):
         try:
             self._fn, self._paths = activations.make_layer_outputs(
                 self.model, selection, self._x, max_channels=self.max_channels)
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+        except (ValueError, TypeError, *backend.model_errors()) as exc:
             raise self.probe_failed(exc) from exc
         if not self._paths:
             raise ValueError(
@@ -127,14 +126,14 @@ class ActivationImages(ExplainCallback):
         if outputs is not None:  # from GradientNorms' pass (`SharedCapture`)
             result = self._fn.from_captured(outputs, stats.zero())
         else:
-            with without_graph_rewrites():
+            with backend.without_graph_rewrites():
                 result = self._fn(self._x, stats.zero())
-        dead = result["dead"].numpy()
-        saturated = result["saturated"].numpy()
-        buckets = result["buckets"].numpy()
+        dead = backend.to_numpy(result["dead"])
+        saturated = backend.to_numpy(result["saturated"])
+        buckets = backend.to_numpy(result["buckets"])
         for i, path in enumerate(self._paths):
             tag = f"activations/{path}"
-            display = result["display"][path].numpy()
+            display = backend.to_numpy(result["display"][path])
             if self.privacy == "strict":  # one mean over the probe, or nothing
                 if len(display) < self.min_samples:
                     display = None

@@ -8,13 +8,13 @@ import traceback
 import warnings
 
 import keras
-import tensorflow as tf
 
-from tb_explain import _validate, tags
+from tb_explain import _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, is_ready
 from tb_explain.callbacks import _fit_iterators
 from tb_explain.compute import tiering
+from tb_explain.summary import ops
 from tb_explain.summary.writer import RunWriter, is_chief
 
 
@@ -60,8 +60,6 @@ class Suite:
         self._reported |= set(new)
         logging.getLogger("tb_explain").warning(
             "explain(): left out %s", "; ".join(f"{n} ({why})" for n, why in new.items()))
-        from tb_explain.summary import ops  # noqa: PLC0415
-
         ops.write_markdown(self.tag, "**Left out of this fit** (they cannot run on this "
                            "model; the rest of the suite logs as usual):\n\n" + "\n".join(
                                f"- **{n}**: {why}" for n, why in self.skipped.items()), epoch)
@@ -71,7 +69,7 @@ class ExplainCallback(keras.callbacks.Callback):
     """Base class of the tb_explain callbacks.
 
     Subclasses implement `log_event(epoch)` (called inside the run writer's
-    context, so plain `tf.summary.*` calls land in the run) and may implement
+    context, so `summary.ops.write_*` calls land in the run) and may implement
     `validate_model()` (checks that need the model, run in `on_train_begin`)
     and `prepare()` (one-time setup that needs a built model).
 
@@ -198,7 +196,7 @@ class ExplainCallback(keras.callbacks.Callback):
         if self._prepared != key and is_ready(self.model):
             start = time.perf_counter()
             probe = getattr(self, "probe", None)
-            inputs = [] if probe is None else tf.nest.flatten(probe.x)
+            inputs = [] if probe is None else keras.tree.flatten(probe.x)
             self._eager_limit = (tiering.eager_events(self.model, inputs)
                                  if self.eager_events is None else self.eager_events)
             with tiering.eager(self._eager_limit > 0), self._applicable():
@@ -239,11 +237,11 @@ class ExplainCallback(keras.callbacks.Callback):
         """Context of checks against the model: errors whose message starts
         with one of `passing` (tb_explain's own argument errors start with
         the parameter's name in backquotes) go through as they are; any other
-        `ValueError` or `InvalidArgumentError` the model raised becomes
-        `probe_failed`."""
+        `ValueError` or backend error the model raised (`backend.model_errors`:
+        TensorFlow's `InvalidArgumentError`...) becomes `probe_failed`."""
         try:
             yield
-        except tf.errors.InvalidArgumentError as exc:
+        except backend.model_errors() as exc:
             raise self.probe_failed(exc) from exc
         except NotApplicable as exc:
             name = type(self).__name__
@@ -277,13 +275,13 @@ class ExplainCallback(keras.callbacks.Callback):
                 self.log_event(epoch)
             except Exception as exc:  # a logging fault must never end a fit
                 self.event_failed(epoch, exc)
-            tf.summary.scalar(
-                self.timing_tag, time.perf_counter() - start, step=epoch,
+            ops.write_scalar(
+                self.timing_tag, time.perf_counter() - start, epoch,
                 description="Seconds this callback's logging event took.",
             )
             if self._setup_seconds is not None:
-                tf.summary.scalar(
-                    self.setup_tag, self._setup_seconds, step=epoch,
+                ops.write_scalar(
+                    self.setup_tag, self._setup_seconds, epoch,
                     description="Seconds of this callback's one-time setup (validation, "
                                 "tracing and warm-up of its compiled functions).")
                 self._setup_seconds = None
@@ -295,10 +293,10 @@ class ExplainCallback(keras.callbacks.Callback):
         summary = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
         trace = "".join(traceback.format_exception(exc)[-6:])
         try:
-            tf.summary.text(
+            ops.write_markdown(
                 f"{self.tag_prefix}/alerts",
-                tf.constant(f"**{name} failed to log epoch {epoch}**, training went on.\n\n"
-                            f"    {summary}\n\n```\n{trace}\n```"), step=epoch)
+                f"**{name} failed to log epoch {epoch}**, training went on.\n\n"
+                f"    {summary}\n\n```\n{trace}\n```", epoch)
         finally:
             warnings.warn(f"tb_explain: {name} failed to log epoch {epoch} and skipped it "
                           f"(training goes on): {summary}", LoggingFailedWarning, stacklevel=3)

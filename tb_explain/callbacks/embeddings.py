@@ -3,9 +3,11 @@
 import logging
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain import _validate
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
@@ -111,7 +113,7 @@ class Embeddings(ExplainCallback):
 
     # -- setup ------------------------------------------------------------------------
     def _split(self, data):
-        if isinstance(data, tf.data.Dataset) or isinstance(data, tuple):
+        if backend.is_dataset(data) or isinstance(data, tuple):
             return data
         return (data,)
 
@@ -120,25 +122,25 @@ class Embeddings(ExplainCallback):
         per = {}
         for name, data in self.datasets.items():
             data = self._split(data)
-            if isinstance(data, tf.data.Dataset):
+            if backend.is_dataset(data):
                 n, labels = 0, []
                 for x, y, _ in predictions.batches(data, self.batch_size):
-                    n += len(tf.nest.flatten(x)[0])
+                    n += len(keras.tree.flatten(x)[0])
                     labels.append(None if y is None else predictions.to_numpy(y))
                 labels = (None if not labels or labels[0] is None
-                          else tf.nest.map_structure(lambda *a: np.concatenate(a), *labels))
+                          else keras.tree.map_structure(lambda *a: np.concatenate(a), *labels))
             else:
                 try:
                     x, y, _ = predictions.split(data)
                 except ValueError as exc:
                     raise ValueError(f"`data` dataset {name!r}: {exc}.") from None
-                n, labels = len(tf.nest.flatten(x)[0]), predictions.to_numpy(y)
+                n, labels = len(keras.tree.flatten(x)[0]), predictions.to_numpy(y)
             if n == 0:
                 raise ValueError(f"`data` dataset {name!r} is empty.")
             per[name] = (data, n, labels)
         first, _, _ = next(iter(per.values()))
         x0, _, _ = predictions.first_batch(first, self.batch_size)
-        x0 = tf.nest.map_structure(lambda a: tf.convert_to_tensor(np.asarray(a)[:2]), x0)
+        x0 = keras.tree.map_structure(lambda a: tf.convert_to_tensor(np.asarray(a)[:2]), x0)
         with self.model_checks():
             if self.layer is None:
                 self.path = embeddings.default_layer(model, x0)
@@ -221,7 +223,7 @@ class Embeddings(ExplainCallback):
         vectors, scores = [], []
         n = len(index)
         for start in range(0, n, self.batch_size):
-            part = tf.nest.map_structure(lambda a, s=start: tf.convert_to_tensor(
+            part = keras.tree.map_structure(lambda a, s=start: tf.convert_to_tensor(
                 a[s:s + self.batch_size]), x)
             v, outs = self._embed(part)
             vectors.append(v.numpy())

@@ -6,10 +6,9 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain import _validate
-from tb_explain._compat import without_graph_rewrites
 from tb_explain.callbacks.base import ExplainCallback, NotApplicable
 from tb_explain.compute import gradients, stats, tiering
 from tb_explain.probe import Probe
@@ -136,19 +135,20 @@ class GradientNorms(ExplainCallback):
         self._has_snapshot = False
         self._inputs = self.probe.tensors()
         try:  # a probe that does not fit fails here, not epochs later
-            if tiering.is_eager():  # the probe loss, without its gradients
+            if tiering.is_eager() or self._compute.compiled is None:
+                # the probe loss, without its gradients
                 gradients.probe_loss(self.model, *self._inputs, loss=self.loss)
             else:
                 self._compute.compiled.get_concrete_function(*self._inputs, stats.zero())
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+        except (ValueError, TypeError, *backend.model_errors()) as exc:
             raise self.probe_failed(exc) from exc
 
     def log_event(self, epoch):
         capture = self._writer.shared.get("activation_captures", {}).get(id(self.model))
-        with without_graph_rewrites(), (
+        with backend.without_graph_rewrites(), (
                 capture.during(epoch, self._inputs[0]) if capture is not None
                 else contextlib.nullcontext()):
-            result = {k: v.numpy()
+            result = {k: backend.to_numpy(v)
                       for k, v in self._compute(*self._inputs, stats.zero()).items()}
         norms = result["norms"]
         for i, path in enumerate(self._paths):

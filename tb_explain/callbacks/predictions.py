@@ -1,9 +1,11 @@
 """Predictions callback: what the model outputs on whole named datasets."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
+from tb_explain import backend
 from tb_explain import _validate
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import metrics, predictions
@@ -131,7 +133,7 @@ class Predictions(ExplainCallback):
 
     @staticmethod
     def _check_dataset(name, dataset):
-        if isinstance(dataset, tf.data.Dataset):
+        if backend.is_dataset(dataset):
             return dataset
         if not isinstance(dataset, tuple):
             raise ValueError(f"`data` dataset {name!r} must be (x, y), (x, y, sample_weight) or a "
@@ -143,7 +145,7 @@ class Predictions(ExplainCallback):
             raise ValueError(f"`data` dataset {name!r}: {exc}.") from None
         if y is None:
             raise ValueError(f"`data` dataset {name!r} has no labels: pass (x, y).")
-        lengths = {len(a) for a in tf.nest.flatten((x, y, weights)) if a is not None}
+        lengths = {len(a) for a in keras.tree.flatten((x, y, weights)) if a is not None}
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError(f"`data` dataset {name!r}: x, y and sample_weight must share one "
                              f"non-zero number of samples, got {sorted(lengths)}.")
@@ -172,7 +174,7 @@ class Predictions(ExplainCallback):
         name0, (x0, y0, _) = next(iter(first.items()))
         try:  # the outputs' structure and units (labels are checked before any loss)
             outs = _cores.forward(model)(x0)
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+        except (ValueError, TypeError, *backend.model_errors()) as exc:
             raise self.probe_failed(exc) from exc
         keys = _outputs.output_names(outs)
         if self.output is not None:
@@ -197,7 +199,7 @@ class Predictions(ExplainCallback):
             for name, (_, y, _) in first.items():
                 self._check_labels(name, key, predictions.to_numpy(predictions.part_for(y, key)))
             for name, data in self.datasets.items():  # arrays: every label, here
-                if not isinstance(data, tf.data.Dataset):
+                if not backend.is_dataset(data):
                     self._check_labels(name, key, np.asarray(predictions.part_for(predictions.split(data)[1], key)))
         self._step = predictions.evaluation_step(model)
 
@@ -242,7 +244,7 @@ class Predictions(ExplainCallback):
             loss_sum, count = 0.0, 0
             for x, y, weights in predictions.batches(data, self.batch_size):
                 outs, loss = self._step(x, y, weights)
-                n = len(tf.nest.flatten(x)[0])
+                n = len(keras.tree.flatten(x)[0])
                 loss_sum += float(loss) * n
                 count += n
                 for key, info in self._outputs.items():

@@ -2,11 +2,10 @@
 
 import warnings
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-from tb_explain import _validate
-from tb_explain._compat import without_graph_rewrites
+from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import stats, tiering
 from tb_explain.render.images import weight_image
@@ -69,14 +68,14 @@ class WeightHistograms(ExplainCallback):
 
         def compute(zero):
             return stats.batched_statistics(
-                [tf.convert_to_tensor(v.value) for v in variables], bins, zero=zero
+                [keras.ops.convert_to_tensor(v.value) for v in variables], bins, zero=zero
             )
 
         self._compute_fn = tiering.function(compute)
 
     def log_event(self, epoch):
-        with without_graph_rewrites():
-            buckets, norms, counts = (t.numpy() for t in self._compute_fn(stats.zero()))
+        with backend.without_graph_rewrites():
+            buckets, norms, counts = (backend.to_numpy(t) for t in self._compute_fn(stats.zero()))
         for i, variable in enumerate(self._variables):
             tag = f"weights/{variable.path}"
             ops.write_histogram(tag, buckets[i], epoch)
@@ -99,6 +98,6 @@ class WeightHistograms(ExplainCallback):
             )
         if self.images:
             for variable in self._variables:
-                image = weight_image(np.asarray(variable.numpy()))
+                image = weight_image(backend.to_numpy(variable))
                 if image is not None:
                     ops.write_images(f"weights/{variable.path}/image", image, epoch)

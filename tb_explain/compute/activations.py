@@ -15,8 +15,8 @@ import re
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._keras import swapped_call, walk_layers
 from tb_explain.compute import stats, tiering
 
@@ -117,38 +117,18 @@ def saturating_kind(layer):
 
 def _first_tensor(output):
     """RNNs with `return_state` and other multi-output layers: the first output."""
-    flat = tf.nest.flatten(output)
+    flat = keras.tree.flatten(output)
     return flat[0] if flat else None
 
 
-def _tf_fractions(values, kinds):
+def _numpy_fractions(values, kinds):
     """`(dead, saturated)` float32 `[k]`: the fraction of units zero for every
     sample and position, and of values within 0.01 of a tanh or sigmoid
-    bound (-1 for other layers)."""
+    bound (-1 for other layers); in numpy (`backend.tensorflow_stats` has the
+    graph twin)."""
     dead, saturated = [], []
     for value, kind in zip(values, kinds):
-        if value.shape.rank and value.shape.rank >= 2:
-            axes = list(range(value.shape.rank - 1))
-            dead.append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(value, 0.0), axis=axes),
-                                               tf.float32)))
-        else:
-            dead.append(tf.constant(0.0))
-        if kind == "tanh":
-            saturated.append(tf.reduce_mean(tf.cast(tf.abs(value) > 0.99, tf.float32)))
-        elif kind == "sigmoid":
-            saturated.append(tf.reduce_mean(tf.cast((value < 0.01) | (value > 0.99), tf.float32)))
-        else:
-            saturated.append(tf.constant(-1.0))
-    if not values:
-        return tf.zeros([0]), tf.zeros([0])
-    return tf.stack(dead), tf.stack(saturated)
-
-
-def _numpy_fractions(values, kinds):
-    """`_tf_fractions` of eager tensors, in numpy."""
-    dead, saturated = [], []
-    for value, kind in zip(values, kinds):
-        value = np.asarray(value)
+        value = backend.to_numpy(value)
         dead.append(np.mean(np.all(value == 0.0, axis=tuple(range(value.ndim - 1))))
                     if value.ndim >= 2 else 0.0)
         if kind == "tanh":
@@ -157,8 +137,11 @@ def _numpy_fractions(values, kinds):
             saturated.append(np.mean((value < 0.01) | (value > 0.99)))
         else:
             saturated.append(-1.0)
-    return (tf.constant(np.asarray(dead, np.float32).reshape(-1)),
-            tf.constant(np.asarray(saturated, np.float32).reshape(-1)))
+    return np.asarray(dead, np.float32).reshape(-1), np.asarray(saturated, np.float32).reshape(-1)
+
+
+def _is_number(tensor):
+    return keras.backend.standardize_dtype(tensor.dtype).startswith(("float", "int", "uint"))
 
 
 def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BINS):
@@ -201,8 +184,8 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         outputs = {}
         for path, _ in layers:
             tensor = _first_tensor(captured.get(path))
-            if tensor is not None and (tensor.dtype.is_floating or tensor.dtype.is_integer):
-                outputs[path] = tf.cast(tensor, tf.float32)
+            if tensor is not None and _is_number(tensor):
+                outputs[path] = keras.ops.cast(tensor, "float32")
         reached[:] = list(outputs)
         return outputs
 
@@ -210,9 +193,13 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         values = [outputs[p] for p in reached]
         buckets, _, _ = stats.batched_statistics(values, bins, zero=zero)
         # Eagerly, numpy does the same arithmetic with far fewer calls.
-        unit_fractions = _numpy_fractions if tf.executing_eagerly() else _tf_fractions
-        dead, saturated = unit_fractions(values, [kinds[p] for p in reached])
-        display = {p: v[..., :max_channels] if v.shape.rank and v.shape.rank >= 3 else v
+        if backend.executing_eagerly():
+            dead, saturated = _numpy_fractions(values, [kinds[p] for p in reached])
+        else:
+            from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
+
+            dead, saturated = tensorflow_stats.unit_fractions(values, [kinds[p] for p in reached])
+        display = {p: v[..., :max_channels] if len(v.shape) >= 3 else v
                    for p, v in zip(reached, values)}
         return {"display": display, "buckets": buckets, "dead": dead, "saturated": saturated}
 
@@ -226,14 +213,20 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
                 stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
             yield
 
-    spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
     traced = []
 
     def call(inputs, zero):
         if tiering.is_eager():
             with capturing():
                 return forward(inputs, zero)
+        if backend.name() != "tensorflow":  # a compiled pass, numpy statistics
+            if not traced:
+                traced.append(backend.compile(layer_outputs, model.variables))
+            with capturing():
+                return summarize(traced[0](inputs), zero)
         if not traced:
+            tf = backend.tensorflow_module()
+            spec = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
             with capturing():
                 traced.append(tf.function(forward, autograph=False).get_concrete_function(
                     spec, tf.TensorSpec([], tf.int32)))
@@ -246,7 +239,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
             tensor = _first_tensor(captured_outputs.get(path))
             if tensor is None:
                 return None
-            outputs[path] = tf.cast(tensor[:rows], tf.float32)
+            outputs[path] = keras.ops.cast(tensor[:rows], "float32")
         return outputs
 
     call.traced = traced
@@ -285,7 +278,7 @@ class SharedCapture:
 
     def __init__(self, fn, x, wants):
         self.fn, self.x, self.wants = fn, x, wants
-        self.rows = int(tf.nest.flatten(x)[0].shape[0])
+        self.rows = int(keras.tree.flatten(x)[0].shape[0])
         self._outputs = None
         self._step = None
         self._checked = {}  # id of the other probe -> whether it starts with `x`
@@ -295,13 +288,13 @@ class SharedCapture:
     def _starts_with_x(self, other):
         key = id(other)
         if key not in self._checked:
-            mine, theirs = tf.nest.flatten(self.x), tf.nest.flatten(other)
+            mine, theirs = keras.tree.flatten(self.x), keras.tree.flatten(other)
             try:
-                tf.nest.assert_same_structure(self.x, other)
+                keras.tree.assert_same_structure(self.x, other)
                 same = all(
                     a.dtype == b.dtype and a.shape[1:] == b.shape[1:]
                     and b.shape[0] >= self.rows
-                    and np.array_equal(np.asarray(a), np.asarray(b[:self.rows]))
+                    and np.array_equal(backend.to_numpy(a), backend.to_numpy(b[:self.rows]))
                     for a, b in zip(mine, theirs))
             except (TypeError, ValueError):
                 same = False
@@ -313,7 +306,10 @@ class SharedCapture:
         """Context of another callback's eager forward pass of `x` at `step`:
         captures the activation layers' outputs when an activation event at
         `step` is to come and `x` starts with its probe."""
-        if not (tiering.is_eager() and self.wants(step) and self._starts_with_x(x)):
+        # On JAX the other pass runs under `jax.value_and_grad`: what it
+        # captures are tracers, which must not leave it.
+        if not (tiering.is_eager() and backend.name() != "jax" and self.wants(step)
+                and self._starts_with_x(x)):
             yield
             return
         self.fn.captured.clear()

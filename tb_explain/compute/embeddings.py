@@ -23,7 +23,7 @@ from tb_explain.compute.activations import SKIPPED_CLASSES, all_layers
 
 
 def _first(output):
-    flat = tf.nest.flatten(output)
+    flat = keras.tree.flatten(output)
     return flat[0] if flat else None
 
 
@@ -59,7 +59,7 @@ def layer_outputs(model, x):
     captured = {}
     with _capturing(all_layers(model), captured):
         outputs = model(x, training=False)
-    return captured, tf.nest.flatten(outputs)
+    return captured, keras.tree.flatten(outputs)
 
 
 def default_layer(model, x):
@@ -113,7 +113,7 @@ def make_embedder(model, path, x):
         outputs = model(inputs, training=False)
         return pool(captured[path]), outputs
 
-    spec = tf.nest.map_structure(
+    spec = keras.tree.map_structure(
         lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), x)
     with _capturing([(path, layer)], captured):
         concrete = tf.function(forward, autograph=False).get_concrete_function(spec)
@@ -166,17 +166,17 @@ def gather(indices, batches):
     wanted = np.asarray(indices)
     xs, ys, start = [], [], 0
     for x, y, _ in batches:
-        n = len(tf.nest.flatten(x)[0])
+        n = len(keras.tree.flatten(x)[0])
         local = wanted[(wanted >= start) & (wanted < start + n)] - start
         if len(local):
-            xs.append(tf.nest.map_structure(lambda a, k=local: np.asarray(a)[k], x))
-            ys.append(None if y is None else tf.nest.map_structure(
+            xs.append(keras.tree.map_structure(lambda a, k=local: np.asarray(a)[k], x))
+            ys.append(None if y is None else keras.tree.map_structure(
                 lambda a, k=local: np.asarray(a)[k], y))
         start += n
         if start > wanted[-1]:
             break
-    x = tf.nest.map_structure(lambda *a: np.concatenate(a), *xs)
-    y = None if ys[0] is None else tf.nest.map_structure(lambda *a: np.concatenate(a), *ys)
+    x = keras.tree.map_structure(lambda *a: np.concatenate(a), *xs)
+    y = None if ys[0] is None else keras.tree.map_structure(lambda *a: np.concatenate(a), *ys)
     return x, y
 
 

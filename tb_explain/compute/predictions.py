@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain.compute.attribution import _cores, _outputs
 
 TASKS = ("auto", "multiclass", "binary", "multilabel", "regression")
@@ -32,15 +33,15 @@ def split(element):
 def batches(data, batch_size):
     """Yields `(x, y, sample_weight)` batches (numpy or tensors) of `data`:
     a tuple of arrays (sliced here) or a batched `tf.data.Dataset`."""
-    if isinstance(data, tf.data.Dataset):
+    if backend.is_dataset(data):
         for element in data:
             yield split(element)
         return
     x, y, weights = split(data)
-    n = len(tf.nest.flatten(x)[0])
+    n = len(keras.tree.flatten(x)[0])
     for start in range(0, n, batch_size):
         cut = lambda a, s=start: a[s:s + batch_size]  # noqa: E731
-        yield (tf.nest.map_structure(cut, x), None if y is None else tf.nest.map_structure(cut, y),
+        yield (keras.tree.map_structure(cut, x), None if y is None else keras.tree.map_structure(cut, y),
                None if weights is None else cut(weights))
 
 
@@ -61,7 +62,7 @@ def first_batch(data, batch_size):
 
 
 def to_numpy(value):
-    return None if value is None else tf.nest.map_structure(np.asarray, value)
+    return None if value is None else keras.tree.map_structure(np.asarray, value)
 
 
 # -- outputs and tasks --------------------------------------------------------------
@@ -72,7 +73,7 @@ def output_layer(model, key):
     if static is None:
         return None
     tensor = static[key] if key is not None else static
-    tensor = tf.nest.flatten(tensor)[0]
+    tensor = keras.tree.flatten(tensor)[0]
     history = getattr(tensor, "_keras_history", None)
     return getattr(history, "operation", None) if history is not None else None
 

@@ -1,41 +1,35 @@
-"""Tensor statistics in pure TensorFlow: histograms, norms, finiteness.
+"""Tensor statistics: histograms, norms, finiteness.
 
-These run inside compiled functions. `batched_statistics` produces exactly the
-`[k, 3]` (left edge, right edge, count) histogram layout that TensorBoard's
-histogram plugin reads, for many tensors at once, in O(n) time and memory
-with segment reductions, where TensorBoard's own `_buckets` (used by
-`tf.summary.histogram` and so by `keras.callbacks.TensorBoard`) builds an
-n x k one-hot matrix per tensor.
+`batched_statistics` produces exactly the `[k, 3]` (left edge, right edge,
+count) histogram layout that TensorBoard's histogram plugin reads. It runs in
+numpy, block by block, on every backend; inside a TensorFlow graph (the
+compiled tier of `compute.tiering`) the same arithmetic runs as graph ops
+(`backend.tensorflow_stats`).
 """
 
 import threading
 
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._threads import parallel_map
 
 DEFAULT_BINS = 30
 
 
+#: Values per fused group in `batched_statistics` (in a TensorFlow graph):
+#: bounds peak memory.
+CHUNK_VALUES = 1 << 22
+
+
 def zero():
-    """An int32 0 to pass as the `zero` argument of a compiled function that
-    calls `batched_statistics` (see there)."""
-    return tf.constant(0, tf.int32)
+    """A 0 to pass as the `zero` argument of a function that calls
+    `batched_statistics` (see there): an int32 tensor on TensorFlow."""
+    if backend.name() == "tensorflow":
+        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
 
-
-def nonfinite_count(tensor):
-    """Returns the number of NaN and +/-Inf elements of `tensor` (int64)."""
-    flat = tf.reshape(tensor, [-1])
-    if not flat.dtype.is_floating:
-        return tf.constant(0, tf.int64)
-    return tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(flat)), tf.int64))
-
-
-def l2_norm(tensor):
-    """Returns the L2 norm of `tensor` as float64 (NaN/Inf propagate)."""
-    flat = tf.reshape(tf.cast(tensor, tf.float64), [-1])
-    return tf.sqrt(tf.reduce_sum(tf.square(flat)))
+        return tensorflow_stats.zero()
+    return 0
 
 
 def _size(tensor):
@@ -63,8 +57,13 @@ def _buffers():
 def _flat(tensor):
     """`tensor` as a flat array of its own float dtype (a view where it can
     be), or float64 for other dtypes."""
-    flat = np.asarray(tensor).ravel()
+    flat = _numpy(tensor).ravel()
     return flat if flat.dtype.kind == "f" else flat.astype(np.float64)
+
+
+def _numpy(tensor):
+    """`tensor` as a numpy array (a view of a CPU tensor where it can be)."""
+    return tensor if isinstance(tensor, np.ndarray) else backend.to_numpy(tensor)
 
 
 def _float64_blocks(flat, minus=None):
@@ -100,115 +99,39 @@ def norms(tensors, minus=None):
     """L2 norms (float64 `[n]`) of `tensors`, or of `tensors[i] - minus[i]`
     (NaN/Inf propagate); in numpy when run eagerly."""
     minus = [None] * len(tensors) if minus is None else minus
-    if tf.executing_eagerly():
-        def norm(pair):
-            t, m = pair
-            return np.sqrt(_sum_of_squares(_flat(t), None if m is None else _flat(m)))
-        return tf.constant(parallel_map(norm, list(zip(tensors, minus)),
-                                        [_size(t) for t in tensors]), tf.float64)
-    return tf.stack([l2_norm(t if m is None else t - m) for t, m in zip(tensors, minus)])
+    if not backend.executing_eagerly():
+        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
+
+        return tensorflow_stats.norms(tensors, minus)
+
+    def norm(pair):
+        t, m = pair
+        return np.sqrt(_sum_of_squares(_flat(t), None if m is None else _flat(m)))
+    return np.array(parallel_map(norm, list(zip(tensors, minus)), [_size(t) for t in tensors]),
+                    np.float64)
 
 
 def update_norms(values, snapshots):
     """`(norms(values, minus=snapshots), norms(snapshots))`; eagerly, in one
     pass over each snapshot."""
-    if not tf.executing_eagerly():
+    if not backend.executing_eagerly():
         return norms(values, minus=snapshots), norms(snapshots)
 
     def both(pair):
         after, before = _flat(pair[0]), _flat(pair[1])
         return np.sqrt(_sum_of_squares(after, before)), np.sqrt(_sum_of_squares(before))
     pairs = parallel_map(both, list(zip(values, snapshots)), [_size(v) for v in values])
-    return (tf.constant([p[0] for p in pairs], tf.float64),
-            tf.constant([p[1] for p in pairs], tf.float64))
+    return np.array([p[0] for p in pairs], np.float64), np.array([p[1] for p in pairs], np.float64)
 
 
 def nonfinite_counts(tensors):
     """NaN/Inf counts (int64 `[n]`) of `tensors`; in numpy when run eagerly."""
-    if tf.executing_eagerly():
-        return tf.constant([np.size(a) - np.count_nonzero(np.isfinite(a))
-                            for a in (np.asarray(t) for t in tensors)], tf.int64)
-    return tf.stack([nonfinite_count(t) for t in tensors])
+    if not backend.executing_eagerly():
+        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
 
-
-#: Values per fused group in `batched_statistics`: bounds peak memory.
-CHUNK_VALUES = 1 << 22
-
-
-def _group_statistics(tensors, bins, zero):
-    """Histograms, L2 norms and non-finite counts of several tensors at once.
-
-    A constant number of ops whatever the number of tensors: all values are
-    concatenated and bucketed with segment reductions.
-    """
-    n = len(tensors)
-    flats = [tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors]
-    sizes = tf.stack([tf.size(f) for f in flats]) + zero
-    values = tf.concat(flats, 0)
-    seg = tf.repeat(tf.range(n), sizes)
-    finite = tf.math.is_finite(values)
-    nonfinite = tf.math.unsorted_segment_sum(tf.cast(~finite, tf.int64), seg, n)
-    norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(values), seg, n))
-    inf = tf.constant(float("inf"), tf.float64)
-    low = tf.math.unsorted_segment_min(tf.where(finite, values, inf), seg, n)
-    high = tf.math.unsorted_segment_max(tf.where(finite, values, -inf), seg, n)
-    has_finite = tf.cast(sizes, tf.int64) > nonfinite
-    low = tf.where(has_finite, low, 0.0)
-    high = tf.where(has_finite, high, 0.0)
-    spread = high > low
-    width = tf.where(spread, high - low, 1.0)
-    # Bucket index as in tf.histogram_fixed_width / np.histogram: the last
-    # bucket includes the maximum; constant tensors fill the last bucket.
-    position = (values - tf.gather(low, seg)) / tf.gather(width, seg) * bins
-    index = tf.clip_by_value(
-        tf.cast(tf.floor(tf.where(finite, position, 0.0)), tf.int32), 0, bins - 1
-    )
-    index = tf.where(tf.gather(spread, seg), index, bins - 1)
-    counts = tf.math.unsorted_segment_sum(
-        tf.cast(finite, tf.float64), seg * bins + index, n * bins
-    )
-    counts = tf.reshape(counts, [n, bins])
-    unit = tf.linspace(tf.constant(0.0, tf.float64), 1.0, bins + 1)
-    edges = low[:, None] + tf.where(spread, width, 0.0)[:, None] * unit[None, :]
-    buckets = tf.stack([edges[:, :-1], edges[:, 1:], counts], axis=2)
-    return buckets, norms, nonfinite
-
-
-#: Tensors at least this large get their own reductions (`_large_statistics`):
-#: plain reductions over a contiguous tensor are several times faster than
-#: segment reductions, and there are few such tensors, so tracing stays cheap.
-OWN_REDUCTIONS = 1 << 16
-
-
-def _large_statistics(tensors, bins):
-    """`_group_statistics` of large tensors, each with plain reductions of its
-    own (the same arithmetic); the per-tensor scalars are finished together,
-    which keeps the op count, and so the tracing time, low."""
-    flats = [tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors]
-    finites = [tf.math.is_finite(v) for v in flats]
-    inf = tf.constant(float("inf"), tf.float64)
-    sizes = tf.constant([t.shape.num_elements() for t in tensors], tf.int64)
-    nonfinite = sizes - tf.stack([tf.math.count_nonzero(f) for f in finites])
-    norms = tf.sqrt(tf.stack([tf.reduce_sum(tf.square(v)) for v in flats]))
-    low = tf.stack([tf.reduce_min(tf.where(f, v, inf)) for v, f in zip(flats, finites)])
-    high = tf.stack([tf.reduce_max(tf.where(f, v, -inf)) for v, f in zip(flats, finites)])
-    has_finite = sizes > nonfinite
-    low = tf.where(has_finite, low, 0.0)
-    high = tf.where(has_finite, high, 0.0)
-    spread = high > low
-    width = tf.where(spread, high - low, 1.0)
-    counts = []
-    for i, (v, f) in enumerate(zip(flats, finites)):
-        position = (v - low[i]) / width[i] * bins
-        index = tf.clip_by_value(tf.cast(tf.floor(tf.where(f, position, 0.0)), tf.int32),
-                                 0, bins - 1)
-        index = tf.where(spread[i], index, bins - 1)
-        counts.append(tf.raw_ops.DenseBincount(input=index, size=bins,
-                                               weights=tf.cast(f, tf.float64)))
-    unit = tf.linspace(tf.constant(0.0, tf.float64), 1.0, bins + 1)
-    edges = low[:, None] + tf.where(spread, width, 0.0)[:, None] * unit[None, :]
-    buckets = tf.stack([edges[:, :-1], edges[:, 1:], tf.stack(counts)], axis=2)
-    return buckets, norms, nonfinite
+        return tensorflow_stats.nonfinite_counts(tensors)
+    return np.array([np.size(a) - np.count_nonzero(np.isfinite(a))
+                     for a in (_numpy(t) for t in tensors)], np.int64)
 
 
 def _finite_range(flat):
@@ -297,26 +220,10 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, ze
         (NaN/Inf propagate) and int64 `[n]` counts of NaN/Inf values.
     """
     if not tensors:
-        return (tf.zeros([0, bins, 3], tf.float64), tf.zeros([0], tf.float64),
-                tf.zeros([0], tf.int64))
-    if tf.executing_eagerly():
-        return tuple(tf.constant(a) for a in _numpy_statistics(tensors, bins))
-    large = [i for i, t in enumerate(tensors) if (t.shape.num_elements() or 0) >= OWN_REDUCTIONS]
-    small = [i for i in range(len(tensors)) if i not in set(large)]
-    groups, current, current_size = [], [], 0
-    for i in small:
-        size = tensors[i].shape.num_elements() or 0
-        if current and current_size + size > chunk_values:
-            groups.append(current)
-            current, current_size = [], 0
-        current.append(i)
-        current_size += size
-    if current:
-        groups.append(current)
-    parts = [_group_statistics([tensors[i] for i in group], bins, zero) for group in groups]
-    if large:
-        parts.append(_large_statistics([tensors[i] for i in large], bins))
-    # back to the tensors' order
-    order = np.argsort([i for group in groups for i in group] + large, kind="stable")
-    return tuple(tf.gather(tf.concat([p[k] for p in parts], 0), order) for k in range(3))
+        return np.zeros([0, bins, 3]), np.zeros([0]), np.zeros([0], np.int64)
+    if backend.executing_eagerly():
+        return _numpy_statistics(tensors, bins)
+    from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
+
+    return tensorflow_stats.batched_statistics(tensors, bins, chunk_values, zero)
 

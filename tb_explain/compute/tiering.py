@@ -22,8 +22,8 @@ import contextlib
 import threading
 
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._keras import count_params
 
 _state = threading.local()
@@ -47,11 +47,21 @@ def is_eager():
 
 
 def function(python_function, **options):
-    """`tf.function(python_function, autograph=False, **options)` that runs
-    `python_function` directly inside `eager()`.
+    """On TensorFlow, `tf.function(python_function, autograph=False,
+    **options)` that runs `python_function` directly inside `eager()`; on
+    the other backends `python_function` itself, always run eagerly (the
+    statistics functions it serves compute in numpy there, and their
+    gradient passes compile on their own through `backend.compile`).
 
-    The result has `compiled`, the `tf.function` itself.
+    The result has `compiled`, the `tf.function` itself (None elsewhere).
     """
+    if backend.name() != "tensorflow":
+        def eager_call(*args, **kwargs):
+            with eager():
+                return python_function(*args, **kwargs)
+        eager_call.compiled = None
+        return eager_call
+    tf = backend.tensorflow_module()
     compiled = tf.function(python_function, autograph=False, **options)
 
     def call(*args, **kwargs):

@@ -71,7 +71,7 @@ def input_signature(model):
         struct = getattr(model, "_inputs_struct", None)
         if struct is None:
             struct = inputs[0] if len(inputs) == 1 else inputs
-        return tf.nest.map_structure(lambda t: _spec(t.shape, t.dtype), struct)
+        return keras.tree.map_structure(lambda t: _spec(t.shape, t.dtype), struct)
     config = model.get_build_config() if model.built else None
     shapes = (config or {}).get("input_shape")
     if shapes is None:
@@ -122,7 +122,7 @@ def _output_shape(layer):
         output = layer.output
     except (AttributeError, ValueError):
         return "?"
-    shapes = [tuple(t.shape) for t in tf.nest.flatten(output)]
+    shapes = [tuple(t.shape) for t in keras.tree.flatten(output)]
     return ", ".join(str(s) for s in shapes)
 
 

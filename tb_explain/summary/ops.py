@@ -2,11 +2,8 @@
 
 Every `write_*` builds its `Summary.Value` protocol buffer in Python. Inside
 `batched()` (each logging event of a run writer is one) the values are kept
-and written with a single `tf.summary.experimental.write_raw_pb` at the end,
-so an event of hundreds of tags costs one TensorFlow op instead of several
-per tag (one eager op costs about as much as building dozens of protos).
-Outside `batched()` each value is written at once. Either way it goes to the
-default summary writer, at the given step. Inside `batched()` the PNGs of
+and written as one event at the end, to that run's writer, at the given step;
+outside it, `write_*` raise (there is no run to write to). Inside `batched()` the PNGs of
 `write_images` are encoded on `tb_explain._threads`' pool meanwhile (Pillow
 releases the GIL), in the order written.
 """
@@ -16,7 +13,6 @@ import io
 import threading
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
@@ -37,11 +33,12 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def batched(step):
+def batched(step, writer):
     """Context whose `write_*` calls are written together at `step` on exit
-    (also when an exception leaves it: what was logged is kept)."""
+    to `writer` (a `RunWriter`), also when an exception leaves it: what was
+    logged is kept."""
     outer = getattr(_state, "batch", None)
-    _state.batch = batch = (int(step), summary_pb2.Summary(), [])
+    _state.batch = batch = (int(step), summary_pb2.Summary(), [], writer)
     try:
         yield
     finally:
@@ -50,7 +47,7 @@ def batched(step):
 
 
 def _write(batch):
-    step, summary, pending = batch
+    step, summary, pending, writer = batch
     failed = None
     for value, header, futures in pending:  # images encoded on the pool
         try:
@@ -61,8 +58,7 @@ def _write(batch):
             continue
         value.tensor.CopyFrom(tensor_util.make_tensor_proto(np.array(parts, dtype=object)))
     if summary.value:
-        tf.summary.experimental.write_raw_pb(
-            tf.constant(summary.SerializeToString()), step=step)
+        writer.write_summary(summary, step)
     if failed is not None:
         raise failed
 
@@ -72,12 +68,9 @@ def _add(tag, metadata, array, step):
     # never rewritten by name scopes, as `tf.summary.scalar` would inside
     # compiled functions.
     batch = _pending_batch(step)
-    own = batch is None
-    if own:
-        batch = (int(step), summary_pb2.Summary(), [])
+    if batch is None:
+        raise RuntimeError(f"tb_explain: {tag!r} written outside a run writer's record({step}).")
     batch[1].value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(array))
-    if own:
-        _write(batch)
 
 
 def _pending_batch(step):
@@ -86,9 +79,13 @@ def _pending_batch(step):
     return batch if batch is not None and batch[0] == int(step) else None
 
 
-def write_scalar(tag, value, step):
+def write_scalar(tag, value, step, description=""):
     """Writes a scalar to TensorBoard's Scalars dashboard (exact tag)."""
-    _add(tag, _SCALAR_METADATA, np.asarray(value, np.float32), step)
+    metadata = _SCALAR_METADATA
+    if description:
+        metadata = scalar_metadata.create_summary_metadata(display_name=None,
+                                                           description=description)
+    _add(tag, metadata, np.asarray(value, np.float32), step)
 
 
 def encode_png(image):
@@ -111,7 +108,7 @@ def write_images(tag, images, step):
         images = images[np.newaxis]
     header = [str(images.shape[2]).encode(), str(images.shape[1]).encode()]
     batch, executor = _pending_batch(step), _threads.pool()
-    if batch is None or executor is None:
+    if executor is None:
         parts = header + [encode_png(image) for image in images]
         _add(tag, _IMAGE_METADATA, np.array(parts, dtype=object), step)
         return
@@ -129,6 +126,20 @@ def write_histogram(tag, buckets, step):
         step: Int step.
     """
     _add(tag, _HISTOGRAM_METADATA, np.asarray(buckets), step)
+
+
+def write_tensor(tag, array, step, plugin_name, content=b"", description=""):
+    """Writes `array` as a tensor summary of the plugin `plugin_name`."""
+    metadata = summary_pb2.SummaryMetadata(summary_description=description)
+    metadata.plugin_data.plugin_name = plugin_name
+    metadata.plugin_data.content = content
+    _add(tag, metadata, np.asarray(array), step)
+
+
+def current_writer():
+    """The `RunWriter` of the open `batched()` context (None outside one)."""
+    batch = getattr(_state, "batch", None)
+    return None if batch is None else batch[3]
 
 
 def write_markdown(tag, markdown, step):

@@ -66,9 +66,9 @@ def sprite(images, max_side=MAX_SPRITE_SIDE, min_side=32):
 
 
 def write_png(path, image):
-    import tensorflow as tf  # noqa: PLC0415
+    from tb_explain.summary.ops import encode_png  # noqa: PLC0415
 
-    _atomic_write(path, tf.io.encode_png(image).numpy(), mode="wb")
+    _atomic_write(path, encode_png(image), mode="wb")
 
 
 def read_config(run_dir):

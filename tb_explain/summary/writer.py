@@ -1,21 +1,25 @@
-"""Run writers: one summary writer per run directory, shared and chief-only.
+"""Run writers: one event-file writer per run directory, shared and chief-only.
 
 Every tb_explain callback that logs to the same `log_dir` writes through the
 same `RunWriter`, so a run is one event stream in one directory, whatever the
-number of callbacks. Each logging event is written under
-`tf.summary.record_if(True)` with an explicit step, so a global recording
+number of callbacks. The events go through TensorBoard's own
+`EventFileWriter` (the files TensorBoard reads, on every Keras backend, with
+or without TensorFlow), never through `tf.summary`: a global recording
 condition left active by another callback (`keras.callbacks.TensorBoard` with
-an integer `update_freq` does that) can neither drop nor re-step our
-summaries, and it is flushed at once, so an interrupted fit keeps everything
+an integer `update_freq` does that) can neither drop nor re-step them. Each
+logging event is flushed at once, so an interrupted fit keeps everything
 already logged.
 """
 
 import contextlib
 import os
 import threading
+import time
 
-import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+from tb_explain import backend
 from tb_explain.summary import ops
 
 _LOCK = threading.Lock()
@@ -23,12 +27,24 @@ _REGISTRY = {}
 
 
 def is_chief(model=None):
-    """Returns True unless this process is a non-chief worker of a cluster.
+    """Returns True unless this process is a non-chief worker of a cluster:
+    under `keras.distribution`, process 0 writes; under `tf.distribute`, the
+    chief (or worker 0 of a cluster without one).
 
     Args:
         model: Optional Keras model whose distribution strategy is consulted
             when no strategy is active in the current scope.
     """
+    import keras  # noqa: PLC0415
+
+    if keras.distribution.distribution() is not None or backend.name() == "jax":
+        from tb_explain.backend import distribution  # noqa: PLC0415
+
+        if distribution.process_index() != 0:
+            return False
+    tf = backend.tensorflow_module() if backend.name() == "tensorflow" else None
+    if tf is None:
+        return True
     if tf.distribute.has_strategy():
         strategy = tf.distribute.get_strategy()
     else:
@@ -53,8 +69,21 @@ def _key(log_dir):
     return os.path.realpath(log_dir)
 
 
+class _NoopWriter:
+    """The writer of a process that does not write (not the chief)."""
+
+    def add_event(self, event):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
 class RunWriter:
-    """A reference-counted summary writer for one run directory.
+    """A reference-counted event writer for one run directory.
 
     Obtain it with `acquire(log_dir)` and give it back with `release()`.
     The file writer stays open for the life of the process (compiled logging
@@ -70,10 +99,7 @@ class RunWriter:
     def __init__(self, log_dir, chief=True):
         self.log_dir = log_dir
         self.chief = chief
-        if chief:
-            self._writer = tf.summary.create_file_writer(log_dir)
-        else:
-            self._writer = tf.summary.create_noop_writer()
+        self._writer = EventFileWriter(log_dir) if chief else _NoopWriter()
         self._users = 0
         #: What callbacks on this run share between them (e.g. the latest
         #: mean |attribution| per feature, for the importance ranking).
@@ -113,8 +139,7 @@ class RunWriter:
             step: The int step (tb_explain uses the absolute epoch).
         """
         try:
-            with self._writer.as_default(step=int(step)), tf.summary.record_if(True), \
-                    ops.batched(step):
+            with ops.batched(step, self):
                 yield self
         finally:
             self._writer.flush()
@@ -122,3 +147,12 @@ class RunWriter:
     def flush(self):
         """Flushes pending events to disk."""
         self._writer.flush()
+
+    def write_summary(self, summary, step):
+        """Appends a `Summary` proto to the run at `step`."""
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                               summary=summary))
+
+    def write_graph(self, graph_def_bytes):
+        """Appends a serialized `GraphDef` (the op graph) to the run."""
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), graph_def=graph_def_bytes))

@@ -7,6 +7,7 @@ inputs' `Embedding` layers swapped for the values a core feeds them.
 import contextlib
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -53,7 +54,7 @@ def by_shapes(fn):
     concrete = {}
 
     def call(*args):
-        key = tuple((tuple(t.shape), t.dtype) for t in tf.nest.flatten(args)
+        key = tuple((tuple(t.shape), t.dtype) for t in keras.tree.flatten(args)
                     if isinstance(t, (tf.Tensor, np.ndarray)))
         found = concrete.get(key)
         if found is None:

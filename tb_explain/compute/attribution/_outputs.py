@@ -4,6 +4,7 @@ model's output structure) and which unit of it per sample.
 
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -90,7 +91,7 @@ def output_units(model, key, plan=None):
     static = static_outputs(model)
     if static is not None:
         selected = static[key] if key is not None else static
-        selected = tf.nest.flatten(selected)[0]
+        selected = keras.tree.flatten(selected)[0]
         dims = selected.shape[1:]
         if all(d is not None for d in dims):
             return int(np.prod(dims))

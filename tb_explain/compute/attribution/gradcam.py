@@ -9,6 +9,7 @@ height x width.
 import contextlib
 import functools
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,7 +42,7 @@ def _conv_layers(model, plan):
         @functools.wraps(original)
         def call(*args, **kwargs):
             out = original(*args, **kwargs)
-            first = tf.nest.flatten(out)[0] if tf.nest.flatten(out) else None
+            first = keras.tree.flatten(out)[0] if keras.tree.flatten(out) else None
             if first is not None and len(first.shape) == 4:
                 calls.append((path, layer))
             return out
@@ -87,7 +88,7 @@ def _core(model, key, plan, layer, size):
 
     def record(*args, **kwargs):
         out = original(*args, **kwargs)
-        captured["A"] = tf.nest.flatten(out)[0]
+        captured["A"] = keras.tree.flatten(out)[0]
         return out
 
     @tf.function(autograph=False)

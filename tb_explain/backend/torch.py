@@ -1,0 +1,65 @@
+"""The PyTorch backend: `torch.autograd.grad`; functions run eagerly.
+
+Keras's `predict` runs under `torch.no_grad()` and its trainer reads and
+zeroes `.grad`: gradients here are taken with `torch.autograd.grad` under
+`torch.enable_grad()`, which touches no `.grad` attribute.
+"""
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+#: What a model raises on inputs it cannot take, besides ValueError/TypeError.
+MODEL_ERRORS = (RuntimeError,)
+
+
+def to_numpy(x):
+    if hasattr(x, "value") and not isinstance(x, (np.ndarray, torch.Tensor)):
+        x = x.value  # a Keras variable
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _leaf(x):
+    from keras.src.backend.torch.core import convert_to_tensor  # noqa: PLC0415
+
+    return convert_to_tensor(x).detach().requires_grad_(True)
+
+
+def input_gradients(fn, xs):
+    with torch.enable_grad():
+        xs = [_leaf(x) for x in xs]
+        total, aux = fn(xs)
+        grads = torch.autograd.grad(total, xs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)], aux
+
+
+def variable_gradients(fn, variables):
+    values = [v.value for v in variables]
+    with torch.enable_grad():
+        loss, aux = fn()
+        grads = torch.autograd.grad(loss, values, allow_unused=True)
+    return [torch.zeros_like(v) if g is None else g.detach() for v, g in zip(values, grads)], aux
+
+
+def compile(fn, variables):  # noqa: A001
+    def call(*args):
+        with torch.no_grad():
+            return fn(*args)
+    call.compiled = fn
+    return call
+
+
+def executing_eagerly():
+    return True
+
+
+def without_graph_rewrites():
+    return contextlib.nullcontext()
+
+
+def string_tensor(array):
+    return array
