@@ -1,16 +1,17 @@
 """Compiled cores: one cache of compiled functions per model (weakly keyed),
-so each is traced once per model and input shape; the forward pass shared
-with the op graph `ModelGraph` writes; dispatch by argument shapes; token
-inputs' `Embedding` layers swapped for the values a core feeds them.
+so each is compiled once per model and input shape; the forward pass shared
+with the op graph `ModelGraph` writes; token inputs' `Embedding` layers
+swapped for the values a core feeds them.
+
+A core is written once on `keras.ops` and `tb_explain.backend` and compiled
+by `backend.compile` (`tf.function`, `jax.jit` over the variables' values,
+eager PyTorch); inside `tiering.eager()` its Python runs directly.
 """
 
 import contextlib
 import weakref
 
-import keras
-import numpy as np
-import tensorflow as tf
-
+from tb_explain import backend
 from tb_explain._keras import swapped_call
 from tb_explain.compute import tiering
 
@@ -24,17 +25,17 @@ def cache(model):
 
 
 def forward(model):
-    """`model(x, training=False)`, compiled once per model and input signature.
+    """`model(x, training=False)`, compiled once per model (`backend.compile`).
 
-    The same function traces the op graph `ModelGraph` writes (with a
-    batch-agnostic signature), so the probe passes of the attribution
-    methods reuse that trace.
+    On TensorFlow the same `tf.function` (`.compiled`) traces the op graph
+    `ModelGraph` writes (with a batch-agnostic signature), so the probe
+    passes of the attribution methods reuse that trace.
     """
     per_model = cache(model)
     fn = per_model.get("forward")
     if fn is None:
-        fn = per_model["forward"] = tf.function(
-            lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
+        fn = per_model["forward"] = backend.compile(lambda x: model(x, training=False),
+                                                    model.variables)
     return fn
 
 
@@ -48,34 +49,19 @@ def embeddings_swapped(plan, holder):
         yield
 
 
-def by_shapes(fn):
-    """Calls `fn`'s concrete function for the arguments' shapes (traced once
-    per shape; cheaper than tf.function's own dispatch on nested arguments)."""
-    concrete = {}
-
-    def call(*args):
-        key = tuple((tuple(t.shape), t.dtype) for t in keras.tree.flatten(args)
-                    if isinstance(t, (tf.Tensor, np.ndarray)))
-        found = concrete.get(key)
-        if found is None:
-            found = concrete[key] = fn.get_concrete_function(*args)
-        return found(*args)
-    return call
-
-
 def register_core(model, key, plan, holder, core):
-    """Caches the compiled `core` for `model` under `key`, dispatched by
-    argument shapes (`by_shapes`; its Python runs eagerly inside
-    `tiering.eager()`), with the token inputs' Embeddings swapped for
-    `holder`'s values (see `feed`) while it runs."""
-    run = by_shapes(core)
+    """Caches `core` compiled for `model` under `key` (its Python runs
+    eagerly inside `tiering.eager()`), with the token inputs' Embeddings
+    swapped for `holder`'s values (see `_feeding.feed`) while it runs."""
+    compiled = backend.compile(core, model.variables)
 
     def call(*args):
         with embeddings_swapped(plan, holder):
             if tiering.is_eager():
-                return core.python_function(*args)
-            return run(*args)
+                return core(*args)
+            return compiled(*args)
 
     call.core = core
+    call.compiled = compiled
     cache(model)[key] = call
     return call

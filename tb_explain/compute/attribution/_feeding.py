@@ -1,13 +1,15 @@
 """Feeding and chunking: what a method computes on (`setup`), the model's
-inputs inside a compiled core (`feed`), the gradient sums of one chunk of
-rows, and how rows are cut into chunks.
+inputs inside a compiled core (`feed`), the gradient core of the gradient
+methods, and how rows are cut into chunks and summed per sample
+(`run_chunks`: indexing and float64 sums in numpy, the model pass compiled).
 """
 
 import dataclasses
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain.compute.attribution._inputs import InputPlan, model_input_leaves, plan_inputs
 from tb_explain.compute.attribution._outputs import outputs_and_targets, select
 
@@ -33,59 +35,96 @@ def setup(model, inputs, target=None, output=None):
     """Plans the inputs, validates `output` and `target`, embeds token ids."""
     plan = plan_inputs(model, inputs)
     key, chosen = outputs_and_targets(model, plan, target, output)
-    xs = [np.asarray(plan.embeddings[i](tf.convert_to_tensor(plan.ids[i])))
+    xs = [backend.to_numpy(plan.embeddings[i](keras.ops.convert_to_tensor(plan.ids[i])))
           if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
     return Setup(plan, key, chosen, xs, model_input_leaves(model, plan))
 
 
-def feed(plan, points, model_xs, rows, holder):
+def feed(plan, points, model_xs, holder):
     """The model's inputs inside a compiled core: attributed float inputs are
-    `points`, the others the original leaves gathered at `rows`; token
-    inputs' embeddings go to `holder` (returned by their swapped layer)."""
+    `points`, the others `model_xs` (the original leaves of the same rows);
+    token inputs' embeddings go to `holder` (returned by their swapped layer)."""
     position = {i: j for j, i in enumerate(plan.attributed)}
     out = []
     for i, kind in enumerate(plan.kinds):
         if kind == "float":
             out.append(points[position[i]])
         else:
-            out.append(tf.gather(model_xs[i], rows))
+            out.append(model_xs[i])
             if kind == "token":
                 holder[i] = points[position[i]]
     return plan.rebuild(out)
 
 
-def chunk_index(start, chunk, total):
-    """Inside a compiled core: `(index, valid)` of the rows `start` to
-    `start + chunk` of `total` (padding rows beyond the end repeat the last
-    row and are not valid)."""
-    index = tf.range(start, start + chunk)
-    valid = index < total
-    return tf.minimum(index, total - 1), valid
+def take_targets(outputs, key, target):
+    """Inside a core: the selected output's unit `target[r]` of each row r."""
+    selected = select(outputs, key)
+    index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
+    return keras.ops.take_along_axis(selected, index, axis=1)[:, 0]
 
 
-def gradient_sums(model, plan, key, points, model_xs, rows, target, holder, weight, acc,
-                  reduce=None):
-    """Inside a compiled core: F at `points` (one row each, of sample
-    `rows`), and `acc` plus each sample's sum of `reduce(dF/dpoint, point)`
-    (default: the gradient) times the row's `weight`.
+def gradient_core(model, plan, key, holder, reduce=None):
+    """A core: `core(points, model_xs, target, weight) -> (values, f)`, with F
+    the selected output at `target` of each row (one row per point) and
+    `values[j]` each row's `reduce(dF/dpoint_j, point_j)` (default: the
+    gradient) times the row's `weight`."""
+    ops = keras.ops
+
+    def core(points, model_xs, target, weight):
+        def total(pts):
+            f_rows = take_targets(model(feed(plan, pts, model_xs, holder), training=False),
+                                  key, target)
+            return ops.sum(f_rows), f_rows
+
+        grads, f_rows = backend.input_gradients(total, points)
+        values = []
+        for g, p in zip(grads, points):
+            value = g if reduce is None else reduce(g, p)
+            shape = (-1,) + (1,) * (len(value.shape) - 1)
+            values.append(value * ops.reshape(ops.cast(weight, value.dtype), shape))
+        return values, f_rows
+    return core
+
+
+def run_chunks(core, done, total_rows, chunk, sample_of, points_of, weight_of=None):
+    """Runs a core over `total_rows` rows in chunks of `chunk` rows (the last
+    one padded with copies of the last row, weight 0), and sums each row's
+    values into its sample in float64.
+
+    Args:
+        core: From `gradient_core` (registered with `_cores.register_core`).
+        done: The `Setup`.
+        total_rows: Rows to run.
+        chunk: Rows per call.
+        sample_of: `sample_of(index) -> samples` (numpy ints) of row indices.
+        points_of: `points_of(index, samples) -> [arrays]`, the rows' points.
+        weight_of: `weight_of(index) -> float32 weights` (None: 1 each).
 
     Returns:
-        `(new acc, F per row)`.
+        `(per attributed input: [n, ...] float64 sums, F of every row [total_rows])`.
     """
-    with tf.GradientTape() as tape:
-        tape.watch(points)
-        outs = model(feed(plan, points, model_xs, rows, holder), training=False)
-        f_rows = tf.gather(select(outs, key), tf.gather(target, rows), axis=1, batch_dims=1)
-        total = tf.reduce_sum(f_rows)
-    grads = tape.gradient(total, points)
-    n = tf.shape(acc[0])[0]
-    new = []
-    for a, g, p in zip(acc, grads, points):
-        value = g if reduce is None else reduce(g, p)
-        shape = tf.concat([tf.shape(weight), tf.ones([tf.rank(g) - 1], tf.int32)], 0)
-        weighted = value * tf.reshape(tf.cast(weight, g.dtype), shape)
-        new.append(a + tf.cast(tf.math.unsorted_segment_sum(weighted, rows, n), a.dtype))
-    return new, f_rows
+    acc = [np.zeros(x.shape, np.float64) for x in done.xs]
+    f_rows = []
+    for start in range(0, total_rows, chunk):
+        wanted = np.arange(start, start + chunk)
+        index = np.minimum(wanted, total_rows - 1)
+        samples = sample_of(index)
+        weight = np.ones(chunk, np.float32) if weight_of is None else weight_of(index)
+        weight = np.where(wanted < total_rows, weight, 0.0).astype(np.float32)
+        model_xs = [leaf[samples] for leaf in done.feed]
+        values, f = core(points_of(index, samples), model_xs, done.targets[samples], weight)
+        _add_by_sample(acc, [backend.to_numpy(v) for v in values], samples)
+        f_rows.append(backend.to_numpy(f))
+    return acc, np.concatenate(f_rows)[:total_rows]
+
+
+def _add_by_sample(acc, values, samples):
+    """`acc[s] += sum of values of the rows of sample s` (rows of a sample
+    are contiguous: one `np.add.reduceat` per input)."""
+    starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]])
+    owners = samples[starts]
+    for a, v in zip(acc, values):
+        a[owners] += np.add.reduceat(v.astype(np.float64, copy=False), starts, axis=0)
 
 
 def chunk_rows(total_rows, batch_size):

@@ -17,8 +17,8 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import swapped_call
 from tb_explain.probe import strings_as_array
@@ -101,16 +101,16 @@ def _token_consumers(model, leaves, rebuild, layers, vectorizers=()):
 
     def recorder(layer, original):
         def call(inputs, *args, **kwargs):
-            seen.setdefault(id(layer), np.asarray(inputs))
+            seen.setdefault(id(layer), backend.to_numpy(inputs))
             out = original(inputs, *args, **kwargs)
-            made.setdefault(id(layer), np.asarray(out))
+            made.setdefault(id(layer), backend.to_numpy(out))
             return out
         return call
 
     with contextlib.ExitStack() as stack:
         for layer in (*layers, *vectorizers):
             stack.enter_context(swapped_call(layer, recorder(layer, layer.call)))
-        model(rebuild([tf.convert_to_tensor(x[:1]) for x in leaves]), training=False)
+        model(rebuild([backend.to_tensor(x[:1]) for x in leaves]), training=False)
 
     def reader(ids):
         for layer in layers:
@@ -178,7 +178,7 @@ class InputPlan:
             self.vectorizers = [None] * len(self.leaves)
         if self.ids is None:
             self.ids = [None if kind != "token" else (
-                x if vec is None else np.asarray(vec(tf.convert_to_tensor(x))))
+                x if vec is None else backend.to_numpy(vec(backend.to_tensor(x))))
                 for kind, x, vec in zip(self.kinds, self.leaves, self.vectorizers)]
 
     def vocabulary(self, i):
@@ -284,8 +284,8 @@ def model_input_leaves(model, plan):
         dtypes = [None] * len(leaves)
     out = []
     for x, dtype in zip(leaves, dtypes):
-        tensor = tf.convert_to_tensor(x)
-        if dtype is not None and tensor.dtype != tf.string and tf.as_dtype(dtype) != tf.string:
-            tensor = tf.cast(tensor, dtype)
-        out.append(tensor)
+        x = np.asarray(x)
+        if dtype is not None and x.dtype.kind not in "USO" and dtype != "string":
+            x = x.astype(keras.backend.standardize_dtype(dtype))
+        out.append(x)
     return out

@@ -6,8 +6,8 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain.compute.attribution._cores import forward
 from tb_explain.compute.attribution._inputs import model_inputs
 
@@ -57,8 +57,8 @@ def select(outputs, output):
     """The selected output as float32 `[n, units]`."""
     if isinstance(outputs, (dict, list, tuple)):
         outputs = outputs[output]
-    outputs = tf.cast(outputs, tf.float32)
-    return tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+    outputs = keras.ops.cast(outputs, "float32")
+    return keras.ops.reshape(outputs, (-1, int(np.prod(outputs.shape[1:]))))
 
 
 def targets(target, scores):
@@ -125,7 +125,7 @@ def outputs_and_targets(model, plan, target, output):
         return key, targets(target, np.zeros((n, units)))
     raw = forward(model)(model_inputs(model, plan))
     key = output_key(model, raw, output)
-    return key, targets(target, select(raw, key).numpy())
+    return key, targets(target, backend.to_numpy(select(raw, key)))
 
 
 def explained_targets(model, plan, output=None, target=None):

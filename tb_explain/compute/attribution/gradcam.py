@@ -2,7 +2,7 @@
 
 ReLU(sum_k mean_ij(dF/dA_k) * A_k) at a layer with a 4-D output A (default:
 the last one the forward pass calls, nested models included), upsampled
-bilinearly (half-pixel centres, `tf.image.resize`) to the image input's
+bilinearly (half-pixel centres, `keras.ops.image.resize`) to the image input's
 height x width.
 """
 
@@ -11,8 +11,8 @@ import functools
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._keras import swapped_call, walk_layers
 from tb_explain.compute.attribution import _cores, _feeding, _outputs
 from tb_explain.compute.attribution.result import Attribution
@@ -51,7 +51,7 @@ def _conv_layers(model, plan):
     with contextlib.ExitStack() as stack:
         for path, layer in layers:
             stack.enter_context(swapped_call(layer, recorder(path, layer, layer.call)))
-        first = [tf.convert_to_tensor(x[:1]) for x in plan.leaves]
+        first = [backend.to_tensor(x[:1]) for x in plan.leaves]
         model(plan.rebuild(first), training=False)
     return calls
 
@@ -79,40 +79,61 @@ def find_layer(model, plan, layer=None):
 
 
 def _core(model, key, plan, layer, size):
+    """`core(model_xs, target, delta) -> (cam, F)`, compiled per model and layer.
+
+    The layer's output A is read as `A + delta` (`delta` zeros), so dF/dA is
+    the gradient with respect to the input `delta` on every backend (JAX has
+    no gradient with respect to an intermediate value)."""
     cache_key = ("gradcam", key, id(layer), size, tuple(plan.kinds), plan.structure)
     per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
-    captured = {}
+    holder = {}
+    original = layer.call
+    ops = keras.ops
+
+    def record(*args, **kwargs):
+        out = original(*args, **kwargs)
+        flat = keras.tree.flatten(out)
+        holder["A"] = flat[0] + ops.cast(holder["delta"], flat[0].dtype)
+        return keras.tree.pack_sequence_as(out, [holder["A"], *flat[1:]])
+
+    def core(model_xs, target, delta):
+        def total(deltas):
+            holder["delta"] = deltas[0]
+            f = _feeding.take_targets(model(plan.rebuild(list(model_xs)), training=False),
+                                      key, target)
+            return ops.sum(f), (f, holder["A"])
+
+        (grads,), (f, activation) = backend.input_gradients(total, [delta])
+        weights = ops.mean(ops.cast(grads, "float32"), axis=(1, 2), keepdims=True)
+        cam = ops.relu(ops.sum(weights * ops.cast(activation, "float32"), axis=-1))
+        return ops.image.resize(cam[..., None], size, interpolation="bilinear")[..., 0], f
+
+    compiled = backend.compile(core, model.variables)
+
+    def call(*args):
+        with swapped_call(layer, record):
+            return compiled(*args)
+
+    per_model[cache_key] = call
+    return call
+
+
+def _activation_shape(model, plan, layer):
+    """The sample shape of `layer`'s (first) output, from one eager pass on
+    the first sample."""
+    seen = {}
     original = layer.call
 
     def record(*args, **kwargs):
         out = original(*args, **kwargs)
-        captured["A"] = keras.tree.flatten(out)[0]
+        seen.setdefault("shape", tuple(keras.tree.flatten(out)[0].shape[1:]))
         return out
 
-    @tf.function(autograph=False)
-    def core(model_xs, target):
-        with tf.GradientTape() as tape:
-            outs = model(plan.rebuild(list(model_xs)), training=False)
-            activation = captured["A"]
-            tape.watch(activation)
-            selected = _outputs.select(outs, key)
-            f = tf.gather(selected, target, axis=1, batch_dims=1)
-            total_f = tf.reduce_sum(f)
-        grads = tape.gradient(total_f, activation)
-        weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=[1, 2], keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activation, tf.float32), axis=-1))
-        return tf.image.resize(cam[..., None], size, method="bilinear")[..., 0], f
-
-    run = _cores.by_shapes(core)
-
-    def call(*args):
-        with swapped_call(layer, record):
-            return run(*args)
-
-    per_model[cache_key] = call
-    return call
+    with swapped_call(layer, record):
+        model(plan.rebuild([backend.to_tensor(x[:1]) for x in plan.leaves]), training=False)
+    return seen["shape"]
 
 
 def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=None):
@@ -127,15 +148,16 @@ def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=N
     _, found = find_layer(model, done.plan, layer)
     size = tuple(done.plan.leaves[image].shape[1:3])
     core = _core(model, done.key, done.plan, found, size)
+    shape = _activation_shape(model, done.plan, found)
     n = done.n
     chunk = _feeding.chunk_rows(n, batch_size or n)
     maps, outputs = [], []
     for start in range(0, n, chunk):
         rows = np.minimum(np.arange(start, start + chunk), n - 1)  # pad the last chunk
-        feed = [tf.gather(leaf, rows) for leaf in done.feed]
-        cam, f = core(feed, tf.constant(done.targets[rows]))
-        maps.append(cam.numpy())
-        outputs.append(f.numpy())
+        feed = [leaf[rows] for leaf in done.feed]
+        cam, f = core(feed, done.targets[rows], np.zeros((chunk,) + shape, np.float32))
+        maps.append(backend.to_numpy(cam))
+        outputs.append(backend.to_numpy(f))
     return Attribution(attributions=np.concatenate(maps)[:n], delta=None, target=done.targets,
                        output=np.concatenate(outputs)[:n], baseline_output=None,
                        skipped=dict(done.plan.skipped))

@@ -1,19 +1,19 @@
-"""Integrated gradients (Sundararajan et al., 2017) in pure TensorFlow.
+"""Integrated gradients (Sundararajan et al., 2017), on every Keras backend.
 
 The algorithm, the quadrature rules (`quadrature.py`) and batching are kept
 apart: the `samples x steps` interpolated inputs are enumerated as one flat
 index and processed in chunks of at most `batch_size` rows by one compiled
-function (traced once per model, input shape and chunk size), which adds each
-chunk's weighted gradients to a running sum per sample, so memory is bounded
-by one chunk. The path always includes its end points (a rule without them
+function (traced once per model, input shape and chunk size), each chunk's
+weighted gradients added to a float64 running sum per sample, so memory is
+bounded by one chunk. The path always includes its end points (a rule without them
 gets them with weight 0), so `F(x)` and `F(baseline)` come out of the same
 pass, for every kind of input.
 """
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.compute.attribution import _cores, _feeding, _inputs
 from tb_explain.compute.attribution.result import Attribution
 from tb_explain.compute.quadrature import METHODS, quadrature
@@ -91,9 +91,9 @@ def _baseline_sets(baseline, plan, xs):
                 row.append(np.zeros_like(xs[j]))
             elif plan.kinds[i] == "token":
                 if plan.vectorizers[i] is not None:  # text: baselines are texts too
-                    parts[j] = np.asarray(plan.vectorizers[i](tf.convert_to_tensor(parts[j])))
-                ids = tf.convert_to_tensor(parts[j].astype(plan.ids[i].dtype))
-                row.append(np.asarray(plan.embeddings[i](ids)).astype(xs[j].dtype))
+                    parts[j] = backend.to_numpy(plan.vectorizers[i](backend.to_tensor(parts[j])))
+                ids = keras.ops.convert_to_tensor(parts[j].astype(plan.ids[i].dtype))
+                row.append(backend.to_numpy(plan.embeddings[i](ids)).astype(xs[j].dtype))
             else:
                 row.append(parts[j].astype(xs[j].dtype))
         sets.append(row)
@@ -103,35 +103,14 @@ def _baseline_sets(baseline, plan, xs):
 # -- the compiled core ---------------------------------------------------------
 
 def _core(model, output, plan):
-    """Compiled IG core for `model`, cached per model and configuration."""
-    kinds = tuple(plan.kinds)
-    layers = tuple(plan.embeddings)
-    key = ("ig", output, kinds, tuple(id(l) for l in layers), plan.structure)
+    """The IG core for `model` (the gradient core), cached per model and configuration."""
+    key = ("ig", output, tuple(plan.kinds), tuple(id(l) for l in plan.embeddings),
+           plan.structure)
     per_model = _cores.cache(model)
     if key in per_model:
         return per_model[key]
     holder = {}  # token inputs: the interpolated embeddings their layer returns
-
-    @tf.function(autograph=False)
-    def core(xs, bases, model_xs, target, alphas, weights, start, chunk, acc):
-        """One chunk of `chunk` (sample, step) pairs from flat index `start`."""
-        n = tf.shape(xs[0])[0]
-        steps = tf.shape(alphas)[0]
-        total = n * steps
-        index, valid = _feeding.chunk_index(start, chunk, total)  # padding rows: weight 0
-        sample = index // steps
-        step = index % steps
-        alpha = tf.gather(alphas, step)
-        weight = tf.where(valid, tf.gather(weights, step), tf.zeros_like(alpha))
-        interp = []
-        for x, b in zip(xs, bases):
-            shape = tf.concat([[chunk], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-            interp.append(tf.gather(b, sample)
-                          + tf.reshape(tf.cast(alpha, x.dtype), shape) * tf.gather(x - b, sample))
-        return _feeding.gradient_sums(model, plan, output, interp, model_xs, sample, target,
-                                     holder, weight, acc)
-
-    # One trace per input shape (the chunk size is a tensor).
+    core = _feeding.gradient_core(model, plan, output, holder)
     return _cores.register_core(model, key, plan, holder, core)
 
 
@@ -153,27 +132,38 @@ class _Run:
         done = _feeding.setup(model, inputs, target, output)
         self.plan, self.n, self.targets, self.xs, self.feed = (
             done.plan, done.n, done.targets, done.xs, done.feed)
+        self.key = done.key
         self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
         self.core = _core(model, done.key, self.plan)
         self.alphas, self.weights = alphas, weights
         self.total_rows = self.n * len(alphas)
         self.chunk = _feeding.chunk_rows(self.total_rows, batch_size)
 
-    def arguments(self, bases):
-        """The core's arguments for one baseline set, up to (start, chunk, acc)."""
-        return ([tf.convert_to_tensor(x) for x in self.xs],
-                [tf.convert_to_tensor(b) for b in bases], self.feed,
-                tf.constant(self.targets), tf.constant(self.alphas), tf.constant(self.weights))
+    def path_integral(self, bases, rows=None):
+        """`(weighted gradient sums per attributed input, F at every row)`
+        along the straight path from `bases` to the inputs (rows: all
+        `samples x points`, or the first `rows`)."""
+        points = len(self.alphas)
+        total_rows = self.total_rows if rows is None else rows
+        diffs = [x - b for x, b in zip(self.xs, bases)]
 
+        def points_of(index, samples):
+            alpha = self.alphas[index % points]
+            return [(b[samples] + alpha.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+                     * d[samples]).astype(x.dtype) for x, b, d in zip(self.xs, bases, diffs)]
+
+        return _feeding.run_chunks(self.core, self, total_rows, min(self.chunk, total_rows),
+                                   lambda index: index // points, points_of,
+                                   lambda index: self.weights[index % points])
 
 
 def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",
             batch_size=None, output=None):
-    """Validates a configuration and traces its compiled core on one row.
+    """Validates a configuration and compiles its core on one chunk of rows.
 
-    Computes one gradient (not `samples x steps`), so the one-time cost of
-    tracing and graph optimization is paid here, and the first real call
-    runs at its steady speed.
+    Computes one chunk (not all `samples x steps` when there are more), so
+    the one-time cost of tracing and compiling is paid here, and the first
+    real call runs at its steady speed.
 
     Returns:
         The `InputPlan` of `inputs`.
@@ -183,8 +173,7 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
     """
     alphas, weights = _quadrature_with_ends(method, steps)
     run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
-    grads = [tf.zeros(x.shape, tf.float64) for x in run.xs]
-    run.core(*run.arguments(run.base_sets[0]), tf.constant(0), tf.constant(1), grads)
+    run.path_integral(run.base_sets[0], rows=min(run.chunk, run.total_rows))
     return run.plan
 
 
@@ -246,15 +235,10 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     total = [np.zeros(x.shape, np.float64) for x in xs]
     f_x, f_base = None, np.zeros(n)
     for bases in base_sets:
-        args = run.arguments(bases)
-        grads = [tf.zeros(x.shape, tf.float64) for x in xs]
-        f_rows = []
-        for start in range(0, total_rows, chunk):  # running weighted sum per sample
-            grads, rows = run.core(*args, tf.constant(start), tf.constant(chunk), grads)
-            f_rows.append(rows.numpy())
-        path = np.concatenate(f_rows)[:total_rows].reshape(n, points).astype(np.float64)
+        grads, f_rows = run.path_integral(bases)  # running weighted sum per sample
+        path = f_rows.reshape(n, points).astype(np.float64)
         for j, (g, x, b) in enumerate(zip(grads, xs, bases)):  # IG = (x - x') * avg grad
-            total[j] += (x.astype(np.float64) - b.astype(np.float64)) * g.numpy()
+            total[j] += (x.astype(np.float64) - b.astype(np.float64)) * g
         f_base += path[:, 0]
         if f_x is None:
             f_x = path[:, -1]

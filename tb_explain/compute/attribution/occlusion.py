@@ -10,9 +10,8 @@ copies are built inside one compiled forward function, in chunks of rows.
 """
 
 import numpy as np
-import tensorflow as tf
 
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.compute.attribution import _cores, _feeding, _inputs, _outputs
 from tb_explain.compute.attribution.result import Attribution
 
@@ -64,58 +63,32 @@ def windows(xs, window=None, stride=None):
 
 
 def _mask(x_shape, size, start, rank):
-    """`[m, *spatial]` float masks (1 inside each row's window) for starts `[m, rank]`."""
+    """`[m, *spatial]` float32 masks (1 inside each row's window) for starts `[m, rank]`."""
     mask = None
     for axis in range(rank):
-        coords = tf.range(x_shape[1 + axis])[None, :]
-        inside = (coords >= start[:, axis:axis + 1]) & (coords < start[:, axis:axis + 1]
-                                                       + size[axis])
-        inside = tf.cast(inside, tf.float32)
+        coords = np.arange(x_shape[1 + axis])[None, :]
+        inside = ((coords >= start[:, axis:axis + 1])
+                  & (coords < start[:, axis:axis + 1] + size[axis])).astype(np.float32)
         shape = [-1] + [1] * rank
         shape[1 + axis] = x_shape[1 + axis]
-        inside = tf.reshape(inside, shape)
+        inside = inside.reshape(shape)
         mask = inside if mask is None else mask * inside
     return mask
 
 
-def _core(model, key, plan, sizes):
-    cache_key = ("occlusion", key, tuple(sizes), tuple(plan.kinds),
+def _core(model, key, plan):
+    """`core(points, model_xs, target) -> F` of each row, compiled per model."""
+    cache_key = ("outputs", key, tuple(plan.kinds),
                  tuple(id(l) for l in plan.embeddings), plan.structure)
     per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     holder = {}
 
-    @tf.function(autograph=False)
-    def core(xs, model_xs, target, f_x, owner, starts, baseline, start, chunk, acc):
-        """Rows enumerate (sample, position); position p occludes input owner[p]."""
-        n = tf.shape(xs[0])[0]
-        positions = tf.shape(owner)[0]
-        total = n * positions
-        index, valid = _feeding.chunk_index(start, chunk, total)
-        valid = tf.cast(valid, tf.float32)
-        sample, position = index // positions, index % positions
-        points, masks = [], []
-        for j, (x, size) in enumerate(zip(xs, sizes)):
-            rank = len(size)
-            mine = tf.cast(tf.equal(tf.gather(owner, position), j), tf.float32)
-            mask = _mask(tf.shape(x), size, tf.gather(starts, position), rank)
-            mask = mask * tf.reshape(mine, [-1] + [1] * rank)
-            full = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones(
-                [tf.rank(x) - 1 - rank], tf.int32)], 0))
-            full = tf.cast(full, x.dtype)
-            points.append(tf.gather(x, sample) * (1 - full) + tf.cast(baseline, x.dtype) * full)
-            masks.append(mask)
-        outs = model(_feeding.feed(plan, points, model_xs, sample, holder), training=False)
-        f = tf.gather(_outputs.select(outs, key), tf.gather(target, sample), axis=1, batch_dims=1)
-        drop = (tf.gather(f_x, sample) - f) * valid
-        new = []
-        for a, mask in zip(acc, masks):
-            shaped = tf.reshape(drop, [-1] + [1] * (len(mask.shape) - 1)) * mask
-            new.append(a + tf.cast(tf.math.unsorted_segment_sum(shaped, sample, n), a.dtype))
-        return new
+    def core(points, model_xs, target):
+        outs = model(_feeding.feed(plan, points, model_xs, holder), training=False)
+        return _feeding.take_targets(outs, key, target)
 
-    # One trace per input shape (the chunk size is a tensor).
     return _cores.register_core(model, cache_key, plan, holder, core)
 
 
@@ -139,23 +112,38 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
     owner = np.concatenate([np.full(len(grid), j, np.int32) for j, (_, grid) in enumerate(found)])
     starts = np.concatenate([np.pad(grid, ((0, 0), (0, rank - grid.shape[1])))
                              for _, grid in found])
-    f_x = _outputs.select(_cores.forward(model)(_inputs.model_inputs(model, done.plan)),
-                         done.key).numpy()[np.arange(done.n), done.targets]
-    core = _core(model, done.key, done.plan, sizes)
-    total_rows = done.n * len(owner)
+    f_x = backend.to_numpy(_outputs.select(
+        _cores.forward(model)(_inputs.model_inputs(model, done.plan)), done.key))[
+        np.arange(done.n), done.targets]
+    core = _core(model, done.key, done.plan)
+    positions = len(owner)
+    total_rows = done.n * positions
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
-    xs = [tf.convert_to_tensor(x) for x in done.xs]
-    acc = [tf.zeros((done.n,) + x.shape[1:1 + len(s)], tf.float64) for x, s in zip(done.xs, sizes)]
-    args = (xs, done.feed, tf.constant(done.targets), tf.constant(f_x.astype(np.float32)),
-            tf.constant(owner), tf.constant(starts), tf.constant(baseline, tf.float32))
-    for begin in range(0, total_rows, chunk):
-        acc = core(*args, tf.constant(begin), tf.constant(chunk), acc)
+    acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
+    for begin in range(0, total_rows, chunk):  # rows: (sample, position) pairs
+        wanted = np.arange(begin, begin + chunk)
+        index = np.minimum(wanted, total_rows - 1)
+        valid = (wanted < total_rows).astype(np.float64)
+        sample, position = index // positions, index % positions
+        points, masks = [], []
+        for j, (x, size) in enumerate(zip(done.xs, sizes)):
+            rank = len(size)
+            mask = _mask(x.shape, size, starts[position], rank)
+            mask *= (owner[position] == j).astype(np.float32).reshape([-1] + [1] * rank)
+            full = mask.reshape(mask.shape + (1,) * (x.ndim - 1 - rank)).astype(x.dtype)
+            points.append(x[sample] * (1 - full) + np.asarray(baseline, x.dtype) * full)
+            masks.append(mask)
+        f = backend.to_numpy(core(points, [leaf[sample] for leaf in done.feed],
+                                  done.targets[sample])).astype(np.float64)
+        drop = (f_x[sample].astype(np.float32).astype(np.float64) - f) * valid
+        for a, mask in zip(acc, masks):
+            np.add.at(a, sample, drop.reshape([-1] + [1] * (mask.ndim - 1)) * mask)
     attributions = []
     for j, (x, (size, grid)) in enumerate(zip(done.xs, found)):
         coverage = np.zeros(x.shape[1:1 + len(size)])
         for corner in grid:
             coverage[tuple(slice(c, c + s) for c, s in zip(corner, size))] += 1
-        per_element = acc[j].numpy() / np.maximum(coverage, 1)
+        per_element = acc[j] / np.maximum(coverage, 1)
         # spread over the axes the window covers (channels, embedding)
         extra = x.shape[1 + len(size):]
         value = np.broadcast_to(per_element.reshape(per_element.shape + (1,) * len(extra)),
