@@ -13,8 +13,7 @@ samples and images compare across epochs), and checked against the model in
 import keras
 import numpy as np
 
-from tb_explain import backend
-from tb_explain import _validate
+from tb_explain import _validate, backend
 
 
 def strings_as_array(array):

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from tb_explain import backend
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import activations, stats, tiering
 from tb_explain.probe import Probe, named_leaves

@@ -5,10 +5,8 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tb_explain import backend
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import embeddings, predictions
@@ -140,7 +138,7 @@ class Embeddings(ExplainCallback):
             per[name] = (data, n, labels)
         first, _, _ = next(iter(per.values()))
         x0, _, _ = predictions.first_batch(first, self.batch_size)
-        x0 = keras.tree.map_structure(lambda a: tf.convert_to_tensor(np.asarray(a)[:2]), x0)
+        x0 = keras.tree.map_structure(lambda a: np.asarray(a)[:2], x0)
         with self.model_checks():
             if self.layer is None:
                 self.path = embeddings.default_layer(model, x0)
@@ -223,11 +221,10 @@ class Embeddings(ExplainCallback):
         vectors, scores = [], []
         n = len(index)
         for start in range(0, n, self.batch_size):
-            part = keras.tree.map_structure(lambda a, s=start: tf.convert_to_tensor(
-                a[s:s + self.batch_size]), x)
+            part = keras.tree.map_structure(lambda a, s=start: a[s:s + self.batch_size], x)
             v, outs = self._embed(part)
-            vectors.append(v.numpy())
-            scores.append(np.asarray(_outputs.select(outs, self._key)))
+            vectors.append(backend.to_numpy(v))
+            scores.append(backend.to_numpy(_outputs.select(outs, self._key)))
         vectors, scores = np.concatenate(vectors), np.concatenate(scores)
         columns = {"dataset": [name] * n, "index": [int(i) for i in index]}
         if self._task == "regression":

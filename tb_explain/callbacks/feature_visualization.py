@@ -2,8 +2,8 @@
 
 import math
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from tb_explain import _validate
 from tb_explain._errors import NotApplicable
@@ -86,6 +86,9 @@ class FeatureVisualization(ExplainCallback):
                         "value_range": tuple(float(v) for v in value_range)}
         self._chosen = None
 
+    def validate_model(self):
+        features.require_tensorflow("FeatureVisualization")
+
     def prepare(self):
         model = self.model
         if len(model.inputs or []) != 1 or len(model.inputs[0].shape) != 4:
@@ -102,7 +105,7 @@ class FeatureVisualization(ExplainCallback):
                   else all_layers(model))
         captured = {}
         with _capturing(chosen, captured):
-            model(tf.zeros([1, *shape], model.inputs[0].dtype), training=False)
+            model(keras.ops.zeros([1, *shape], model.inputs[0].dtype), training=False)
         usable = [(p, int(captured[p].shape[-1]), captured[p].shape.rank) for p, _ in chosen
                   if captured.get(p) is not None and captured[p].dtype.is_floating
                   and captured[p].shape.rank >= 2]

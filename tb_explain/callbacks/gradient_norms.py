@@ -7,8 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from tb_explain import backend
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback, NotApplicable
 from tb_explain.compute import gradients, stats, tiering
 from tb_explain.probe import Probe

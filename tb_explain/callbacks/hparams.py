@@ -6,7 +6,7 @@ import os
 
 import keras
 import numpy as np
-from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import summary_v2 as hp
 
 from tb_explain import _validate
 from tb_explain._keras import count_params
@@ -88,7 +88,8 @@ class HParams(ExplainCallback):
         """Returns the hyperparameters read off the model and `fit`."""
         model = self.model
         values = {"model": model.name, "parameters": count_params(model),
-                  "epochs": int((self.params or {}).get("epochs") or 0)}
+                  "epochs": int((self.params or {}).get("epochs") or 0),
+                  "backend": keras.backend.backend()}
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             values["optimizer"] = type(optimizer).__name__
@@ -116,7 +117,7 @@ class HParams(ExplainCallback):
         # prepared right after its first batch.
         self.values = {**self.detected(), **self.hparams}
         with self._writer.record(0):
-            hp.hparams(self.values, trial_id=self.trial_id)
+            ops.write_proto(hp.hparams_pb(self.values, trial_id=self.trial_id), 0)
 
     def log_event(self, epoch):
         pass  # metrics are written in on_epoch_end, where keras's logs are
@@ -126,9 +127,10 @@ class HParams(ExplainCallback):
                 if isinstance(v, numbers.Real) or hasattr(v, "__float__")}
         with self._writer.record(epoch):
             if not self._config_written and logs and self.values:
-                hp.hparams_config(
+                ops.write_proto(hp.hparams_config_pb(
                     hparams=[hp.HParam(name) for name in self.values],
-                    metrics=[hp.Metric(f"hparams/{name}", display_name=name) for name in logs])
+                    metrics=[hp.Metric(f"hparams/{name}", display_name=name) for name in logs]),
+                    epoch)
                 self._config_written = True
             for name, value in logs.items():
                 ops.write_scalar(f"hparams/{name}", value, epoch)

@@ -2,6 +2,7 @@
 
 import warnings
 
+from tb_explain import backend
 from tb_explain._keras import has_call, is_ready
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.summary import graph, ops
@@ -67,11 +68,16 @@ class ModelGraph(ExplainCallback):
 
     def log_event(self, epoch):
         graph.write_conceptual_graph(self.model, step=epoch)
-        if has_call(self.model):
+        why = None
+        if backend.name() != "tensorflow":  # op graphs are TensorFlow graphs
+            why = (f"the op graph is a TensorFlow graph, and the Keras backend is "
+                   f"{backend.name()!r} (the conceptual graph `keras` is written)")
+        elif has_call(self.model):
             graph.write_op_graph(self.model)
         else:  # a model trained by its own train_step only: nothing to trace
             why = (f"model {self.model.name!r} ({type(self.model).__name__}) defines no "
                    "`call()` to trace")
+        if why is not None:
             if self.suite is not None:
                 self.suite.skip("ModelGraph (op graph)", why)
             else:

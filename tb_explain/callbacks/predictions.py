@@ -2,11 +2,10 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
+from tensorboard.util import tensor_util
 
-from tb_explain import backend
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import metrics, predictions
 from tb_explain.compute.attribution import _cores, _inputs, _outputs
@@ -248,7 +247,7 @@ class Predictions(ExplainCallback):
                 loss_sum += float(loss) * n
                 count += n
                 for key, info in self._outputs.items():
-                    s = predictions.probabilities(info["task"], _outputs.select(outs, key).numpy(),
+                    s = predictions.probabilities(info["task"], backend.to_numpy(_outputs.select(outs, key)),
                                                   info["logits"])
                     t = predictions.to_numpy(predictions.part_for(y, key))
                     scores[key].append(s)
@@ -350,8 +349,8 @@ class Predictions(ExplainCallback):
                               predictions=np.clip(np.asarray(score, np.float32), 0.0, 1.0),
                               num_thresholds=PR_THRESHOLDS)
         value = proto.value[0]
-        tf.summary.write(tag=tag, tensor=tf.make_ndarray(value.tensor), step=epoch,
-                         metadata=value.metadata.SerializeToString())
+        ops.write_tensor(tag, tensor_util.make_ndarray(value.tensor), epoch,
+                         value.metadata.plugin_data.plugin_name, value.metadata.plugin_data.content)
 
     @staticmethod
     def _confusion_markdown(matrix, names, epoch):

@@ -16,8 +16,8 @@ import functools
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._keras import swapped_call
 from tb_explain.compute.activations import SKIPPED_CLASSES, all_layers
 
@@ -95,9 +95,9 @@ def candidates(model, x):
 
 def pool(tensor):
     """`[n, d]`: `tensor` averaged over every axis but the first and last."""
-    tensor = tf.cast(tensor, tf.float32)
-    if tensor.shape.rank > 2:
-        tensor = tf.reduce_mean(tensor, axis=list(range(1, tensor.shape.rank - 1)))
+    tensor = keras.ops.cast(tensor, "float32")
+    if len(tensor.shape) > 2:
+        tensor = keras.ops.mean(tensor, axis=tuple(range(1, len(tensor.shape) - 1)))
     return tensor
 
 
@@ -113,11 +113,12 @@ def make_embedder(model, path, x):
         outputs = model(inputs, training=False)
         return pool(captured[path]), outputs
 
-    spec = keras.tree.map_structure(
-        lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), x)
-    with _capturing([(path, layer)], captured):
-        concrete = tf.function(forward, autograph=False).get_concrete_function(spec)
-    return concrete
+    compiled = backend.compile(forward, model.variables)
+
+    def call(inputs):
+        with _capturing([(path, layer)], captured):
+            return compiled(inputs)
+    return call
 
 
 # -- the points ------------------------------------------------------------------

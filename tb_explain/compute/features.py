@@ -20,11 +20,30 @@ down).
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
+from tb_explain._errors import NotApplicable
 from tb_explain.compute.activations import all_layers
 from tb_explain.compute.attribution import _cores
 from tb_explain.compute.embeddings import _capturing
+
+#: TensorFlow, set by `require_tensorflow`: the optimization loop
+#: (`tf.while_loop`, `tf.signal.irfft2d`) runs on the TensorFlow backend only.
+tf = None
+
+
+def require_tensorflow(what="feature_visualization"):
+    """Imports TensorFlow for this module, or raises `NotApplicable` (a
+    `ValueError`) naming the backend to use."""
+    global tf
+    if backend.name() != "tensorflow":
+        raise NotApplicable(
+            f"{what} runs on the TensorFlow backend only (its optimization loop is a "
+            f"tf.while_loop); the active Keras backend is {backend.name()!r}: set "
+            f"KERAS_BACKEND=tensorflow for feature visualization")
+    tf = backend.tensorflow_module()
+    return tf
+
 
 PARAMETERIZATIONS = ("pixels", "fourier")
 #: Standard deviation of the initial parameters: a noisy start (pixels spread
@@ -133,6 +152,7 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
     fv.images.shape   # (8, 28, 28, 1)
     ```
     """
+    require_tensorflow()
     from tb_explain import _validate  # noqa: PLC0415
 
     steps = _validate.check_int("steps", steps, 1)

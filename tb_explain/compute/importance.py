@@ -10,9 +10,8 @@ repeat, goes through one compiled forward function in chunks of rows; no
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-from tb_explain import _validate
+from tb_explain import _validate, backend
 from tb_explain.compute import predictions
 from tb_explain.compute.attribution import _cores, _inputs, _outputs
 
@@ -114,9 +113,9 @@ class _Model:
         rows = len(leaves[0])
         parts = []
         for start in range(0, rows, self.batch_size):
-            chunk = [tf.convert_to_tensor(leaf[start:start + self.batch_size]) for leaf in leaves]
+            chunk = [leaf[start:start + self.batch_size] for leaf in leaves]
             out = self.forward(_inputs.rebuilder(self.structure)(chunk))
-            parts.append(_outputs.select(out, self.key(out)).numpy())
+            parts.append(backend.to_numpy(_outputs.select(out, self.key(out))))
         return np.concatenate(parts)
 
     def key(self, out):
@@ -202,7 +201,7 @@ def output_task(model, leaves, structure, y, output, with_units=False):
     """`(task, logits)` of the explained output (and its units, `with_units`),
     from one forward pass on a few rows."""
     out = _cores.forward(model)(_inputs.rebuilder(structure)(
-        [tf.convert_to_tensor(leaf[:8]) for leaf in leaves]))
+        [leaf[:8] for leaf in leaves]))
     key = _outputs.output_key(model, out, output)
     units = int(_outputs.select(out, key).shape[1])
     task, logits = predictions.task_of(model, key, units, np.asarray(y))
@@ -215,8 +214,8 @@ def score_function(model, leaves, structure, y, output, metric):
     if metric is None:
         score = default_score(*output_task(model, leaves, structure, y, output))
     elif metric == "loss":
-        return (lambda pred: float(model.compute_loss(
-            y=tf.convert_to_tensor(y), y_pred=tf.convert_to_tensor(pred)))), -1.0
+        return (lambda pred: float(backend.to_numpy(model.compute_loss(
+            y=keras.ops.convert_to_tensor(y), y_pred=keras.ops.convert_to_tensor(pred))))), -1.0
     elif callable(metric):
         score = metric
     else:

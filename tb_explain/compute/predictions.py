@@ -10,7 +10,6 @@ import heapq
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tb_explain import backend
 from tb_explain.compute.attribution import _cores, _outputs
@@ -62,7 +61,7 @@ def first_batch(data, batch_size):
 
 
 def to_numpy(value):
-    return None if value is None else keras.tree.map_structure(np.asarray, value)
+    return None if value is None else keras.tree.map_structure(backend.to_numpy, value)
 
 
 # -- outputs and tasks --------------------------------------------------------------
@@ -209,11 +208,10 @@ def evaluation_step(model):
                 loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                            training=False)
             else:
-                loss = tf.constant(0.0)
-            return y_pred, tf.cast(loss, tf.float64)
+                loss = keras.ops.zeros(())
+            return y_pred, keras.ops.cast(loss, "float32")
 
-        fn = per_model["evaluation_step"] = tf.function(step, autograph=False,
-                                                        reduce_retracing=True)
+        fn = per_model["evaluation_step"] = backend.compile(step, model.variables)
     return fn
 
 

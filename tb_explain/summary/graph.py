@@ -4,25 +4,11 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_explain import backend
 from tb_explain._keras import walk_layers
 from tb_explain.compute.attribution._cores import forward
 from tb_explain.summary import ops
-
-_KERAS_GRAPH_METADATA = None
-
-
-def _keras_graph_metadata():
-    global _KERAS_GRAPH_METADATA
-    if _KERAS_GRAPH_METADATA is None:
-        meta = tf.compat.v1.SummaryMetadata()
-        # The plugin name and version the Graphs dashboard reads.
-        meta.plugin_data.plugin_name = "graph_keras_model"
-        meta.plugin_data.content = b"1"
-        _KERAS_GRAPH_METADATA = meta.SerializeToString()
-    return _KERAS_GRAPH_METADATA
-
 
 def is_graph_model(model):
     """True for Sequential and Functional models (layer graph in the config)."""
@@ -46,15 +32,17 @@ def write_conceptual_graph(model, step=0, tag="keras"):
     except Exception as exc:  # A model that cannot serialize must not stop fit.
         warnings.warn(f"tb_explain: conceptual graph skipped, model.to_json() failed: {exc}")
         return False
-    return tf.summary.write(tag=tag, tensor=tf.constant(json_string), step=step,
-                            metadata=_keras_graph_metadata())
+    # The plugin name and version the Graphs dashboard reads.
+    ops.write_tensor(tag, np.array(json_string.encode(), dtype=object), step,
+                     "graph_keras_model", b"1")
+    return True
 
 
 def _spec(shape, dtype):
     shape = list(shape)
     if shape:
         shape[0] = None  # any batch size
-    return tf.TensorSpec(shape, dtype)
+    return backend.tensorflow_module().TensorSpec(shape, dtype)
 
 
 def input_signature(model):
@@ -93,14 +81,18 @@ def _map_shapes(shapes, dtype):
 def trace_forward_graph(model):
     """Traces `model(inputs, training=False)` and returns its `tf.Graph`.
 
-    Returns None (with a warning) when the input signature is unknown.
+    Returns None on the backends other than TensorFlow (the op graph is a
+    TensorFlow feature), and (with a warning) when the input signature is
+    unknown.
     """
+    if backend.name() != "tensorflow":
+        return None
     signature = input_signature(model)
     if signature is None:
         warnings.warn("tb_explain: op graph skipped, the model's input shapes are unknown.")
         return None
     # The forward pass the attribution methods run: traced once for both.
-    concrete = forward(model).get_concrete_function(signature)
+    concrete = forward(model).compiled.get_concrete_function(signature)
     return concrete.graph
 
 
@@ -113,7 +105,7 @@ def write_op_graph(model):
         return False
     if graph is None:
         return False
-    tf.summary.graph(graph)
+    ops.current_writer().write_graph(graph.as_graph_def().SerializeToString())
     return True
 
 

@@ -136,6 +136,15 @@ def write_tensor(tag, array, step, plugin_name, content=b"", description=""):
     _add(tag, metadata, np.asarray(array), step)
 
 
+def write_proto(summary, step):
+    """Writes every value of a ready `Summary` proto (TensorBoard's `*_pb`
+    summary functions make them) at `step`."""
+    batch = _pending_batch(step)
+    if batch is None:
+        raise RuntimeError(f"tb_explain: a summary written outside a run writer's record({step}).")
+    batch[1].value.extend(summary.value)
+
+
 def current_writer():
     """The `RunWriter` of the open `batched()` context (None outside one)."""
     batch = getattr(_state, "batch", None)
