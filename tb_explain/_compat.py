@@ -20,9 +20,16 @@ def check_environment():
         The active backend's name.
     """
     global _IMPORTED_BACKEND
+    env = os.environ.get("KERAS_BACKEND")
     try:
         import keras
     except ImportError as exc:
+        if env in (None, "tensorflow") and "tensorflow" in str(exc):
+            raise ImportError(
+                f"tb_explain needs TensorFlow for Keras's 'tensorflow' backend (the default), "
+                f"and it is not installed. {_INSTALL_HINT} With JAX or PyTorch, set "
+                f"KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing keras. "
+                f"(import failed: {exc})") from exc
         raise ImportError(f"tb_explain needs Keras 3. {_INSTALL_HINT} (import failed: {exc})") \
             from exc
     major = int(str(keras.__version__).split(".")[0])
@@ -35,7 +42,6 @@ def check_environment():
         backend.check()
         backend.get()
     except ImportError as exc:
-        env = os.environ.get("KERAS_BACKEND")
         raise ImportError(f"{exc} {_INSTALL_HINT} (KERAS_BACKEND={env!r})") from exc
     _IMPORTED_BACKEND = backend.name()
     return _IMPORTED_BACKEND

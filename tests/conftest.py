@@ -49,10 +49,12 @@ class Run:
         return self.value(tag, step).item().decode()
 
     def image(self, tag, step=None, index=0):
-        import tensorflow as tf
+        import io
+
+        from PIL import Image
 
         encoded = self.value(tag, step)
-        return tf.image.decode_png(encoded[2 + index]).numpy()
+        return np.asarray(Image.open(io.BytesIO(encoded[2 + index])).convert("RGB"))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -29,6 +30,7 @@ def test_hparams_logged_with_final_metrics(two_runs):
         run = load_run(root / f"lr{lr}")
         assert run.hparams == {
             "model": "cnn", "parameters": model.count_params(), "epochs": 3,
+            "backend": keras.backend.backend(),
             "optimizer": "Adam", "learning_rate": pytest.approx(lr), "batch_size": 16,
             "augment": False,
         }

@@ -30,6 +30,7 @@ grads, f = backend.input_gradients(lambda xs: (model(xs[0]).sum(), None), [x])
 """
 
 import importlib
+import sys
 
 import keras
 import numpy as np
@@ -41,8 +42,9 @@ _MODULES = {}
 
 
 def name():
-    """The active Keras backend's name (`keras.backend.backend()`)."""
-    return keras.backend.backend()
+    """The active Keras backend's name (`keras.backend.backend()`, of the
+    `keras` now imported: `keras.config.set_backend` imports it anew)."""
+    return sys.modules.get("keras", keras).backend.backend()
 
 
 def check():

@@ -9,7 +9,7 @@ import warnings
 
 import keras
 
-from tb_explain import _validate, backend, tags
+from tb_explain import _compat, _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, is_ready
 from tb_explain.callbacks import _fit_iterators
@@ -164,6 +164,7 @@ class ExplainCallback(keras.callbacks.Callback):
             self._skipped = True
 
     def on_train_begin(self, logs=None):
+        _compat.check_backend_unchanged()
         self._skipped = False
         self._epochs = (self.params or {}).get("epochs")
         self._last_epoch = None

@@ -106,9 +106,9 @@ class FeatureVisualization(ExplainCallback):
         captured = {}
         with _capturing(chosen, captured):
             model(keras.ops.zeros([1, *shape], model.inputs[0].dtype), training=False)
-        usable = [(p, int(captured[p].shape[-1]), captured[p].shape.rank) for p, _ in chosen
-                  if captured.get(p) is not None and captured[p].dtype.is_floating
-                  and captured[p].shape.rank >= 2]
+        usable = [(p, int(captured[p].shape[-1]), len(captured[p].shape)) for p, _ in chosen
+                  if captured.get(p) is not None and keras.backend.standardize_dtype(captured[p].dtype).startswith("float")
+                  and len(captured[p].shape) >= 2]
         if self.layers is not None:
             bad = [p for p, _ in chosen if p not in {u[0] for u in usable}]
             if bad:

@@ -48,8 +48,9 @@ def _capturing(layers, captured):
 def is_vector_output(tensor):
     """Whether a layer output gives one vector per sample (after pooling):
     floating point, rank >= 2, at least one unit."""
-    return (tensor is not None and tensor.dtype.is_floating and tensor.shape.rank is not None
-            and tensor.shape.rank >= 2 and (tensor.shape[-1] or 0) >= 1)
+    return (tensor is not None
+            and keras.backend.standardize_dtype(tensor.dtype).startswith("float")
+            and len(tensor.shape) >= 2 and (tensor.shape[-1] or 0) >= 1)
 
 
 def layer_outputs(model, x):
@@ -81,7 +82,7 @@ def default_layer(model, x):
         i -= 1
     body = [(p, t) for p, t in order[:i] if kinds.get(p) not in SKIPPED_CLASSES
             and is_vector_output(t)]
-    flat = [p for p, t in body if t.shape.rank == 2]
+    flat = [p for p, t in body if len(t.shape) == 2]
     if flat:
         return flat[-1]
     return body[-1][0] if body else None

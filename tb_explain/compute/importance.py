@@ -9,6 +9,7 @@ repeat, goes through one compiled forward function in chunks of rows; no
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from tb_explain import _validate, backend

@@ -11,6 +11,9 @@ eager PyTorch); inside `tiering.eager()` its Python runs directly.
 import contextlib
 import weakref
 
+import keras
+import numpy as np
+
 from tb_explain import backend
 from tb_explain._keras import swapped_call
 from tb_explain.compute import tiering
@@ -56,6 +59,10 @@ def register_core(model, key, plan, holder, core):
     compiled = backend.compile(core, model.variables)
 
     def call(*args):
+        # tensors of the backend (string inputs too, on TensorFlow): Keras
+        # refuses inputs that mix tensors and numpy arrays
+        args = keras.tree.map_structure(
+            lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
         with embeddings_swapped(plan, holder):
             if tiering.is_eager():
                 return core(*args)
