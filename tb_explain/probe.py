@@ -77,7 +77,7 @@ def _from_dataset(dataset, max_samples, batched=True):
     samples, `batched=False`), as one nest of numpy arrays."""
     parts = []
     count = 0
-    for element in dataset:
+    for element in backend.dataset_elements(dataset):
         element = keras.tree.map_structure(backend.to_numpy, element)
         first = keras.tree.flatten(element)[0]
         parts.append(element)

@@ -16,6 +16,23 @@ from tensorboard.backend.event_processing import event_accumulator as ea  # noqa
 from tensorboard.util import tensor_util  # noqa: E402
 
 
+BACKEND = keras.backend.backend()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `tensorflow_only` are skipped on the other backends."""
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"a TensorFlow feature (Keras backend: {BACKEND})")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"Keras backend: {BACKEND}"
+
+
 class Run:
     """What one run directory holds, read with TensorBoard's own loader."""
 

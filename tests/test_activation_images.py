@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tb_explain as tbx
-from conftest import TwoDense
+from conftest import BACKEND, TwoDense
 from tb_explain.render.colormap import LUTS
 
 VIRIDIS = LUTS["viridis"]
@@ -22,7 +22,7 @@ def test_feature_map_tile_equals_normalized_activation(tmp_path, cnn, digits, re
             callbacks=[tbx.ActivationImages(tmp_path, data=(x[:3], y[:3]), max_samples=3)])
     run = read_run(tmp_path)
     conv = keras.Model(cnn.inputs[0], cnn.get_layer("conv").output)
-    acts = np.asarray(conv(x[:3], training=False), np.float64)  # (3, 6, 6, 4)
+    acts = np.asarray(keras.ops.convert_to_numpy(conv(x[:3], training=False)), np.float64)  # (3, 6, 6, 4)
     low, high = acts.min(axis=(0, 1, 2)), acts.max(axis=(0, 1, 2))
     factor, cols, tile = 8, 2, 6 * 8  # 6x6 maps upscaled x8, 4 channels in 2 columns
     for sample in range(3):
@@ -60,12 +60,12 @@ def test_dead_units_counted_like_numpy(tmp_path, read_run):
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
     model.fit(x, np.ones((16, 1)), epochs=1, verbose=0,
               callbacks=[tbx.ActivationImages(tmp_path, data=x[:4], layers=["h", "p"])])
-    hidden = np.asarray(model.get_layer("h")(x[:4]))
+    hidden = np.asarray(keras.ops.convert_to_numpy(model.get_layer("h")(x[:4])))
     run = read_run(tmp_path)
     expected = np.mean(np.all(hidden == 0, axis=0))
     assert expected >= 0.3
     assert run.value("activations/net/h/dead_fraction") == pytest.approx(expected)
-    out = np.asarray(model(x[:4]))
+    out = np.asarray(keras.ops.convert_to_numpy(model(x[:4])))
     saturated = np.mean((out < 0.01) | (out > 0.99))
     assert run.value("activations/net/p/saturated_fraction") == pytest.approx(saturated)
     assert "activations/net/h/saturated_fraction" not in run.tags  # relu: no bounds
@@ -83,7 +83,7 @@ def test_subclassed_model_outputs_captured(tmp_path, tabular, read_run):
     model.compile("sgd", "mse")
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tbx.ActivationImages(tmp_path, data=x[:4])])
     run = read_run(tmp_path)
-    hidden = np.asarray(model.hidden(x[:4]), np.float64)
+    hidden = np.asarray(keras.ops.convert_to_numpy(model.hidden(x[:4])), np.float64)
     tag = f"activations/{model.hidden.path}"
     assert run.steps(tag) == [0, 1]
     hist = run.value(tag + "/histogram", 1)
@@ -108,7 +108,7 @@ def test_nested_model_shows_inner_layers(tmp_path, read_run):
               callbacks=[tbx.ActivationImages(tmp_path, data=x[:2])])
     run = read_run(tmp_path)
     inner_path = backbone.get_layer("inner_conv").path
-    acts = np.asarray(keras.Model(inner_in, inner_out)(x[:2]))
+    acts = np.asarray(keras.ops.convert_to_numpy(keras.Model(inner_in, inner_out)(x[:2])))
     assert run.value(f"activations/{inner_path}/histogram")[:, 2].sum() == acts.size
     assert len(run.values(f"activations/{inner_path}")[0]) == 2 + 2  # two samples
     assert "activations/gap" in run.tags and "activations/head" in run.tags
@@ -134,7 +134,7 @@ def test_multi_input_multi_output_and_rnn(tmp_path, read_run):
     model.fit(x, y, epochs=1, verbose=0,
               callbacks=[tbx.ActivationImages(tmp_path, data=(x, y), max_samples=2)])
     run = read_run(tmp_path)
-    seqs = np.asarray(keras.Model(seq, lstm)(x["seq"][:2]), np.float64)  # (2, 7, 5)
+    seqs = np.asarray(keras.ops.convert_to_numpy(keras.Model(seq, lstm)(x["seq"][:2])), np.float64)  # (2, 7, 5)
     heat = run.image("activations/lstm", index=1)
     h, w, _ = heat.shape  # units down, time across, same factor
     assert h / 5 == w / 7
@@ -231,7 +231,8 @@ def test_unbuilt_model_is_checked_after_its_first_batch(tmp_path, tabular):
                                          r"on `data` \(the probe\)"):
         model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[
             Count(), tbx.ActivationImages(tmp_path, data=x[:2, :3])])  # 3 features, not 5
-    assert seen == {"batches": 1, "epochs": 0}
+    # JAX and PyTorch trainers build the model before the first batch: checked then
+    assert seen == {"batches": 1 if BACKEND == "tensorflow" else 0, "epochs": 0}
 
 
 class _Counting(keras.layers.Layer):
@@ -275,7 +276,8 @@ def test_activations_ride_on_the_gradient_pass(tmp_path, digits, read_run, order
         passes[mode] = _Counting.calls
         served[mode] = activation._capture.served
         logged[mode] = read_run(directory / "a")
-    shared = order == "gradients first"
+    # not on JAX, where GradientNorms' pass runs under jax.value_and_grad
+    shared = order == "gradients first" and BACKEND != "jax"
     assert served == {"separate": 0, "together": 3 if shared else 0}
     assert passes["together"] == passes["separate"] - served["together"]
     tags = [t for t in logged["separate"].tags if t.startswith("activations/")]

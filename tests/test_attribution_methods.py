@@ -68,7 +68,7 @@ def test_gradcam_by_hand():
     x = np.random.default_rng(1).random((3, 8, 8, 1)).astype("float32")
     result = tbx.attribute(model, x, "gradcam", target=1)
     assert result.attributions.shape == (3, 8, 8)
-    conv = keras.Model(model.inputs[0], model.get_layer("conv2").output)(x).numpy()
+    conv = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.get_layer("conv2").output)(x))
     w = model.get_layer("head").kernel.numpy()[:, 1]
     cam = np.maximum((conv * w / 36.0).sum(-1), 0.0)
     expected = np.stack([_bilinear_half_pixel(c, 8, 8) for c in cam])
@@ -79,6 +79,7 @@ def test_gradcam_by_hand():
                                                                        result.attributions)
 
 
+@pytest.mark.tensorflow_only
 def test_smoothgrad_without_noise_is_its_base_and_seeds_reproduce():
     model = _cnn()
     x = np.random.default_rng(2).random((2, 8, 8, 1)).astype("float32")

@@ -100,13 +100,13 @@ def test_fit_without_tensorflow(tmp_path, read_run, backend):
     run = read_run(log_dir)
     tags = set(run.tags)
     for tag in ("weights/sequential/conv/kernel", "gradients/global_norm", "keras",
-                "activations/sequential/conv", "outputs/val/accuracy", "model/summary",
-                "tb_explain/skipped"):
+                "activations/sequential/conv", "outputs/val/accuracy", "model/summary"):
         assert tag in tags, tag
     assert any(t.startswith("attributions/") for t in tags)
     assert sorted(run.steps("gradients/global_norm")) == [0, 1]
-    skipped = run.text("tb_explain/skipped")
-    assert "op graph" in skipped and repr(backend) in skipped
+    assert "tb_explain/skipped" not in tags  # everything ran
+    assert f"No op graph: op graphs are TensorFlow graphs, and this fit ran on Keras's " \
+           f"{backend!r} backend" in run.text("model/summary")
     assert run.plugin("keras") == "graph_keras_model"
     assert '"class_name": "Sequential"' in run.value("keras", 0).item().decode()
     hparams = run.acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
@@ -126,7 +126,7 @@ def test_tf_data_dataset_is_read_where_tensorflow_is_installed(tmp_path, read_ru
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     callback = tbx.GradientNorms(str(tmp_path), data=dataset)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
-    np.testing.assert_array_equal(callback.probe.x, x[:8])
+    np.testing.assert_array_equal(callback.probe.x, x)  # all 16 samples (<= 32)
     assert read_run(tmp_path).value("gradients/global_norm", 0) > 0
 
 

@@ -190,6 +190,7 @@ def test_a_new_epoch_rewrites_no_earlier_file(fitted):
         assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest, path
 
 
+@pytest.mark.tensorflow_only
 def test_embedding_weights_with_the_vectorizer_vocabulary(tmp_path):
     texts = np.array(["good movie", "bad movie", "very good", "very bad film", "good film"] * 8,
                      dtype=object)
@@ -266,10 +267,10 @@ def test_unlabeled_data_spatial_default_and_a_subclassed_model(tmp_path):
     projector = Projector(tmp_path)
     rows = projector.metadata("run", "sub/conv @ epoch 0")
     assert list(rows[0]) == ["dataset", "index", "predicted", "confidence"]
-    conv = model.conv(x[:50]).numpy().mean(axis=(1, 2))  # pooled spatial output
+    conv = keras.ops.convert_to_numpy(model.conv(x[:50])).mean(axis=(1, 2))  # pooled spatial output
     np.testing.assert_allclose(projector.tensor("run", "sub/conv @ epoch 0", (50, 5)), conv,
                                rtol=1e-5, atol=1e-6)
-    logits = model(x[:50]).numpy()
+    logits = keras.ops.convert_to_numpy(model(x[:50]))
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     assert [r["predicted"] for r in rows] == [str(p) for p in probs.argmax(1)]
@@ -318,6 +319,7 @@ def test_bad_layer_before_the_first_epoch(tmp_path, layer, message):
     assert epochs == []
 
 
+@pytest.mark.tensorflow_only
 def test_layer_without_a_vector_output(tmp_path):
     texts = np.array(["a b", "b c", "c d", "d a"] * 4, dtype=object)
     vectorizer = keras.layers.TextVectorization(max_tokens=10, output_sequence_length=3,

@@ -6,9 +6,13 @@ import weakref
 
 import keras
 import numpy as np
+import pytest
 
 import tb_explain as tbx
 from tb_explain.callbacks import _fit_iterators
+
+
+pytestmark = pytest.mark.tensorflow_only
 
 
 class _Deaths(keras.callbacks.Callback):

@@ -26,6 +26,7 @@ def _mlp(name="m", reg=None, activation="relu"):
     ], name=name)
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("eager_events", [3, 0], ids=["eager", "compiled"])
 def test_norms_match_an_independent_gradient_tape(tmp_path, tabular, read_run, eager_events):
     x, y = tabular
@@ -82,6 +83,7 @@ def test_update_ratio_matches_weight_snapshots(tmp_path, tabular, read_run):
                                        update / base, rtol=1e-5)
 
 
+@pytest.mark.tensorflow_only
 def test_multi_output_loss_dict_and_sample_weights(tmp_path, read_run):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((3,), name="x")

@@ -29,6 +29,7 @@ def _left_out_records(caplog):
     return [r for r in caplog.records if r.name == "tb_explain" and "left out" in r.message]
 
 
+@pytest.mark.tensorflow_only
 def test_gan_with_its_own_train_step(tmp_path, read_run, caplog):
     keras.utils.set_random_seed(0)
     model = zoo.gan()
@@ -55,6 +56,7 @@ def test_gan_with_its_own_train_step(tmp_path, read_run, caplog):
     assert f"{total:,} parameters" in summary
 
 
+@pytest.mark.tensorflow_only
 def test_gan_discriminator_gets_gradient_health_with_loss(tmp_path, read_run):
     """`GradientNorms(loss=...)` on a model trained by a custom step without a
     compiled loss: a linear model, whose MSE gradient has a closed form."""
@@ -119,7 +121,8 @@ def test_unlabeled_probe(tmp_path, read_run, digits, caplog):
     assert steps == [0] and len(_left_out_records(caplog)) == 1
     assert not [t for t in run.tags if t.startswith("gradients/")]
     # activations need no labels: the dead fraction of the conv layer, by numpy
-    conv = keras.Model(model.inputs[0], model.get_layer("conv").output)(x[:4]).numpy()
+    conv = keras.ops.convert_to_numpy(
+        keras.Model(model.inputs[0], model.get_layer("conv").output)(x[:4]))
     dead = np.mean(np.all(conv.reshape(4, -1, 4) == 0, axis=(0, 1)))
     assert run.value("activations/net/conv/dead_fraction", 1) == pytest.approx(dead)
     # attributions need no labels either: IG's completeness is logged and small
@@ -148,6 +151,7 @@ def text_run(tmp_path_factory):
     return model, texts, log_dir
 
 
+@pytest.mark.tensorflow_only
 def test_text_vectorization_tokens_are_attributed(text_run, read_run):
     model, texts, log_dir = text_run
     run = read_run(log_dir)
@@ -169,6 +173,7 @@ def test_text_vectorization_tokens_are_attributed(text_run, read_run):
     assert "attributions/saliency/input/tokens" in run.tags
 
 
+@pytest.mark.tensorflow_only
 def test_text_vectorization_completeness_closed_form(text_run):
     """IG on raw text: one value per token position; its sum equals F(x) - F(0
     embeddings), and F at zero embeddings is softmax(bias) (the pooled

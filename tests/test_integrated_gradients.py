@@ -77,6 +77,7 @@ def test_chunking_gives_identical_results():
     np.testing.assert_allclose(chunked.delta, whole.delta, atol=1e-6)
 
 
+@pytest.mark.tensorflow_only
 def test_compiled_once_per_model_and_shape():
     model = _nonlinear()
     x = np.random.default_rng(5).normal(size=(3, 6)).astype("float32")
@@ -135,7 +136,7 @@ def test_multi_input_and_multi_output_models():
         tbx.integrated_gradients(model, x)
     result = tbx.integrated_gradients(model, x, output="cls", target=2, steps=64)
     assert result.attributions["a"].shape == (3, 3) and result.attributions["b"].shape == (3, 2)
-    out = model(x)["cls"].numpy()[:, 2] - model({k: np.zeros_like(v) for k, v in x.items()})["cls"].numpy()[:, 2]
+    out = keras.ops.convert_to_numpy(model(x)["cls"])[:, 2] - keras.ops.convert_to_numpy(model({k: np.zeros_like(v) for k, v in x.items()})["cls"])[:, 2]
     total = result.attributions["a"].sum(1) + result.attributions["b"].sum(1)
     np.testing.assert_allclose(total, out, atol=1e-4)
 
@@ -150,7 +151,7 @@ def test_token_inputs_attributed_per_token():
     result = tbx.integrated_gradients(model, tokens, target=1, steps=4)
     assert result.attributions.shape == (2, 6)
     # Linear in the embeddings: IG per token = e_t . w[:, 1] / T (zero-embedding baseline)
-    e = model.get_layer("emb")(tokens).numpy()
+    e = keras.ops.convert_to_numpy(model.get_layer("emb")(tokens))
     w = model.get_layer("head").kernel.numpy()[:, 1]
     np.testing.assert_allclose(result.attributions, e @ w / 6, atol=1e-6)
     np.testing.assert_allclose(result.delta, 0.0, atol=1e-6)

@@ -22,6 +22,7 @@ def _hist_total(run, tag):
     return run.value(tag)[:, 2].sum()
 
 
+@pytest.mark.tensorflow_only
 def test_subclassed_model_with_custom_train_step(tmp_path, read_run):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -110,6 +111,7 @@ def test_transformer_text_classifier_attributes_the_token_embedding(tmp_path, re
     np.testing.assert_allclose(logged, result.attributions[0], rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.tensorflow_only
 def test_structured_model_with_strings_skips_what_has_no_gradient(tmp_path, read_run, caplog):
     keras.utils.set_random_seed(0)
     data = zoo.structured_data()

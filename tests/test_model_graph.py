@@ -2,6 +2,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from tensorboard.plugins.graph import keras_util
 
 import tb_explain as tbx
@@ -12,6 +13,7 @@ def _ops(run):
     return {node.op for node in run.acc.Graph().node}
 
 
+@pytest.mark.tensorflow_only
 def test_functional_conceptual_graph_op_graph_and_summary(tmp_path, read_run):
     inputs = keras.Input((4,), name="features")
     side = keras.Input((2,), name="side")
@@ -41,6 +43,7 @@ def test_functional_conceptual_graph_op_graph_and_summary(tmp_path, read_run):
     assert "| score | Dense | (None, 1) | 11 |" in summary
 
 
+@pytest.mark.tensorflow_only
 def test_sequential_without_input_is_logged_once_built(tmp_path, read_run, tabular):
     x, y = tabular
     model = keras.Sequential([keras.layers.Dense(4, name="a"), keras.layers.Dense(3, name="b")],
@@ -55,6 +58,7 @@ def test_sequential_without_input_is_logged_once_built(tmp_path, read_run, tabul
     assert run.steps("model/summary") == [0]
 
 
+@pytest.mark.tensorflow_only
 def test_subclassed_model_gets_an_op_graph(tmp_path, read_run, tabular):
     x, y = tabular
     model = TwoDense()
@@ -70,6 +74,7 @@ def test_subclassed_model_gets_an_op_graph(tmp_path, read_run, tabular):
     assert "TwoDense" in summary and f"{model.count_params():,} parameters" in summary
 
 
+@pytest.mark.tensorflow_only
 def test_subclassed_dict_inputs_op_graph(tmp_path, read_run):
     class DictModel(keras.Model):
         def __init__(self):

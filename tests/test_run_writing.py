@@ -90,6 +90,7 @@ def test_beside_keras_tensorboard_with_integer_update_freq(tmp_path, cnn, digits
     assert keras_train.steps("keras") == [0]
 
 
+@pytest.mark.tensorflow_only
 def test_global_record_if_false_does_not_drop_summaries(tmp_path, cnn, digits, read_run):
     x, y = digits
     with tf.summary.record_if(False):
@@ -101,7 +102,7 @@ def test_diverging_fit_keeps_every_event(tmp_path, digits, read_run):
     x, y = digits
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(32, activation="relu", name="h"),
+                              keras.layers.Dense(32, activation="tanh", name="h"),
                               keras.layers.Dense(1, name="o")], name="div")
     model.compile(keras.optimizers.SGD(learning_rate=1e3), "mse")
     with pytest.warns(RuntimeWarning, match="non-finite weights"):
@@ -178,6 +179,7 @@ def test_import_error_on_other_keras_backend():
     assert "Keras backends tensorflow, jax, torch" in result.stdout
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy(tmp_path, read_run):
     """Two replicas on two logical CPUs: one run, every event (own process)."""
     result = _run_python(f"""
@@ -228,6 +230,7 @@ class _FakeModel:
     ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
     ({"worker": ["a:1"], "ps": ["p:1"]}, "ps", 0, False),
 ])
+@pytest.mark.tensorflow_only
 def test_only_the_chief_writes(tmp_path, cluster, task_type, task_id, chief):
     from tb_explain.summary import ops
     from tb_explain.summary.writer import RunWriter, is_chief

@@ -17,9 +17,16 @@ The interface (each backend module defines all of it):
   same shapes (`tf.function`; `jax.jit` with the variables' current values
   passed in, so weights updated by training are read at each call; PyTorch
   runs eagerly). `variables`: every variable `fn` reads.
-- `executing_eagerly()`: False while TensorFlow traces a graph.
-- `is_dataset(obj)`: whether `obj` is a `tf.data.Dataset` (False without
-  TensorFlow).
+- `MODEL_ERRORS`: what a model raises on inputs it cannot take, besides
+  `ValueError` and `TypeError`.
+
+and may define (the defaults here serve the backends without them):
+
+- `executing_eagerly()`: False while TensorFlow traces a graph (default True).
+- `without_graph_rewrites()`: a context for statistics functions (default:
+  nothing).
+- `string_tensor(array)`: a string array as a tensor (default: the numpy
+  array itself; only TensorFlow has string tensors).
 
 Example:
 
@@ -29,6 +36,7 @@ grads, f = backend.input_gradients(lambda xs: (model(xs[0]).sum(), None), [x])
 ```
 """
 
+import contextlib
 import importlib
 import sys
 
@@ -78,7 +86,7 @@ def to_tensor(array):
     other backends have no string tensors)."""
     array = np.asarray(array) if not keras.ops.is_tensor(array) else array
     if isinstance(array, np.ndarray) and array.dtype.kind in "USO":
-        return get().string_tensor(array)
+        return getattr(get(), "string_tensor", lambda a: a)(array)
     return keras.ops.convert_to_tensor(array)
 
 
@@ -136,12 +144,12 @@ def without_graph_rewrites():
     """Context for tb_explain's statistics functions: on TensorFlow, calls
     made inside run without Grappler's rewrites (they cost more on a first
     call than they save); elsewhere, nothing."""
-    return get().without_graph_rewrites()
+    return getattr(get(), "without_graph_rewrites", contextlib.nullcontext)()
 
 
 def executing_eagerly():
     """False while a TensorFlow graph is traced; True otherwise."""
-    return get().executing_eagerly()
+    return getattr(get(), "executing_eagerly", lambda: True)()
 
 
 def tensorflow_module():
@@ -161,6 +169,14 @@ def is_dataset(obj):
         return False
     tf = tensorflow_module()
     return tf is not None and isinstance(obj, tf.data.Dataset)
+
+
+def dataset_elements(dataset):
+    """Iterates a `tf.data.Dataset`: its tensors on TensorFlow, numpy arrays
+    on the other backends (their models take no TensorFlow tensors)."""
+    if name() == "tensorflow":
+        return iter(dataset)
+    return dataset.as_numpy_iterator()
 
 
 def is_tensor(obj):

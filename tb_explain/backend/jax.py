@@ -10,8 +10,6 @@ with `stateless_call`.
 
 import jax
 import keras
-import contextlib
-
 import numpy as np
 
 
@@ -53,15 +51,3 @@ def compile(fn, variables):  # noqa: A001
         return run([v.value for v in variables], args)
     call.compiled = run
     return call
-
-
-def executing_eagerly():
-    return True
-
-
-def without_graph_rewrites():
-    return contextlib.nullcontext()
-
-
-def string_tensor(array):
-    return array

@@ -5,8 +5,6 @@ zeroes `.grad`: gradients here are taken with `torch.autograd.grad` under
 `torch.enable_grad()`, which touches no `.grad` attribute.
 """
 
-import contextlib
-
 import numpy as np
 import torch
 
@@ -51,15 +49,3 @@ def compile(fn, variables):  # noqa: A001
             return fn(*args)
     call.compiled = fn
     return call
-
-
-def executing_eagerly():
-    return True
-
-
-def without_graph_rewrites():
-    return contextlib.nullcontext()
-
-
-def string_tensor(array):
-    return array

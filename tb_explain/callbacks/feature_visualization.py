@@ -86,9 +86,6 @@ class FeatureVisualization(ExplainCallback):
                         "value_range": tuple(float(v) for v in value_range)}
         self._chosen = None
 
-    def validate_model(self):
-        features.require_tensorflow("FeatureVisualization")
-
     def prepare(self):
         model = self.model
         if len(model.inputs or []) != 1 or len(model.inputs[0].shape) != 4:

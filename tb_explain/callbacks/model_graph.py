@@ -68,18 +68,17 @@ class ModelGraph(ExplainCallback):
 
     def log_event(self, epoch):
         graph.write_conceptual_graph(self.model, step=epoch)
-        why = None
-        if backend.name() != "tensorflow":  # op graphs are TensorFlow graphs
-            why = (f"the op graph is a TensorFlow graph, and the Keras backend is "
-                   f"{backend.name()!r} (the conceptual graph `keras` is written)")
+        summary = graph.summary_markdown(self.model)
+        if backend.name() != "tensorflow":  # a backend's property, not the model's: no alert
+            summary += (f"\n\nNo op graph: op graphs are TensorFlow graphs, and this fit ran on "
+                        f"Keras's {backend.name()!r} backend (the conceptual graph is written).")
         elif has_call(self.model):
             graph.write_op_graph(self.model)
         else:  # a model trained by its own train_step only: nothing to trace
             why = (f"model {self.model.name!r} ({type(self.model).__name__}) defines no "
                    "`call()` to trace")
-        if why is not None:
             if self.suite is not None:
                 self.suite.skip("ModelGraph (op graph)", why)
             else:
                 warnings.warn(f"tb_explain: op graph skipped: {why}.")
-        ops.write_markdown("model/summary", graph.summary_markdown(self.model), epoch)
+        ops.write_markdown("model/summary", summary, epoch)

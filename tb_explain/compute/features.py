@@ -19,31 +19,13 @@ down).
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._errors import NotApplicable
 from tb_explain.compute.activations import all_layers
 from tb_explain.compute.attribution import _cores
 from tb_explain.compute.embeddings import _capturing
-
-#: TensorFlow, set by `require_tensorflow`: the optimization loop
-#: (`tf.while_loop`, `tf.signal.irfft2d`) runs on the TensorFlow backend only.
-tf = None
-
-
-def require_tensorflow(what="feature_visualization"):
-    """Imports TensorFlow for this module, or raises `NotApplicable` (a
-    `ValueError`) naming the backend to use."""
-    global tf
-    if backend.name() != "tensorflow":
-        raise NotApplicable(
-            f"{what} runs on the TensorFlow backend only (its optimization loop is a "
-            f"tf.while_loop); the active Keras backend is {backend.name()!r}: set "
-            f"KERAS_BACKEND=tensorflow for feature visualization")
-    tf = backend.tensorflow_module()
-    return tf
-
 
 PARAMETERIZATIONS = ("pixels", "fourier")
 #: Standard deviation of the initial parameters: a noisy start (pixels spread
@@ -77,43 +59,81 @@ def _fourier_scale(h, w, decay=1.0):
     return (1.0 / np.maximum(freq, 1.0 / max(h, w)) ** decay).astype(np.float32)
 
 
+def _ifft_last(real, imag):
+    """Inverse complex FFT along the last axis, `(real, imag)` in and out
+    (`keras.ops.fft` of the conjugate, conjugated and scaled)."""
+    n = real.shape[-1]
+    a, b = keras.ops.fft((real, -imag))
+    return a / n, -b / n
+
+
+def _irfft2d(real, imag, h, w):
+    """`tf.signal.irfft2d` on `keras.ops`: an inverse FFT along the second
+    last axis, then an inverse real FFT of length `w` along the last."""
+    ops = keras.ops
+    perm = list(range(len(real.shape) - 2)) + [len(real.shape) - 1, len(real.shape) - 2]
+    a, b = _ifft_last(ops.transpose(real, perm), ops.transpose(imag, perm))
+    return ops.irfft((ops.transpose(a, perm), ops.transpose(b, perm)), fft_length=w)
+
+
 def _image_of(param, shape, parameterization, value_range, norm):
     """Input images from the free parameters."""
+    ops = keras.ops
     k, h, w, c = shape
     if parameterization == "fourier":
         real, imag = param
-        scale = _fourier_scale(h, w)
-        spectrum = tf.complex(real * scale, imag * scale)  # [k, c, h, w//2+1]
-        raw = tf.transpose(tf.signal.irfft2d(spectrum, fft_length=[h, w]), [0, 2, 3, 1])
+        scale = ops.convert_to_tensor(_fourier_scale(h, w))
+        raw = ops.transpose(_irfft2d(real * scale, imag * scale, h, w),  # [k, c, h, w]
+                            (0, 2, 3, 1))
         raw = raw * (np.sqrt(h * w) / 4.0)  # as lucid: unit-scale pixels
     else:
         raw = param[0]
     if norm is not None:  # inside the L2 ball of radius `norm`
-        length = tf.norm(tf.reshape(raw, [k, -1]), axis=1)
-        return raw * tf.reshape(norm / tf.maximum(length, norm), [k, 1, 1, 1])
+        length = ops.sqrt(ops.sum(ops.square(ops.reshape(raw, (k, -1))), axis=1))
+        return raw * ops.reshape(norm / ops.maximum(length, norm), (k, 1, 1, 1))
     low, high = value_range
-    return low + (high - low) * tf.sigmoid(raw)
+    return low + (high - low) * ops.sigmoid(raw)
 
 
 def _total_variation(images):
+    ops = keras.ops
     dy = images[:, 1:] - images[:, :-1]
     dx = images[:, :, 1:] - images[:, :, :-1]
-    return tf.reduce_mean(tf.abs(dy), axis=[1, 2, 3]) + tf.reduce_mean(tf.abs(dx), axis=[1, 2, 3])
+    return ops.mean(ops.abs(dy), axis=(1, 2, 3)) + ops.mean(ops.abs(dx), axis=(1, 2, 3))
 
 
-def _transform(images, jitter, scales, seed):
-    """Random roll by up to `jitter` pixels and a random rescale from `scales`."""
-    h, w = images.shape[1], images.shape[2]
-    if jitter:
-        shift = tf.random.stateless_uniform([2], seed, -jitter, jitter + 1, dtype=tf.int32)
-        images = tf.roll(images, shift, axis=[1, 2])
-    if scales:
-        pick = tf.random.stateless_uniform([], seed + 1, 0, len(scales), dtype=tf.int32)
-        factor = tf.gather(tf.constant(scales, tf.float32), pick)
-        size = tf.cast(tf.round(factor * [h, w]), tf.int32)
-        images = tf.image.resize(images, size, method="bilinear")
-        images = tf.image.resize_with_crop_or_pad(images, h, w)
+def _crop_or_pad(images, h, w):
+    """`tf.image.resize_with_crop_or_pad`: centred crop, or zero padding."""
+    ops = keras.ops
+    nh, nw = images.shape[1], images.shape[2]
+    if nh > h or nw > w:
+        top, left = max(nh - h, 0) // 2, max(nw - w, 0) // 2
+        images = images[:, top:top + min(h, nh), left:left + min(w, nw)]
+        nh, nw = images.shape[1], images.shape[2]
+    if nh < h or nw < w:
+        top, left = (h - nh) // 2, (w - nw) // 2
+        images = ops.pad(images, [(0, 0), (top, h - nh - top), (left, w - nw - left), (0, 0)])
     return images
+
+
+def _transform(images, shift, scale):
+    """A roll by `shift` (two ints) and a rescale by `scale` (a float, None: none)."""
+    ops = keras.ops
+    h, w = images.shape[1], images.shape[2]
+    if shift is not None:
+        images = ops.roll(ops.roll(images, shift[0], axis=1), shift[1], axis=2)
+    if scale is not None:
+        size = (int(round(scale * h)), int(round(scale * w)))
+        images = _crop_or_pad(ops.image.resize(images, size, interpolation="bilinear"), h, w)
+    return images
+
+
+def _draws(seed, steps, jitter, scales):
+    """Each step's random roll `[steps, 2]` and rescale index `[steps]`, seeded."""
+    rng = np.random.default_rng([seed, 1])
+    shifts = rng.integers(-jitter, jitter + 1, size=(steps, 2)) if jitter else None
+    picks = rng.integers(0, len(scales), size=steps) if scales else None
+    return shifts, picks
 
 
 def feature_visualization(model, layer, units=None, *, steps=256, size=None, seed=0,
@@ -152,7 +172,6 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
     fv.images.shape   # (8, 28, 28, 1)
     ```
     """
-    require_tensorflow()
     from tb_explain import _validate  # noqa: PLC0415
 
     steps = _validate.check_int("steps", steps, 1)
@@ -187,11 +206,12 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
         raise ValueError(f"`model` input must be an image (h, w, c) or a vector (d,), got "
                          f"{tuple(shape)}.")
     captured = {}
-    probe = tf.zeros([1, *shape], model.inputs[0].dtype)
+    probe = keras.ops.zeros([1, *shape], model.inputs[0].dtype)
     with _capturing([(path, paths[path])], captured):
         model(probe, training=False)
     out = captured.get(path)
-    if out is None or not out.dtype.is_floating or out.shape.rank < 2:
+    if out is None or not keras.backend.standardize_dtype(out.dtype).startswith("float") \
+            or len(out.shape) < 2:
         raise ValueError(f"`layer` {layer!r}: its output is not a float tensor with units.")
     available = int(out.shape[-1])
     units = list(range(min(available, 64))) if units is None else [int(u) for u in units]
@@ -209,64 +229,77 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
                 for _ in range(2)]
     else:
         init = [rng.normal(0, INIT_SD["pixels"], (k, h, w, c)).astype(np.float32)]
-    onehot = tf.one_hot(units, available)  # [k, units]
+    onehot = np.eye(available, dtype=np.float32)[units]  # [k, units]
+    ops = keras.ops
 
-    def objective(images, transform_seed):
-        x = _transform(images, jitter, scales, transform_seed) if transform_seed is not None \
-            else images
-        if vector:
-            x = tf.reshape(x, [k, shape[0]])
+    def objective(images):
+        x = ops.reshape(images, (k, shape[0])) if vector else images
         captured.clear()
-        model(tf.cast(x, model.inputs[0].dtype), training=False)
-        act = tf.cast(captured[path], tf.float32)
-        if act.shape.rank > 2:
-            act = tf.reduce_mean(act, axis=list(range(1, act.shape.rank - 1)))
-        return tf.reduce_sum(act * onehot, axis=1)  # [k]
+        model(ops.cast(x, model.inputs[0].dtype), training=False)
+        act = ops.cast(captured[path], "float32")
+        if len(act.shape) > 2:
+            act = ops.mean(act, axis=tuple(range(1, len(act.shape) - 1)))
+        return ops.sum(act * ops.convert_to_tensor(onehot), axis=1)  # [k]
 
-    def run(params):
-        images = _image_of(params, (k, h, w, c), parameterization, value_range, norm)
-        start = tf.stop_gradient(tf.reduce_mean(tf.abs(objective(images, None)))) + 1e-6
-        moments = [(tf.zeros_like(p), tf.zeros_like(p)) for p in params]
-        beta1, beta2 = 0.9, 0.999
+    def images_of(params):
+        return _image_of(params, (k, h, w, c), parameterization, value_range, norm)
 
-        def body(i, params, moments):
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                images = _image_of(params, (k, h, w, c), parameterization, value_range, norm)
-                gain = objective(images, tf.stack([seed, i]))
-                loss = -tf.reduce_sum(gain) / start + tv_weight * tf.reduce_sum(
+    def final(params):
+        images = images_of(params)
+        return images, objective(images)
+
+    beta1, beta2 = 0.9, 0.999
+
+    def stepper(scale):
+        def step(params, moments, t, shift, start):
+            def loss_of(ps):
+                images = images_of(ps)
+                gain = objective(_transform(images, shift, scale))
+                loss = -ops.sum(gain) / start + tv_weight * ops.sum(
                     _total_variation(images)) * (0.0 if vector else 1.0)
-            grads = tape.gradient(loss, params)
-            t = tf.cast(i + 1, tf.float32)
+                return loss, None
+
+            grads, _ = backend.input_gradients(loss_of, params)
             new_params, new_moments = [], []
-            for p, g, (m, v) in zip(params, grads, moments):
+            for p, g, (m, v) in zip(params, grads, moments):  # Adam
                 m = beta1 * m + (1 - beta1) * g
                 v = beta2 * v + (1 - beta2) * g * g
-                step = learning_rate * (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + 1e-8)
-                new_params.append(p - step)
+                update = learning_rate * (m / (1 - beta1 ** t)) / (
+                    ops.sqrt(v / (1 - beta2 ** t)) + 1e-8)
+                new_params.append(p - update)
                 new_moments.append((m, v))
-            return i + 1, new_params, new_moments
+            return new_params, new_moments
+        return step
 
-        _, params, _ = tf.while_loop(lambda i, *_: i < steps, body,
-                                     (tf.constant(0), list(params), moments))
-        images = _image_of(params, (k, h, w, c), parameterization, value_range, norm)
-        return images, objective(images, None)
-
-    # Traced once per model, layer, units and settings (the weights are
-    # variables: a later call, a later epoch, sees their current values).
+    # Compiled once per model, layer, units and settings (one step function
+    # per rescale factor; the weights are read at each call, so a later
+    # epoch sees their current values).
     per_model = _cores.cache(model)
-    key = ("feature_visualization", path, tuple(units), steps, image_shape, parameterization,
-           float(learning_rate), jitter, tuple(scales), float(tv_weight), tuple(value_range),
-           norm, int(seed))
+    key = ("feature_visualization", path, tuple(units), image_shape, parameterization,
+           float(learning_rate), bool(jitter), tuple(scales), float(tv_weight),
+           tuple(value_range), norm)
     compiled = per_model.get(key)
     if compiled is None:
-        with _capturing([(path, paths[path])], captured):
-            compiled = per_model[key] = tf.function(run, autograph=False).get_concrete_function(
-                [tf.TensorSpec(p.shape, tf.float32) for p in init])
-    images, gains = compiled([tf.constant(p) for p in init])
-    images = images.numpy()
+        variables = model.variables
+        compiled = per_model[key] = {
+            "captured": captured,  # what the compiled functions read (eager on PyTorch)
+            "final": backend.compile(final, variables),
+            "steps": {i: backend.compile(stepper(scale), variables)
+                      for i, scale in enumerate(list(scales) or [None])}}
+    shifts, picks = _draws(seed, steps, jitter, scales)
+    with _capturing([(path, paths[path])], compiled["captured"]):
+        params = [backend.to_tensor(p) for p in init]
+        _, gains = compiled["final"](params)
+        start = np.float32(np.mean(np.abs(backend.to_numpy(gains))) + 1e-6)
+        moments = [(ops.zeros_like(p), ops.zeros_like(p)) for p in params]
+        for i in range(steps):
+            shift = None if shifts is None else shifts[i].astype(np.int32)
+            step = compiled["steps"][0 if picks is None else int(picks[i])]
+            params, moments = step(params, moments, np.float32(i + 1), shift, start)
+        images, gains = compiled["final"](params)
+    images = backend.to_numpy(images)
     if vector:
         images = images.reshape(k, shape[0])
     return FeatureVisualization(images=images.astype(np.float32),
-                                activations=gains.numpy().astype(np.float32),
+                                activations=backend.to_numpy(gains).astype(np.float32),
                                 units=units, layer=path)

@@ -33,7 +33,7 @@ def batches(data, batch_size):
     """Yields `(x, y, sample_weight)` batches (numpy or tensors) of `data`:
     a tuple of arrays (sliced here) or a batched `tf.data.Dataset`."""
     if backend.is_dataset(data):
-        for element in data:
+        for element in backend.dataset_elements(data):
             yield split(element)
         return
     x, y, weights = split(data)
