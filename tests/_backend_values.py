@@ -70,6 +70,17 @@ def compute(model, x, y):
     tab.compile(loss="sparse_categorical_crossentropy")
     imp = tbx.permutation_importance(tab, flat[:, :64], y, repeats=2, seed=0)
     out["importance"] = imp.importances_mean
+    rules = tbx.extract_rules(tab, flat[:, :64], max_depth=2)
+    out["rules/predict"] = rules.predict(flat[:, :64]).astype(np.float64)
+    out["rules/fidelity"] = np.float64(rules.fidelity)
+    sanity = tbx.randomization_test(model, x[:4], method="saliency")
+    out["sanity/correlations"] = np.asarray(sanity.correlations)
+    from tb_explain.compute import embeddings
+    embed = embeddings.make_embedder(model, "shared/hidden", x[:2])
+    vectors, _ = embed(backend.to_tensor(x))
+    out["embeddings/hidden"] = backend.to_numpy(vectors)
+    features = tbx.feature_visualization(model, "hidden", units=[0, 3], steps=8)
+    out["features/images"], out["features/activations"] = features.images, features.activations
     return out
 
 

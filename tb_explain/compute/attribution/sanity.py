@@ -123,8 +123,11 @@ def _randomize(layer, rng, seed):
            if not any(w is v for s in layer._layers for v in s.weights)]
     for k, variable in enumerate(own):
         shape = tuple(variable.shape)
-        if len(shape) >= 2:
-            value = keras.initializers.GlorotUniform(seed=seed + k)(shape)
+        if len(shape) >= 2:  # Glorot uniform, drawn by numpy: the same on every backend
+            receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            value = np.random.default_rng(seed + k).uniform(-limit, limit, shape)
         else:
             value = rng.permutation(np.asarray(variable.numpy()).ravel()).reshape(shape)
         variable.assign(np.asarray(value, dtype=variable.dtype))
