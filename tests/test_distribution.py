@@ -82,7 +82,7 @@ def test_data_parallel_over_two_local_devices(tmp_path, read_run):
 
 def test_model_parallel_with_a_sharded_kernel(tmp_path, read_run):
     out = _finish(_start("model", tmp_path))
-    assert "DEVICES 2 KERNEL-SHARDS 2 SPEC PartitionSpec(None, 'model')" in out
+    assert "DEVICES 2 KERNEL-SHARDS 2 SPEC P(None, 'model')" in out
     _check_against_final_weights(read_run, tmp_path)
 
 

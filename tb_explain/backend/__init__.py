@@ -23,6 +23,9 @@ The interface (each backend module defines all of it):
 and may define (the defaults here serve the backends without them):
 
 - `executing_eagerly()`: False while TensorFlow traces a graph (default True).
+- `is_chief(model)`: whether this process writes, as far as the backend's own
+  distribution says (`tf.distribute`; default True; `keras.distribution`'s
+  process 0 is checked above it, in `backend.distribution`).
 - `without_graph_rewrites()`: a context for statistics functions (default:
   nothing).
 - `string_tensor(array)`: a string array as a tensor (default: the numpy

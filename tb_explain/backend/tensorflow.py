@@ -42,6 +42,27 @@ def compile(fn, variables):  # noqa: A001
     return call
 
 
+def is_chief(model):
+    """Whether this process is the chief of its `tf.distribute` cluster (or
+    worker 0 of a cluster without one); True outside a cluster."""
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = getattr(model, "distribute_strategy", None)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if not cluster:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief"):
+        return True
+    if task_type == "worker":
+        return "chief" not in cluster and (task_id or 0) == 0
+    return False
+
+
 def executing_eagerly():
     return tf.executing_eagerly()
 

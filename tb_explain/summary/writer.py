@@ -27,40 +27,19 @@ _REGISTRY = {}
 
 
 def is_chief(model=None):
-    """Returns True unless this process is a non-chief worker of a cluster:
-    under `keras.distribution`, process 0 writes; under `tf.distribute`, the
-    chief (or worker 0 of a cluster without one).
+    """Returns True unless this process is not the one that writes: under
+    `keras.distribution`, process 0 writes; under `tf.distribute`, the chief
+    (or worker 0 of a cluster without one).
 
     Args:
         model: Optional Keras model whose distribution strategy is consulted
             when no strategy is active in the current scope.
     """
-    import keras  # noqa: PLC0415
+    from tb_explain.backend import distribution  # noqa: PLC0415
 
-    if keras.distribution.distribution() is not None or backend.name() == "jax":
-        from tb_explain.backend import distribution  # noqa: PLC0415
-
-        if distribution.process_index() != 0:
-            return False
-    tf = backend.tensorflow_module() if backend.name() == "tensorflow" else None
-    if tf is None:
-        return True
-    if tf.distribute.has_strategy():
-        strategy = tf.distribute.get_strategy()
-    else:
-        strategy = getattr(model, "distribute_strategy", None)
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    if not cluster:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief"):
-        return True
-    if task_type == "worker":
-        return "chief" not in cluster and (task_id or 0) == 0
-    return False
+    if distribution.process_index() != 0:
+        return False
+    return getattr(backend.get(), "is_chief", lambda model: True)(model)
 
 
 def _key(log_dir):
