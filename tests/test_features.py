@@ -157,3 +157,23 @@ def test_reaches_at_least_the_reference_activation():
     np.testing.assert_allclose(reached(ours.images), ours.activations, rtol=1e-4)
     assert reached(ours.images).mean() >= reached(theirs).mean(), (
         reached(ours.images), reached(theirs))
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("scale", [1.0, 0.975, 1.025, 0.95, 1.05])
+def test_random_transform_is_tensorflows_roll_resize_and_crop(scale):
+    """The two-tap gather of each step equals `tf.roll`, then `tf.image.resize`
+    (bilinear) and `resize_with_crop_or_pad`, the transform it replaces."""
+    import tensorflow as tf
+
+    from tb_explain.compute.features import _taps, _transform
+
+    image = np.random.default_rng(0).random((2, 28, 20, 3)).astype("float32")
+    for shift in ((0, 0), (2, -1), (-2, 2)):
+        rolled = tf.roll(image, shift, axis=[1, 2])
+        size = tf.cast(tf.round(scale * np.array([28, 20])), tf.int32)
+        expected = tf.image.resize_with_crop_or_pad(
+            tf.image.resize(rolled, size, method="bilinear"), 28, 20).numpy()
+        got = keras.ops.convert_to_numpy(_transform(image, (_taps(28, shift[0], scale),
+                                                            _taps(20, shift[1], scale))))
+        np.testing.assert_allclose(got, expected, atol=1e-5)

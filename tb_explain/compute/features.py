@@ -102,38 +102,55 @@ def _total_variation(images):
     return ops.mean(ops.abs(dy), axis=(1, 2, 3)) + ops.mean(ops.abs(dx), axis=(1, 2, 3))
 
 
-def _crop_or_pad(images, h, w):
-    """`tf.image.resize_with_crop_or_pad`: centred crop, or zero padding."""
+def _taps(size, shift, scale):
+    """One axis of the random transform as a two-tap gather: `(low, high,
+    low weight, high weight)`, each `[size]`.
+
+    The image is rolled by `shift`, resized by `scale` (bilinear with
+    half-pixel centres, as `tf.image.resize`), then cropped or zero-padded
+    back to `size` around its centre (as `tf.image.resize_with_crop_or_pad`).
+    Computed here, the transform has the same shapes whatever the draw, so
+    one compiled step serves every step.
+    """
+    resized = int(round(scale * size))
+    out = np.arange(size)
+    index = out + (resized - size) // 2 if resized >= size else out - (size - resized) // 2
+    inside = (index >= 0) & (index < resized)
+    source = (index + 0.5) * (size / resized) - 0.5
+    floor = np.floor(source)
+    high_weight = (source - floor) * inside
+    low_weight = (1.0 - (source - floor)) * inside
+    low = np.clip(floor, 0, size - 1).astype(np.int64)
+    high = np.clip(floor + 1, 0, size - 1).astype(np.int64)
+    return ((low - shift) % size).astype(np.int32), ((high - shift) % size).astype(np.int32), \
+        low_weight.astype(np.float32), high_weight.astype(np.float32)
+
+
+def _transform(images, taps):
+    """`images` through the transform of `taps` (`(rows, columns)`, see `_taps`)."""
     ops = keras.ops
-    nh, nw = images.shape[1], images.shape[2]
-    if nh > h or nw > w:
-        top, left = max(nh - h, 0) // 2, max(nw - w, 0) // 2
-        images = images[:, top:top + min(h, nh), left:left + min(w, nw)]
-        nh, nw = images.shape[1], images.shape[2]
-    if nh < h or nw < w:
-        top, left = (h - nh) // 2, (w - nw) // 2
-        images = ops.pad(images, [(0, 0), (top, h - nh - top), (left, w - nw - left), (0, 0)])
+    for axis, (low, high, low_weight, high_weight) in zip((1, 2), taps):
+        shape = [1, 1, 1, 1]
+        shape[axis] = -1
+        images = (ops.take(images, low, axis=axis) * ops.reshape(low_weight, shape)
+                  + ops.take(images, high, axis=axis) * ops.reshape(high_weight, shape))
     return images
 
 
-def _transform(images, shift, scale):
-    """A roll by `shift` (two ints) and a rescale by `scale` (a float, None: none)."""
-    ops = keras.ops
-    h, w = images.shape[1], images.shape[2]
-    if shift is not None:
-        images = ops.roll(ops.roll(images, shift[0], axis=1), shift[1], axis=2)
-    if scale is not None:
-        size = (int(round(scale * h)), int(round(scale * w)))
-        images = _crop_or_pad(ops.image.resize(images, size, interpolation="bilinear"), h, w)
-    return images
-
-
-def _draws(seed, steps, jitter, scales):
-    """Each step's random roll `[steps, 2]` and rescale index `[steps]`, seeded."""
+def _draws(seed, steps, jitter, scales, h, w):
+    """Each step's random transform: a roll by up to `jitter` pixels and a
+    rescale by one of `scales` (seeded), as `_taps`; None without either."""
+    if not jitter and not scales:
+        return [None] * steps
     rng = np.random.default_rng([seed, 1])
-    shifts = rng.integers(-jitter, jitter + 1, size=(steps, 2)) if jitter else None
+    shifts = rng.integers(-jitter, jitter + 1, size=(steps, 2)) if jitter else \
+        np.zeros((steps, 2), np.int64)
     picks = rng.integers(0, len(scales), size=steps) if scales else None
-    return shifts, picks
+    draws = []
+    for i in range(steps):
+        scale = 1.0 if picks is None else float(scales[picks[i]])
+        draws.append((_taps(h, int(shifts[i, 0]), scale), _taps(w, int(shifts[i, 1]), scale)))
+    return draws
 
 
 def feature_visualization(model, layer, units=None, *, steps=256, size=None, seed=0,
@@ -250,11 +267,11 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
 
     beta1, beta2 = 0.9, 0.999
 
-    def stepper(scale):
-        def step(params, moments, t, shift, start):
+    def stepper():
+        def step(params, moments, t, taps, start):
             def loss_of(ps):
                 images = images_of(ps)
-                gain = objective(_transform(images, shift, scale))
+                gain = objective(images if taps is None else _transform(images, taps))
                 loss = -ops.sum(gain) / start + tv_weight * ops.sum(
                     _total_variation(images)) * (0.0 if vector else 1.0)
                 return loss, None
@@ -271,9 +288,9 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
             return new_params, new_moments
         return step
 
-    # Compiled once per model, layer, units and settings (one step function
-    # per rescale factor; the weights are read at each call, so a later
-    # epoch sees their current values).
+    # Compiled once per model, layer, units and settings (the random
+    # transform is an argument of the step; the weights are read at each
+    # call, so a later epoch sees their current values).
     per_model = _cores.cache(model)
     key = ("feature_visualization", path, tuple(units), image_shape, parameterization,
            float(learning_rate), bool(jitter), tuple(scales), float(tv_weight),
@@ -284,18 +301,16 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
         compiled = per_model[key] = {
             "captured": captured,  # what the compiled functions read (eager on PyTorch)
             "final": backend.compile(final, variables),
-            "steps": {i: backend.compile(stepper(scale), variables)
-                      for i, scale in enumerate(list(scales) or [None])}}
-    shifts, picks = _draws(seed, steps, jitter, scales)
+            "step": backend.compile(stepper(), variables)}
+    draws = _draws(seed, steps, jitter, scales, h, w)
     with _capturing([(path, paths[path])], compiled["captured"]):
         params = [backend.to_tensor(p) for p in init]
         _, gains = compiled["final"](params)
         start = np.float32(np.mean(np.abs(backend.to_numpy(gains))) + 1e-6)
         moments = [(ops.zeros_like(p), ops.zeros_like(p)) for p in params]
         for i in range(steps):
-            shift = None if shifts is None else shifts[i].astype(np.int32)
-            step = compiled["steps"][0 if picks is None else int(picks[i])]
-            params, moments = step(params, moments, np.float32(i + 1), shift, start)
+            params, moments = compiled["step"](params, moments, np.float32(i + 1), draws[i],
+                                               start)
         images, gains = compiled["final"](params)
     images = backend.to_numpy(images)
     if vector:
