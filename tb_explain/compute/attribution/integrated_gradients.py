@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tb_explain import _validate, backend
+from tb_explain.compute import tiering
 from tb_explain.compute.attribution import _cores, _feeding, _inputs
 from tb_explain.compute.attribution.result import Attribution
 from tb_explain.compute.quadrature import METHODS, quadrature
@@ -163,7 +164,8 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
 
     Computes one chunk (not all `samples x steps` when there are more), so
     the one-time cost of tracing and compiling is paid here, and the first
-    real call runs at its steady speed.
+    real call runs at its steady speed; inside `tiering.eager()`, where
+    nothing compiles, one row.
 
     Returns:
         The `InputPlan` of `inputs`.
@@ -173,7 +175,9 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
     """
     alphas, weights = _quadrature_with_ends(method, steps)
     run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
-    run.path_integral(run.base_sets[0], rows=min(run.chunk, run.total_rows))
+    # Eagerly (`compute.tiering`) nothing compiles: one row validates.
+    rows = 1 if tiering.is_eager() else min(run.chunk, run.total_rows)
+    run.path_integral(run.base_sets[0], rows=rows)
     return run.plan
 
 
