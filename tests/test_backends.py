@@ -141,7 +141,7 @@ def test_unsupported_backend_is_an_import_error():
     assert "'numpy'" in result.stdout and "tensorflow, jax, torch" in result.stdout
 
 
-def test_backend_switched_after_import_raises_before_the_first_epoch():
+def test_backend_switched_after_import_raises_before_the_first_epoch(tmp_path):
     other = OTHERS[0]
     result = _python(f"""
         import keras, numpy as np
@@ -153,7 +153,7 @@ def test_backend_switched_after_import_raises_before_the_first_epoch():
         epochs = []
         try:
             model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, verbose=0,
-                      callbacks=[tbx.WeightHistograms("unused"),
+                      callbacks=[tbx.WeightHistograms({str(tmp_path)!r}),
                                  keras.callbacks.LambdaCallback(
                                      on_epoch_end=lambda e, logs: epochs.append(e))])
         except RuntimeError as exc:
@@ -162,3 +162,4 @@ def test_backend_switched_after_import_raises_before_the_first_epoch():
     assert "RUNTIME-ERROR:" in result.stdout, result.stderr[-2000:]
     assert f"{BACKEND!r}" in result.stdout and f"{other!r}" in result.stdout
     assert "KERAS_BACKEND" in result.stdout and "epochs run: 0" in result.stdout
+    assert not list(tmp_path.iterdir())  # nothing written
