@@ -247,7 +247,8 @@ class Predictions(ExplainCallback):
                 loss_sum += float(loss) * n
                 count += n
                 for key, info in self._outputs.items():
-                    s = predictions.probabilities(info["task"], backend.to_numpy(_outputs.select(outs, key)),
+                    selected = backend.to_numpy(_outputs.select(outs, key))
+                    s = predictions.probabilities(info["task"], selected,
                                                   info["logits"])
                     t = predictions.to_numpy(predictions.part_for(y, key))
                     scores[key].append(s)

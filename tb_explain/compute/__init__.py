@@ -1,1 +1,1 @@
-"""Compute: pure TensorFlow functions, no summaries."""
+"""Compute: backend-neutral, on keras.ops, numpy and `tb_explain.backend`; no summaries."""

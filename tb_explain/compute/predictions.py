@@ -40,7 +40,8 @@ def batches(data, batch_size):
     n = len(keras.tree.flatten(x)[0])
     for start in range(0, n, batch_size):
         cut = lambda a, s=start: a[s:s + batch_size]  # noqa: E731
-        yield (keras.tree.map_structure(cut, x), None if y is None else keras.tree.map_structure(cut, y),
+        yield (keras.tree.map_structure(cut, x),
+               None if y is None else keras.tree.map_structure(cut, y),
                None if weights is None else cut(weights))
 
 
