@@ -86,6 +86,14 @@ def gradient_core(model, plan, key, holder, reduce=None):
     return core
 
 
+def chunks(total_rows, chunk):
+    """Yields `(index, valid)` of each chunk of `chunk` rows: the row indices,
+    the last chunk padded with copies of the last row, and which are real."""
+    for start in range(0, total_rows, chunk):
+        wanted = np.arange(start, start + chunk)
+        yield np.minimum(wanted, total_rows - 1), wanted < total_rows
+
+
 def run_chunks(core, done, total_rows, chunk, sample_of, points_of, weight_of=None):
     """Runs a core over `total_rows` rows in chunks of `chunk` rows (the last
     one padded with copies of the last row, weight 0), and sums each row's
@@ -105,20 +113,18 @@ def run_chunks(core, done, total_rows, chunk, sample_of, points_of, weight_of=No
     """
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     f_rows = []
-    for start in range(0, total_rows, chunk):
-        wanted = np.arange(start, start + chunk)
-        index = np.minimum(wanted, total_rows - 1)
+    for index, valid in chunks(total_rows, chunk):
         samples = sample_of(index)
         weight = np.ones(chunk, np.float32) if weight_of is None else weight_of(index)
-        weight = np.where(wanted < total_rows, weight, 0.0).astype(np.float32)
+        weight = np.where(valid, weight, 0.0).astype(np.float32)
         model_xs = [leaf[samples] for leaf in done.feed]
         values, f = core(points_of(index, samples), model_xs, done.targets[samples], weight)
-        _add_by_sample(acc, [backend.to_numpy(v) for v in values], samples)
+        add_by_sample(acc, [backend.to_numpy(v) for v in values], samples)
         f_rows.append(backend.to_numpy(f))
     return acc, np.concatenate(f_rows)[:total_rows]
 
 
-def _add_by_sample(acc, values, samples):
+def add_by_sample(acc, values, samples):
     """`acc[s] += sum of values of the rows of sample s` (rows of a sample
     are contiguous: one `np.add.reduceat` per input)."""
     starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]])

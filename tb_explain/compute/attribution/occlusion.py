@@ -120,10 +120,7 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
     total_rows = done.n * positions
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
     acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
-    for begin in range(0, total_rows, chunk):  # rows: (sample, position) pairs
-        wanted = np.arange(begin, begin + chunk)
-        index = np.minimum(wanted, total_rows - 1)
-        valid = (wanted < total_rows).astype(np.float64)
+    for index, valid in _feeding.chunks(total_rows, chunk):  # rows: (sample, position)
         sample, position = index // positions, index % positions
         points, masks = [], []
         for j, (x, size) in enumerate(zip(done.xs, sizes)):
@@ -136,8 +133,8 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
         f = backend.to_numpy(core(points, [leaf[sample] for leaf in done.feed],
                                   done.targets[sample])).astype(np.float64)
         drop = (f_x[sample].astype(np.float32).astype(np.float64) - f) * valid
-        for a, mask in zip(acc, masks):
-            np.add.at(a, sample, drop.reshape([-1] + [1] * (mask.ndim - 1)) * mask)
+        _feeding.add_by_sample(acc, [drop.reshape([-1] + [1] * (m.ndim - 1)) * m for m in masks],
+                               sample)
     attributions = []
     for j, (x, (size, grid)) in enumerate(zip(done.xs, found)):
         coverage = np.zeros(x.shape[1:1 + len(size)])
