@@ -39,7 +39,8 @@ if not _loaded_as_tensorboard_plugin():
 
     from tb_explain.callbacks import (  # noqa: E402
         ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance,
-        FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+        FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics,
+        WeightHistograms,
     )
     from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
     from tb_explain.compute.features import feature_visualization  # noqa: E402
@@ -57,7 +58,7 @@ __all__ = [
     "ActivationImages", "Attribution", "Attributions", "DecisionRules", "Embeddings",
     "FeatureImportance", "FeatureVisualization", "feature_visualization", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
-    "Probe", "RandomizationTest", "Run", "WeightHistograms", "attribute", "explain",
+    "Probe", "RandomizationTest", "Run", "TrainingDynamics", "WeightHistograms", "attribute", "explain",
     "extract_rules", "integrated_gradients", "randomization_test",
     "load_run", "load_runs", "permutation_importance", "__version__",
 ]

@@ -7,7 +7,7 @@ silently empty a view.
 
 #: First tag segments tb_explain writes (TensorBoard groups cards by them).
 PREFIXES = ("weights/", "gradients/", "activations/", "attributions/", "outputs/",
-            "importance/", "rules/", "timing/", "model/", "tb_explain/")
+            "importance/", "rules/", "timing/", "model/", "tb_explain/", "dynamics/")
 
 #: Health signals: `(label, tag pattern, scale)`; `{}` is a `layer.path`
 #: (`variable.path` for the weight norm), scale `log` or `linear`.
@@ -21,7 +21,7 @@ SIGNALS = {
 
 #: Text cards of alerts (`<prefix>/alerts`), and the events that failed.
 ALERT_PREFIXES = ("weights", "gradients", "activations", "attributions", "model", "outputs",
-                  "importance", "rules")
+                  "importance", "rules", "dynamics")
 MODEL_SUMMARY = "model/summary"
 SKIPPED = "tb_explain/skipped"
 COMPLETENESS = "attributions/completeness_delta"
@@ -36,3 +36,12 @@ SANITY_PASS_BELOW = 0.5
 OUTPUTS = "outputs/{}/{}"  # dataset, metric
 DIAGNOSTICS = "outputs/diagnostics"
 HPARAMS_SESSION = "_hparams_/session_start_info"
+#: Plugin name of tb_explain's own tensors (the Explain tab reads them).
+PLUGIN_NAME = "tb_explain"
+#: Training dynamics: one tag per logged epoch (TensorBoard's reservoir keeps
+#: 10 samples of a plugin's tensors per tag: one tag per epoch keeps all).
+DYNAMICS_RECORDS = "dynamics/records/{:06d}"
+DYNAMICS_EXAMPLES = "dynamics/examples"
+DYNAMICS_THUMBNAILS = "dynamics/thumbnails"
+DYNAMICS_INPUTS = "dynamics/inputs"
+DYNAMICS_REGION = "dynamics/region/{}"

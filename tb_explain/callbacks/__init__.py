@@ -11,7 +11,8 @@ from tb_explain.callbacks.integrated_gradients import IntegratedGradients
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.predictions import Predictions
 from tb_explain.callbacks.tabular import DecisionRules, FeatureImportance
+from tb_explain.callbacks.training_dynamics import TrainingDynamics
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
 __all__ = ["ActivationImages", "Attributions", "DecisionRules", "Embeddings", "FeatureVisualization", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
-           "WeightHistograms"]
+           "TrainingDynamics", "WeightHistograms"]

@@ -6,12 +6,15 @@ what the metrics and curves need: the scores of each explained output, the
 labels, and the inputs of the current most-confident mistakes.
 """
 
+import contextlib
+import functools
 import heapq
 
 import keras
 import numpy as np
 
 from tb_explain import backend
+from tb_explain._keras import swapped_call
 from tb_explain.compute.attribution import _cores, _outputs
 
 TASKS = ("auto", "multiclass", "binary", "multilabel", "regression")
@@ -193,26 +196,41 @@ def has_loss(model):
         type(model).compute_loss is not keras.Model.compute_loss)
 
 
-def evaluation_step(model):
+def evaluation_step(model, capture=None):
     """`(x, y, sample_weight) -> (outputs, loss)`, compiled once per input
     signature (batch dimension left free, so the last, smaller batch reuses
     it); `loss` is the compiled loss (`model.compute_loss`), or 0 without one
-    (`has_loss(model)` says which)."""
+    (`has_loss(model)` says which). With a layer as `capture`, the step
+    returns `(outputs, loss, inputs)`, `inputs` the first input of that
+    layer's (last) call in the same forward pass."""
     per_model = _cores.cache(model)
-    fn = per_model.get("evaluation_step")
+    key = "evaluation_step" if capture is None else ("evaluation_step", id(capture))
+    fn = per_model.get(key)
     if fn is None:
         with_loss = has_loss(model)
 
         def step(x, y, sample_weight):
-            y_pred = model(x, training=False)
+            captured = []
+            with contextlib.ExitStack() as stack:
+                if capture is not None:
+                    original = capture.call
+
+                    @functools.wraps(original)
+                    def record(*args, **kwargs):
+                        captured[:] = [args[0] if args else next(iter(kwargs.values()))]
+                        return original(*args, **kwargs)
+                    stack.enter_context(swapped_call(capture, record))
+                y_pred = model(x, training=False)
             if with_loss and y is not None:
                 loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                            training=False)
             else:
                 loss = keras.ops.zeros(())
-            return y_pred, keras.ops.cast(loss, "float32")
+            if capture is None:
+                return y_pred, keras.ops.cast(loss, "float32")
+            return y_pred, keras.ops.cast(loss, "float32"), captured[0]
 
-        fn = per_model["evaluation_step"] = backend.compile(step, model.variables)
+        fn = per_model[key] = backend.compile(step, model.variables)
     return fn
 
 

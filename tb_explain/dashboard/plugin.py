@@ -27,7 +27,7 @@ from tensorboard.plugins import base_plugin
 from tb_explain import tags
 
 logger = logging.getLogger(__name__)
-PLUGIN_NAME = "tb_explain"
+PLUGIN_NAME = tags.PLUGIN_NAME
 _STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 #: Files the frontend is made of: route -> (file, content type). Fixed here.
 _FILES = {

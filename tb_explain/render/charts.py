@@ -219,3 +219,58 @@ def labelled_heatmap(values, row_labels, col_labels, size=11, cell=(22, 40)):
         ImageDraw.Draw(strip).text((2, (cw - size) / 2 - 1), name, fill=BLACK, font=font(size))
         image.paste(strip.rotate(90, expand=True), (label_w + j * cw, 0))
     return np.asarray(image)
+
+
+def data_map(confidence, variability, correctness, regions=(0.2, 0.5), size=12):
+    """A data map (Swayamdipta et al. 2020): one point per example at
+    (variability, confidence), coloured by correctness (viridis: dark 0,
+    yellow 1), with the regions' borders (variability `regions[0]`,
+    confidence `regions[1]`) and names."""
+    confidence = np.clip(np.asarray(confidence, np.float64), 0.0, 1.0)
+    variability = np.clip(np.asarray(variability, np.float64), 0.0, 0.5)
+    correctness = np.clip(np.asarray(correctness, np.float64), 0.0, 1.0)
+    plot_w, plot_h, left, top = 360, 300, 60, 34
+    image = Image.new("RGB", (left + plot_w + 90, top + plot_h + 48), WHITE)
+    draw = ImageDraw.Draw(image)
+    x_of = lambda v: left + v / 0.5 * plot_w  # noqa: E731
+    y_of = lambda c: top + (1.0 - c) * plot_h  # noqa: E731
+    amb_x, easy_y = x_of(regions[0]), y_of(regions[1])
+    draw.rectangle((amb_x, top, left + plot_w, top + plot_h), fill=(246, 246, 250))
+    draw.line([amb_x, top, amb_x, top + plot_h], fill=GREY, width=1)
+    draw.line([left, easy_y, amb_x, easy_y], fill=GREY, width=1)
+    canvas = np.asarray(image).copy()
+    xs = np.round(x_of(variability)).astype(int)
+    ys = np.round(y_of(confidence)).astype(int)
+    rgb = colormap.apply(correctness[np.newaxis])[0]
+    order = np.argsort(-correctness, kind="stable")  # the wrong ones on top
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            canvas[np.clip(ys[order] + dy, top, top + plot_h - 1),
+                   np.clip(xs[order] + dx, left, left + plot_w - 1)] = rgb[order]
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((left, top, left + plot_w, top + plot_h), outline=GREY)
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        label = f"{t:g}"
+        tw, th = text_size(label, size)
+        draw.text((left - tw - 5, y_of(t) - th / 2 - 2), label, fill=BLACK, font=font(size))
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        label = f"{t:g}"
+        tw, _ = text_size(label, size)
+        draw.text((x_of(t) - tw / 2, top + plot_h + 4), label, fill=BLACK, font=font(size))
+    xlabel = "variability (std of the label's probability over epochs)"
+    tw, _ = text_size(xlabel, size)
+    draw.text((left + (plot_w - tw) / 2, top + plot_h + size + 10), xlabel, fill=GREY,
+              font=font(size))
+    draw.text((4, 6), "confidence (mean probability of the given label)", fill=GREY,
+              font=font(size))
+    draw.text((left + 6, top + 4), "easy to learn", fill=BLACK, font=font(size))
+    draw.text((left + 6, top + plot_h - size - 6), "hard to learn", fill=BLACK, font=font(size))
+    draw.text((amb_x + 6, top + 4), "ambiguous", fill=BLACK, font=font(size))
+    bar_x = left + plot_w + 22
+    bar = colormap.apply(np.linspace(1.0, 0.0, plot_h)[:, np.newaxis].repeat(14, axis=1))
+    image.paste(Image.fromarray(bar), (bar_x, top))
+    draw.text((bar_x - 4, top - size - 6), "correct", fill=GREY, font=font(size - 1))
+    for t in (0.0, 0.5, 1.0):
+        draw.text((bar_x + 18, y_of(t) - size / 2 - 2), f"{t:g}", fill=BLACK, font=font(size - 1))
+    return np.asarray(image)

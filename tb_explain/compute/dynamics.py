@@ -1,0 +1,256 @@
+"""Training dynamics: how a model learns each example, epoch after epoch.
+
+Backend-neutral numpy on per-epoch model outputs. One logged epoch gives,
+per tracked example, `epoch_record()`: the probability of the given label,
+the margin (the given label's logit minus the largest other logit), the
+predicted class and the TracIn self-influence term of the last Dense layer.
+`Dynamics` holds the records of every logged epoch and derives the scores:
+
+- `confidence`, `variability`, `correctness`: mean, population standard
+  deviation of the given label's probability, and the fraction of epochs it
+  was the argmax (dataset cartography, Swayamdipta et al. 2020);
+- `aum`: the mean margin (area under the margin, Pleiss et al. 2020);
+- `forgetting`: correct -> incorrect transitions between consecutive logged
+  epochs (Toneva et al. 2019);
+- `self_influence`: TracIn (Pruthi et al. 2020) restricted to the last Dense
+  layer: sum over epochs of `lr * ||softmax(z) - onehot(y)||^2 * (||a||^2 + 1)`
+  with `a` that layer's input;
+- `mislabel_score`: `MISLABEL_WEIGHTS` over the examples' percentile ranks of
+  the signals above (see `mislabel_score`).
+"""
+
+import dataclasses
+
+import numpy as np
+
+#: Regions of the data map (Swayamdipta et al. 2020), in a fixed order:
+#: "ambiguous" has variability >= AMBIGUOUS_VARIABILITY; of the rest, "easy"
+#: has confidence >= EASY_CONFIDENCE, "hard" the others (hard to learn).
+REGIONS = ("easy", "ambiguous", "hard")
+AMBIGUOUS_VARIABILITY = 0.2
+EASY_CONFIDENCE = 0.5
+
+#: Rows of one logged epoch's record, in the order they are written.
+RECORD_ROWS = ("probability", "margin", "predicted", "influence")
+
+#: Scores of `Dynamics`, in the order of the tab's table.
+SCORES = ("confidence", "variability", "correctness", "aum", "forgetting", "self_influence",
+          "mislabel_score")
+
+#: The mislabel score: weights of each signal's percentile rank (1 = the
+#: most suspicious example: lowest AUM, lowest confidence, ...).
+MISLABEL_WEIGHTS = {"aum": 0.5, "confidence": 0.25, "self_influence": 0.25}
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def class_logits(task, scores, logits):
+    """`(n, C)` float64 logits of a classifier's outputs, up to a per-row constant.
+
+    Args:
+        task: `"multiclass"` or `"binary"`.
+        scores: `(n, C)` outputs (binary: `(n, 1)` or `(n,)`).
+        logits: Whether `scores` are logits (else probabilities: their logs
+            are logits up to a per-row constant, which no score depends on).
+
+    Returns:
+        `(n, C)` float64; a binary output is two classes, logits `[0, z]`
+        (probabilities: `[log(1 - p), log p]`).
+    """
+    scores = np.asarray(scores, np.float64).reshape(len(scores), -1)
+    if task == "binary":
+        column = scores[:, :1]
+        if logits:
+            return np.concatenate([np.zeros_like(column), column], axis=1)
+        p = np.clip(column, 0.0, 1.0)
+        return np.log(np.maximum(np.concatenate([1.0 - p, p], axis=1), _TINY))
+    return scores if logits else np.log(np.maximum(scores, _TINY))
+
+
+def softmax(z):
+    """Row-wise softmax of float64 logits."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def epoch_record(z, labels, features=None, learning_rate=None):
+    """One logged epoch's values per example.
+
+    Args:
+        z: `(n, C)` logits (`class_logits`).
+        labels: `(n,)` integer class ids.
+        features: Optional `(n, F)` inputs of the last Dense layer.
+        learning_rate: The optimizer's learning rate at this epoch (with
+            `features`).
+
+    Returns:
+        float32 `(4, n)`: the rows of `RECORD_ROWS` (the self-influence
+        term is NaN without `features`).
+    """
+    z = np.asarray(z, np.float64)
+    labels = np.asarray(labels, np.int64)
+    rows = np.arange(len(z))
+    p = softmax(z)
+    others = z.copy()
+    others[rows, labels] = -np.inf
+    margin = z[rows, labels] - others.max(axis=1)
+    predicted = np.argmax(z, axis=1)
+    if features is None or learning_rate is None:
+        influence = np.full(len(z), np.nan)
+    else:
+        residual = p.copy()
+        residual[rows, labels] -= 1.0
+        a = np.asarray(features, np.float64).reshape(len(z), -1)
+        influence = float(learning_rate) * (residual ** 2).sum(axis=1) * ((a ** 2).sum(axis=1) + 1.0)
+    return np.stack([p[rows, labels], margin, predicted, influence]).astype(np.float32)
+
+
+def percentile_rank(values, ascending=True):
+    """Ranks scaled to [0, 1] (ties share their mean rank); `ascending`: the
+    largest value ranks 1. NaN ranks 0.5 (no evidence either way)."""
+    values = np.asarray(values, np.float64)
+    if not ascending:
+        values = -values
+    n = len(values)
+    out = np.full(n, 0.5)
+    finite = np.isfinite(values)
+    m = int(finite.sum())
+    if m <= 1:
+        return out
+    v = values[finite]
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(m)
+    ranks[order] = np.arange(m, dtype=np.float64)
+    # ties: the mean rank of the tie group
+    uniq, inverse = np.unique(v, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    counts = np.bincount(inverse)
+    out[finite] = (sums / counts)[inverse] / (m - 1)
+    return out
+
+
+def mislabel_score(aum, confidence, self_influence):
+    """Higher = more likely mislabeled, in [0, 1].
+
+    The weighted mean (`MISLABEL_WEIGHTS`) of three percentile ranks over the
+    tracked examples: low AUM (the given label keeps losing to another class),
+    low confidence (its probability stays low) and high self-influence (its
+    gradient stays large). AUM carries half: a mislabeled example's margin
+    is negative while the model follows the other examples of its class,
+    and only turns when it is memorized; the other two separate examples
+    that AUM ties. Without self-influence (no last Dense layer) its weight
+    goes to AUM.
+    """
+    weights = dict(MISLABEL_WEIGHTS)
+    influence = np.asarray(self_influence, np.float64)
+    if not np.isfinite(influence).any():
+        weights["aum"] += weights.pop("self_influence")
+    score = weights["aum"] * percentile_rank(aum, ascending=False)
+    score += weights["confidence"] * percentile_rank(confidence, ascending=False)
+    if "self_influence" in weights:
+        score += weights["self_influence"] * percentile_rank(influence)
+    return score
+
+
+def regions(confidence, variability):
+    """Region index per example (into `REGIONS`)."""
+    confidence, variability = np.asarray(confidence), np.asarray(variability)
+    return np.where(variability >= AMBIGUOUS_VARIABILITY, 1,
+                    np.where(confidence >= EASY_CONFIDENCE, 0, 2))
+
+
+@dataclasses.dataclass
+class Dynamics:
+    """Per-example training dynamics over the logged epochs.
+
+    Attributes:
+        epochs: `(E,)` the logged epochs, increasing.
+        records: `(E, 4, n)` float32, one `epoch_record` per logged epoch.
+        labels: `(n,)` the given labels (class ids).
+        dataset: `(n,)` the dataset name of each example.
+        index: `(n,)` its row in that dataset.
+        class_names: Names of the classes.
+
+    The scores (`confidence`, `variability`, `correctness`, `aum`,
+    `forgetting`, `self_influence`, `mislabel_score`) are `(n,)` arrays
+    aligned to the examples; `ranking()` sorts them by `mislabel_score`.
+
+    Example:
+
+    ```python
+    dyn = tbx.load_run("runs/exp1").dynamics
+    suspects = dyn.ranking()[:20]
+    print(dyn.index[suspects], dyn.labels[suspects], dyn.mislabel_score[suspects])
+    ```
+    """
+
+    epochs: np.ndarray
+    records: np.ndarray
+    labels: np.ndarray
+    dataset: np.ndarray
+    index: np.ndarray
+    class_names: list
+
+    def __len__(self):
+        return len(self.labels)
+
+    def _row(self, name):
+        return self.records[:, RECORD_ROWS.index(name)].astype(np.float64)
+
+    @property
+    def probability(self):
+        """`(E, n)` the given label's probability at each logged epoch."""
+        return self._row("probability")
+
+    @property
+    def predicted(self):
+        """`(E, n)` the predicted class at each logged epoch."""
+        return self._row("predicted").astype(np.int64)
+
+    @property
+    def correct(self):
+        """`(E, n)` bool: argmax = the given label."""
+        return self.predicted == self.labels[np.newaxis]
+
+    @property
+    def confidence(self):
+        return self.probability.mean(axis=0)
+
+    @property
+    def variability(self):
+        return self.probability.std(axis=0)
+
+    @property
+    def correctness(self):
+        return self.correct.mean(axis=0)
+
+    @property
+    def aum(self):
+        return self._row("margin").mean(axis=0)
+
+    @property
+    def forgetting(self):
+        correct = self.correct
+        return (correct[:-1] & ~correct[1:]).sum(axis=0).astype(np.int64)
+
+    @property
+    def self_influence(self):
+        return self._row("influence").sum(axis=0)
+
+    @property
+    def mislabel_score(self):
+        return mislabel_score(self.aum, self.confidence, self.self_influence)
+
+    @property
+    def region(self):
+        """Region index per example into `REGIONS` (easy, ambiguous, hard)."""
+        return regions(self.confidence, self.variability)
+
+    def scores(self):
+        """Every score as a dict `name -> (n,)` array (`SCORES`' order)."""
+        return {name: getattr(self, name) for name in SCORES}
+
+    def ranking(self):
+        """Example positions, most likely mislabeled first (ties: lower
+        AUM first, then position)."""
+        return np.lexsort((np.arange(len(self)), self.aum, -self.mislabel_score))
