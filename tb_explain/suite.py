@@ -6,21 +6,23 @@ import logging
 from tb_explain import _validate
 from tb_explain.callbacks import (
     ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
-    HParams, IntegratedGradients, ModelGraph, Predictions, WeightHistograms,
+    HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics, WeightHistograms,
 )
 from tb_explain.callbacks.base import Suite
 from tb_explain.compute import importance
 from tb_explain.compute.attribution import METHODS
 
 #: Callbacks in the suite, in order: (class, the data it needs: None, the
-#: probe `data`, `data` as a table (with labels), or the named `datasets`).
+#: probe `data`, `data` as a table (with labels), the named `datasets`, or
+#: their `"train"` entry as arrays). TrainingDynamics comes after Predictions,
+#: whose pass over `"train"` feeds it (one forward pass per epoch for both).
 #: GradientNorms comes before ActivationImages: its eager forward pass of the
 #: probe also captures the activations (`compute.activations.SharedCapture`).
 SUITE = [
     (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
     (ActivationImages, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
-    (Embeddings, "datasets"),
+    (TrainingDynamics, "train"), (Embeddings, "datasets"),
 ]
 
 
@@ -67,7 +69,11 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     `FeatureImportance` (with
     labels) and `DecisionRules` (with scikit-learn installed), which read all
     of `data` (the probe callbacks keep its first `max_samples` rows); with
-    `datasets`, also `Predictions` and `Embeddings` (the Projector).
+    `datasets`, also `Predictions` and `Embeddings` (the Projector), and
+    `TrainingDynamics` when `datasets` has a `"train"` entry of arrays with
+    class labels (fed by Predictions' pass over it: one forward pass per
+    logged epoch serves both; a regression model leaves it out, said under
+    `tb_explain/skipped`).
     Options are passed to every callback that accepts them by name (for
     instance `max_samples` to all three probe callbacks); an option no
     callback accepts is a `TypeError`.
@@ -120,7 +126,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     callbacks = []
     suite = Suite()
     given = {"data": data, "datasets": datasets,
-             "methods": data if methods is not None else None}
+             "methods": data if methods is not None else None,
+             "train": _train_arrays(datasets)}
     tables = _tables(data)
     for cls, needs, params in signatures:
         if needs in ("table", "labelled table"):
@@ -137,7 +144,34 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             kwargs["freq"] = freq
         if needs is not None:
             kwargs["data"] = given[needs]
-        callback = cls(log_dir, **kwargs)
+        if cls is TrainingDynamics:
+            kwargs["data"] = {"train": given["train"]}
+            try:
+                callback = cls(log_dir, **kwargs)
+            except ValueError as exc:  # regression targets: nothing to track
+                suite.skip(cls.__name__, str(exc).replace("`data` dataset 'train': ", ""))
+                continue
+        else:
+            callback = cls(log_dir, **kwargs)
         callback.suite = suite
         callbacks.append(callback)
+    predictions = [c for c in callbacks if isinstance(c, Predictions)]
+    for dynamics in (c for c in callbacks if isinstance(c, TrainingDynamics)):
+        if predictions:  # one pass over "train" feeds both
+            predictions[0].feeds["train"] = dynamics
     return callbacks
+
+
+def _train_arrays(datasets):
+    """`datasets["train"]` when TrainingDynamics can track it (arrays with
+    labels), else None."""
+    if not isinstance(datasets, dict):
+        return None
+    train = datasets.get("train")
+    if not isinstance(train, tuple) or len(train) not in (2, 3) or train[1] is None:
+        if train is not None:
+            logging.getLogger("tb_explain").info(
+                "explain(): TrainingDynamics tracks datasets['train'] given as arrays (x, y); "
+                "a tf.data.Dataset cannot be tracked example by example.")
+        return None
+    return train

@@ -129,6 +129,9 @@ class Predictions(ExplainCallback):
         self.privacy, _ = _validate.check_privacy(privacy, log_inputs)
         self.vocabulary = vocabulary
         self._outputs = None
+        #: Dataset name -> a `TrainingDynamics` fed by this callback's pass
+        #: over that dataset (`explain()` sets it: one pass feeds both).
+        self.feeds = {}
 
     @staticmethod
     def _check_dataset(name, dataset):
@@ -241,8 +244,15 @@ class Predictions(ExplainCallback):
             buffers = {key: predictions.MistakeBuffer(keep)
                        for key in self._outputs}
             loss_sum, count = 0.0, 0
+            feed = self._feed(dname)
+            step = self._step if feed is None else predictions.evaluation_step(
+                self.model, capture=feed.capture_layer)
+            fed = []
             for x, y, weights in predictions.batches(data, self.batch_size):
-                outs, loss = self._step(x, y, weights)
+                outs, loss, *captured = step(x, y, weights)
+                if feed is not None:
+                    fed.append((backend.to_numpy(outs), backend.to_numpy(captured[0])
+                                if captured else None))
                 n = len(keras.tree.flatten(x)[0])
                 loss_sum += float(loss) * n
                 count += n
@@ -255,6 +265,9 @@ class Predictions(ExplainCallback):
                     labels[key].append(t)
                     if info["task"] != "regression":
                         self._offer_mistakes(buffers[key], info, s, t, x)
+            if feed is not None:
+                feed.shared[epoch] = (np.concatenate([o for o, _ in fed]), None if fed[0][1] is None
+                                      else np.concatenate([f for _, f in fed]))
             for key, info in self._outputs.items():
                 tag = f"outputs/{dname}" + ("" if len(self._outputs) == 1 else f"/{key}")
                 s, t = np.concatenate(scores[key]), np.concatenate(labels[key])
@@ -270,6 +283,13 @@ class Predictions(ExplainCallback):
             for key in self._outputs:
                 headline[(dname, key)]["loss"] = loss
         self._log_diagnostics(headline, epoch)
+
+    def _feed(self, dname):
+        """The `TrainingDynamics` this pass over `dname` feeds, or None."""
+        feed = self.feeds.get(dname)
+        if feed is None or len(self._outputs) != 1 or not feed.accepts_feed(self.model):
+            return None
+        return feed
 
     def _offer_mistakes(self, buffer, info, probs, labels, x):
         if buffer.k == 0:

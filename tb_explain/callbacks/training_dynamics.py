@@ -227,7 +227,7 @@ class TrainingDynamics(ExplainCallback):
         self._dense = self._last_dense(units)
         if self._dense is None:
             why = (f"self_influence: no Dense layer with {units} unit(s) makes the output, so "
-                   f"the score is NaN and the mislabel score uses AUM and confidence")
+                   f"the score is NaN (the mislabel score does not use it)")
             if self.suite is not None:
                 self.suite.skip("TrainingDynamics self_influence", why)
             else:
@@ -239,6 +239,16 @@ class TrainingDynamics(ExplainCallback):
             if not self._records:
                 self._restore()
         self._written_examples = None
+
+    @property
+    def capture_layer(self):
+        """The last Dense layer whose inputs self-influence needs (or None)."""
+        return self._dense
+
+    def accepts_feed(self, model):
+        """Whether another callback's pass over all of `data` on `model` can
+        stand in for this callback's own pass (`shared`)."""
+        return model is self.model and self._task is not None and not self._skipped
 
     def _last_dense(self, units):
         layer = predictions.output_layer(self.model, None)
@@ -290,7 +300,7 @@ class TrainingDynamics(ExplainCallback):
         """`(z, features)` of every tracked example at `epoch`."""
         shared = self.shared.pop(epoch, None)
         self.shared.clear()
-        if shared is not None:
+        if shared is not None and len(shared[0]) == len(self._all_labels):
             outs, feats = shared
             outs = outs[self.tracked]
             feats = None if feats is None else feats[self.tracked]
