@@ -35,7 +35,7 @@ _FILES = {
     "/util.js": ("util.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
     **{f"/views/{v}.js": (f"views/{v}.js", "text/javascript")
-       for v in ("health", "attributions", "outputs", "runs")},
+       for v in ("health", "attributions", "outputs", "runs", "data")},
 }
 #: Lines of one alert card shown in the timeline (the rest are counted).
 ALERT_LINES = 6
@@ -88,6 +88,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
     def __init__(self, context):
         super().__init__(context)
         self._provider = context.data_provider
+        self._thumbnails = {}  # (run, step) -> uint8 array: the last one read
 
     # -- TensorBoard's plugin protocol -------------------------------------------
     def get_plugin_apps(self):
@@ -95,7 +96,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
         apps.update({"/list": self._route(self.listing), "/runs": self._route(self.runs), "/health": self._route(self.health),
                      "/cell": self._route(self.cell), "/attributions":
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
-                     "/image": self._image_app})
+                     "/dynamics": self._route(self.dynamics),
+                     "/thumbnail": self._thumbnail_app, "/image": self._image_app})
         return apps
 
     def is_active(self):
@@ -512,6 +514,94 @@ class ExplainPlugin(base_plugin.TBPlugin):
                            for t in sorted(images)],
                 "mistakes": [{"tag": t, "points": texts[t]} for t in sorted(texts)
                              if t != tags.DIAGNOSTICS]}
+
+    def _own_tensors(self, ctx, eid, run, wanted):
+        """`{tag: [TensorDatum...]}` of tb_explain's own tensors `wanted` picks."""
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
+        chosen = [t for t in listing if wanted(t)]
+        if not chosen:
+            return {}
+        return self._provider.read_tensors(
+            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME, downsample=IMAGE_STEPS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=chosen)).get(run, {})
+
+    def dynamics(self, ctx, eid, args):
+        """The Data view: per tracked example its dataset, index, label,
+        predicted class (last logged epoch), every score, the given label's
+        probability at each logged epoch, and its inputs as text (tables,
+        tokens) or whether a thumbnail exists (images)."""
+        import numpy as np  # noqa: PLC0415 (the module stays light for TensorBoard's loader)
+
+        from tb_explain.compute import dynamics  # noqa: PLC0415
+
+        run = self._run(ctx, eid, args)
+        head = tags.DYNAMICS_RECORDS.split("{")[0]
+        data = self._own_tensors(ctx, eid, run, lambda t: t.startswith(head) or t in (
+            tags.DYNAMICS_EXAMPLES, tags.DYNAMICS_INPUTS, tags.DYNAMICS_THUMBNAILS))
+        records = {points[-1].step: points[-1].numpy for tag, points in data.items()
+                   if tag.startswith(head) and points}
+        if tags.DYNAMICS_EXAMPLES not in data or not records:
+            return {"run": run, "examples": 0}
+        meta = data[tags.DYNAMICS_EXAMPLES][-1].numpy
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tags.DYNAMICS_EXAMPLES]))
+        info = json.loads(listing[run][tags.DYNAMICS_EXAMPLES].plugin_content or b"{}")
+        epochs = sorted(records)
+        result = dynamics.Dynamics(
+            epochs=np.array(epochs), records=np.stack([records[e] for e in epochs]),
+            labels=meta[0].astype(np.int64), dataset=np.array(info["datasets"],
+                                                                dtype=object)[meta[1]],
+            index=meta[2].astype(np.int64), class_names=info["class_names"])
+        rounded = lambda a, d=5: [_finite(v) for v in np.round(np.asarray(a, np.float64), d)]  # noqa: E731,E501
+        body = {"run": run, "examples": len(result), "epochs": epochs,
+                "datasets": info["datasets"], "class_names": info["class_names"],
+                "dataset": meta[1].tolist(), "index": meta[2].tolist(),
+                "label": meta[0].tolist(), "predicted": result.predicted[-1].tolist(),
+                "scores": {name: rounded(value) for name, value in result.scores().items()},
+                "probability": [rounded(row, 4) for row in result.probability],
+                "regions": list(dynamics.REGIONS), "region": result.region.tolist(),
+                "thresholds": {"variability": dynamics.AMBIGUOUS_VARIABILITY,
+                               "confidence": dynamics.EASY_CONFIDENCE},
+                "thumbnails": tags.DYNAMICS_THUMBNAILS in data}
+        if tags.DYNAMICS_INPUTS in data:
+            body["inputs"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                              for v in data[tags.DYNAMICS_INPUTS][-1].numpy.reshape(-1)]
+        return body
+
+    @wrappers.Request.application
+    def _thumbnail_app(self, request):
+        """One tracked example's thumbnail (PNG), by its position `i`."""
+        ctx = tb_context.from_environ(request.environ)
+        eid = plugin_util.experiment_id(request.environ)
+        try:
+            run = self._run(ctx, eid, request.args)
+            try:
+                i = int(request.args.get("i", ""))
+            except ValueError:
+                raise BadRequest("`i` must be an int") from None
+            data = self._own_tensors(ctx, eid, run, lambda t: t == tags.DYNAMICS_THUMBNAILS)
+            if not data:
+                raise BadRequest(f"run {run!r} holds no thumbnails (privacy, or no image input)")
+            last = data[tags.DYNAMICS_THUMBNAILS][-1]
+            key = (run, last.step)
+            if key not in self._thumbnails:
+                self._thumbnails = {key: last.numpy}
+            tiles = self._thumbnails[key]
+            if not 0 <= i < len(tiles):
+                raise BadRequest(f"`i` must be in [0, {len(tiles)}), got {i}")
+            import io  # noqa: PLC0415
+
+            from PIL import Image  # noqa: PLC0415
+
+            buffer = io.BytesIO()
+            Image.fromarray(tiles[i]).save(buffer, format="PNG")
+        except BadRequest as exc:
+            return http_util.Respond(request, json.dumps({"error": str(exc)}),
+                                     "application/json", code=400)
+        return http_util.Respond(request, buffer.getvalue(), "image/png")
 
     # -- blobs -----------------------------------------------------------------------
     @wrappers.Request.application

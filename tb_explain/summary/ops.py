@@ -130,7 +130,8 @@ def write_histogram(tag, buckets, step):
 
 def write_tensor(tag, array, step, plugin_name, content=b"", description=""):
     """Writes `array` as a tensor summary of the plugin `plugin_name`."""
-    metadata = summary_pb2.SummaryMetadata(summary_description=description)
+    metadata = summary_pb2.SummaryMetadata(summary_description=description,
+                                           data_class=summary_pb2.DATA_CLASS_TENSOR)
     metadata.plugin_data.plugin_name = plugin_name
     metadata.plugin_data.content = content
     _add(tag, metadata, np.asarray(array), step)

@@ -4,9 +4,11 @@ import {renderHealth} from "./views/health.js";
 import {renderAttributions} from "./views/attributions.js";
 import {renderOutputs} from "./views/outputs.js";
 import {renderRuns} from "./views/runs.js";
+import {renderData} from "./views/data.js";
 
 const VIEWS = [["health", "Health", renderHealth], ["attributions", "Attributions", renderAttributions],
-               ["outputs", "Outputs", renderOutputs], ["runs", "Runs", renderRuns]];
+               ["outputs", "Outputs", renderOutputs], ["data", "Data", renderData],
+               ["runs", "Runs", renderRuns]];
 
 function followTheme() {
   let dark = false;
