@@ -2,6 +2,7 @@
 
 Usage:
     python demo_train.py [--dataset digits|cancer] [--logdir DIR] [--epochs N] [--freq N]
+                         [--flip FRACTION]
 
 `digits` (default): a small CNN on the 8x8 digit images, with image
 attributions by five methods side by side (integrated gradients, saliency,
@@ -10,7 +11,9 @@ attributions named by the dataset's feature names, permutation feature
 importance and the decision rules a surrogate tree reads off the model. Both
 log what the model
 predicts on the train and validation sets (metrics, confusion, PR curves,
-calibration, confident mistakes, diagnostics). Logs keras's loss curves
+calibration, confident mistakes, diagnostics) and how it learns each
+training example (TrainingDynamics: the Explain tab's Data view; `--flip 0.1`
+mislabels 10% of the training labels, seeded, for it to find). Logs keras's loss curves
 and everything tb_explain logs, then prints the `tensorboard --logdir ...`
 command to browse them.
 """
@@ -52,6 +55,15 @@ def load_cancer(seed=0):
     return (x[:split], y[:split]), (x[split:], y[split:]), list(data.feature_names)
 
 
+def flip_labels(y, fraction, classes, seed=0):
+    """`y` with a seeded `fraction` of its labels moved to another class."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(y), int(round(fraction * len(y))), replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    return noisy
+
+
 def build_mlp(features):
     """A small MLP for tabular binary classification."""
     return keras.Sequential(
@@ -91,11 +103,15 @@ def main(argv=None):
                         help="run directory (default: runs/<timestamp>)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs (default: 12)")
     parser.add_argument("--freq", type=int, default=3, help="log every N epochs (default: 3)")
+    parser.add_argument("--flip", type=float, default=0.0,
+                        help="fraction of training labels to mislabel at random (default: 0)")
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.freq < 1:
         parser.error(f"--freq must be >= 1, got {args.freq}")
+    if not 0.0 <= args.flip < 1.0:
+        parser.error(f"--flip must be in [0, 1), got {args.flip}")
 
     keras.utils.set_random_seed(0)
     if args.dataset == "digits":
@@ -109,6 +125,8 @@ def main(argv=None):
         model = build_mlp(x.shape[1])
         loss, options = "binary_crossentropy", {"feature_names": names,
                                                 "class_names": ["malignant", "benign"]}
+    if args.flip:
+        y = flip_labels(y, args.flip, classes=10 if args.dataset == "digits" else 2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
     probe = (x_val[:8], y_val[:8]) if args.dataset == "digits" else (x_val, y_val)
     callbacks = [
@@ -126,7 +144,8 @@ def main(argv=None):
               callbacks=callbacks, verbose=2)
     root = os.path.dirname(os.path.abspath(args.logdir)) or "."
     print(f"\nLogged to {args.logdir}. Browse it with:\n\n    tensorboard --logdir {root}\n\n"
-          "The EXPLAIN tab tells the run's story; PROJECTOR shows how the hidden layer "
+          "The EXPLAIN tab tells the run's story (its Data view: the training examples the\n"
+          "model finds hardest or mislabeled); PROJECTOR shows how the hidden layer "
           "arranges\nthe train and validation points at each logged epoch.\n")
 
 

@@ -15,6 +15,13 @@ epoch), serves it with `tensorboard` (its default loader), then prints:
   Explain tab to its health table holding every cell, as the ratio to the
   2 s target, for the tab opened alone (its iframe page) and inside
   TensorBoard's own page (which first loads TensorBoard itself).
+
+`--parts data` (also in the default `health,data`): a TrainingDynamics run of
+`--examples` examples (10,000) over `--dynamics-epochs` epochs (50), written
+by the real callback on a small MLP; in Chromium, the Data view's sorts (each
+column, both directions) and filters (label, region, mistakes, a minimum
+score), each timed around the click or change that triggers it (filter, sort
+and the table drawn, synchronously), against the 200 ms target.
 """
 
 import argparse
@@ -79,7 +86,7 @@ def _get(url):
     return seconds, raw, len(body)
 
 
-def serve(logdir, expect_rows, expect_epochs):
+def serve(logdir, expect_rows, expect_epochs, run="deep"):
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
                                "--port", str(port), "--host", "127.0.0.1"],
@@ -88,6 +95,12 @@ def serve(logdir, expect_rows, expect_epochs):
     deadline = time.time() + 600
     while time.time() < deadline:  # until TensorBoard has read the whole run
         try:
+            if run != "deep":
+                _, body, _ = _get(f"{url}/data/plugin/tb_explain/dynamics?run={run}")
+                if json.loads(body).get("examples"):
+                    return server, url
+                time.sleep(2)
+                continue
             _, body, _ = _get(f"{url}/data/plugin/tb_explain/health?run=deep")
             health = json.loads(body)
             if len(health["rows"]) >= expect_rows and len(health["epochs"]) >= expect_epochs:
@@ -159,14 +172,111 @@ def time_to_table(url, cells, repeats):
             browser.close()
 
 
+DATA_TARGET_MS = 200.0
+
+
+def write_dynamics_run(log_dir, examples, epochs):
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    import tb_explain as tbx  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, 16)).astype("float32")
+    y = (x[:, :10].argmax(1) + (rng.random(examples) < 0.1) * rng.integers(1, 10, examples)) % 10
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10)], name="mlp")
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=512, verbose=0,
+              callbacks=[tbx.TrainingDynamics(log_dir, (x, y))])
+    return time.perf_counter() - start
+
+
+def data_view(url, run, repeats):
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("no chromium: apt-get install chromium, then run again for the Data view")
+        return
+    timed = """([selector, action, value]) => {
+        const node = document.querySelector(selector);
+        const start = performance.now();
+        if (action === "click") node.click();
+        else { node.value = value; node.dispatchEvent(new Event(action)); }
+        return performance.now() - start;
+    }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox",
+                                                                    "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto(f"{url}/data/plugin_entry.html?name=tb_explain")
+            page.wait_for_selector("#run-picker option", state="attached")
+            page.select_option("#run-picker", run)
+            page.click('nav button[data-view="data"]')
+            page.wait_for_selector("#data-table td[data-score]", timeout=120_000)
+            print(f"Data view open with the table drawn: {time.perf_counter() - start:.2f} s")
+            keys = page.eval_on_selector_all("#data-table th[data-key]",
+                                             "els => els.map(e => e.dataset.key)")
+            ops = [(f"sort {k}", f'#data-table th[data-key="{k}"]', "click", None)
+                   for k in keys]
+            ops += [("filter label 3", "#data-label", "change", "3"),
+                    ("filter region ambiguous", "#data-region", "change", "1"),
+                    ("filter min score 1", "#data-min-score", "input", "1"),
+                    ("clear filters", "#data-min-score", "input", "")]
+            worst = 0.0
+            times = {}
+            for _ in range(repeats):
+                for name, selector, action, value in ops:
+                    ms = page.evaluate(timed, [selector, action, value])
+                    times.setdefault(name, []).append(ms)
+                for selector in ("#data-label", "#data-region"):
+                    page.evaluate(timed, [selector, "change", ""])
+            for name, values in times.items():
+                worst = max(worst, max(values))
+                print(f"  {name:<26} median {statistics.median(values):7.1f} ms, max "
+                      f"{max(values):7.1f} ms")
+            rows = page.get_attribute("#data-table", "data-rows")
+            print(f"Data view, {rows} examples: slowest sort or filter {worst:.1f} ms "
+                  f"({worst / DATA_TARGET_MS:.2f}x the {DATA_TARGET_MS:g} ms target)")
+        finally:
+            browser.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--logdir", default=None, help="keep the run here (default: a temp dir)")
+    parser.add_argument("--parts", default="health,data")
+    parser.add_argument("--examples", type=int, default=10_000)
+    parser.add_argument("--dynamics-epochs", type=int, default=50)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     root = args.logdir or tempfile.mkdtemp(prefix="tbx_dashboard_")
+    if "data" in parts:
+        data_root = os.path.join(root, "data")
+        if not os.path.isdir(os.path.join(data_root, "dynamics")):
+            seconds = write_dynamics_run(os.path.join(data_root, "dynamics"), args.examples,
+                                         args.dynamics_epochs)
+            print(f"wrote TrainingDynamics of {args.examples:,} examples x "
+                  f"{args.dynamics_epochs} epochs in {seconds:.0f} s")
+        server, url = serve(data_root, 0, 0, run="dynamics")
+        try:
+            data_view(url, "dynamics", args.repeats)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        if "health" not in parts:
+            if args.logdir is None:
+                shutil.rmtree(root, ignore_errors=True)
+            return
     try:
         if not os.path.isdir(os.path.join(root, "deep")):
             seconds = write_run(os.path.join(root, "deep"), args.layers, args.epochs)

@@ -38,16 +38,7 @@ import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
 from bench._timing import interleaved  # noqa: E402
-from demo_train import build_model, load_data  # noqa: E402
-
-
-def flip(y, fraction, seed, classes=10):
-    """Labels with `fraction` of them moved to another class at random."""
-    rng = np.random.default_rng(seed)
-    flipped = rng.choice(len(y), int(round(fraction * len(y))), replace=False)
-    noisy = y.copy()
-    noisy[flipped] = (y[flipped] + rng.integers(1, classes, len(flipped))) % classes
-    return noisy, flipped
+from demo_train import build_model, flip_labels, load_data  # noqa: E402
 
 
 def fit(x, y, epochs, seed, callbacks=()):
@@ -84,9 +75,8 @@ def one_setting(x, y_clean, noise, seed, epochs):
     from cleanlab.filter import find_label_issues  # noqa: PLC0415
     from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
 
-    y, flipped = flip(y_clean, noise, seed)
-    truth = np.zeros(len(y), bool)
-    truth[flipped] = True
+    y = flip_labels(y_clean, noise, 10, seed)
+    truth = y != y_clean
     callback = tbx.TrainingDynamics(tempfile.mkdtemp(prefix="tbx_bench_"), (x, y))
     fit(x, y, epochs, seed, [callback])
     scores = callback.scores()
@@ -129,7 +119,7 @@ def main():
             ours = statistics.mean(r["ours"][i] for r in results)
             theirs = statistics.mean(r["cleanlab"][i] for r in results)
             met &= ours >= theirs
-    noisy, _ = flip(y, args.noise[0], args.seeds[0])
+    noisy = flip_labels(y, args.noise[0], 10, args.seeds[0])
     times = interleaved({
         "plain": lambda: fit(x, noisy, args.epochs, 0),
         "with TrainingDynamics": lambda: fit(x, noisy, args.epochs, 0, [tbx.TrainingDynamics(

@@ -347,3 +347,87 @@ def test_explain_tab_in_chromium(served, runs, tmp_path):
             browser.close()
     assert not errors, errors
     assert not outside, outside
+
+
+def test_dynamics_route_is_what_was_logged(client, logdir):
+    import io
+
+    from PIL import Image
+
+    import tb_explain as tbx
+
+    root, _ = logdir
+    _, http = client
+    status, body = _json(http, "/dynamics", run="lr0.01")
+    assert status == 200
+    logged = tbx.load_run(root / "lr0.01").dynamics
+    assert body["examples"] == len(logged) > 0 and body["epochs"] == list(logged.epochs)
+    assert body["label"] == logged.labels.tolist()
+    assert body["predicted"] == logged.predicted[-1].tolist()
+    assert body["datasets"] == ["train"] and body["index"] == logged.index.tolist()
+    for name, values in logged.scores().items():
+        np.testing.assert_allclose(body["scores"][name], np.round(values, 5), atol=1e-12,
+                                   err_msg=name)
+    np.testing.assert_allclose(body["probability"], np.round(logged.probability, 4), atol=1e-12)
+    assert body["region"] == logged.region.tolist() and body["thumbnails"]
+    response = http.get("/thumbnail", query_string={"run": "lr0.01", "i": 3})
+    thumbs = Run(root / "lr0.01").value(tags.DYNAMICS_THUMBNAILS)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.data))), thumbs[3])
+    status, bad = _json(http, "/thumbnail", run="lr0.01", i=len(thumbs))
+    assert status == 400 and "`i` must be in" in bad["error"]
+    # privacy="strict": nothing per example
+    assert _json(http, "/dynamics", run="strict")[1]["examples"] == 0
+    status, bad = _json(http, "/thumbnail", run="strict", i=0)
+    assert status == 400 and "no thumbnails" in bad["error"]
+
+
+@pytest.mark.slow
+def test_data_view_in_chromium(served, client):
+    assert CHROMIUM, "CI must install Debian's chromium (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    _, http = client
+    _, body = _json(http, "/dynamics", run="lr0.01")
+    score = np.array(body["scores"]["mislabel_score"])
+    aum = np.array(body["scores"]["aum"])
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox",
+                                                                    "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{served}/data/plugin_entry.html?name=tb_explain")
+            page.wait_for_selector("#run-picker option", state="attached")
+            page.select_option("#run-picker", "lr0.01")
+            page.click('nav button[data-view="data"]')
+            page.wait_for_selector('section[data-view="data"] #data-table td[data-score]')
+            shown = page.eval_on_selector_all(
+                "#data-table td[data-score]",
+                "els => els.map(e => [e.dataset.index, e.dataset.score, e.dataset.value])")
+            assert len(shown) == 7 * min(len(score), 200)
+            for index, name, value in shown:  # every shown score is the route's
+                assert float(value) == body["scores"][name][int(index)]
+            rows = page.eval_on_selector_all("#data-table tbody tr", "els => els.map(e => "
+                                             "Number(e.dataset.index))")
+            assert rows == list(np.argsort(-score, kind="stable")[:200])  # most suspect first
+            page.click('#data-table th[data-key="aum"]')  # a score sorts highest first
+            page.click('#data-table th[data-key="aum"]')  # then lowest first
+            rows = page.eval_on_selector_all("#data-table tbody tr", "els => els.map(e => "
+                                             "Number(e.dataset.index))")
+            assert rows == list(np.argsort(aum, kind="stable")[:200])
+            page.select_option("#data-label", "3")
+            rows = page.eval_on_selector_all("#data-table tbody tr", "els => els.map(e => "
+                                             "Number(e.dataset.index))")
+            label = np.array(body["label"])
+            assert rows == [i for i in np.argsort(aum, kind="stable") if label[i] == 3][:200]
+            page.click(f'#data-table tr[data-index="{rows[0]}"]')
+            assert page.text_content("#data-picked h3") == f"Example train[{rows[0]}]"
+            page.wait_for_function("() => document.querySelector('#data-picked img.thumb')"
+                                   ".naturalWidth > 0")
+            curve = page.eval_on_selector_all("#data-curve circle", "els => els.map(e => "
+                                              "Number(e.dataset.value))")
+            assert curve == [body["probability"][k][rows[0]] for k in range(len(body["epochs"]))]
+        finally:
+            browser.close()
+    assert not errors, errors
