@@ -193,7 +193,8 @@ def test_freq_and_resumed_fits_continue_the_statistics(digits, tmp_path):
 def test_dict_data_and_stratified_subset(digits, tmp_path):
     x, y, _ = digits
     model = _mlp(activation="softmax")
-    data = {"first": (x[:200], y[:200]), "second": (x[200:], keras.utils.to_categorical(y[200:], 10))}
+    data = {"first": (x[:200], y[:200]),
+            "second": (x[200:], keras.utils.to_categorical(y[200:], 10))}
     callback = tbx.TrainingDynamics(tmp_path, data, max_examples=90)
     again = tbx.TrainingDynamics(tmp_path / "b", data, max_examples=90)
     np.testing.assert_array_equal(callback.tracked, again.tracked)  # seeded

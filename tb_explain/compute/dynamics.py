@@ -101,7 +101,8 @@ def epoch_record(z, labels, features=None, learning_rate=None):
         residual = p.copy()
         residual[rows, labels] -= 1.0
         a = np.asarray(features, np.float64).reshape(len(z), -1)
-        influence = float(learning_rate) * (residual ** 2).sum(axis=1) * ((a ** 2).sum(axis=1) + 1.0)
+        influence = (float(learning_rate) * (residual ** 2).sum(axis=1)
+                     * ((a ** 2).sum(axis=1) + 1.0))
     return np.stack([p[rows, labels], margin, predicted, influence]).astype(np.float32)
 
 

@@ -555,7 +555,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
             labels=meta[0].astype(np.int64), dataset=np.array(info["datasets"],
                                                                 dtype=object)[meta[1]],
             index=meta[2].astype(np.int64), class_names=info["class_names"])
-        rounded = lambda a, d=5: [_finite(v) for v in np.round(np.asarray(a, np.float64), d)]  # noqa: E731,E501
+        def rounded(values, decimals=5):
+            return [_finite(v) for v in np.round(np.asarray(values, np.float64), decimals)]
         body = {"run": run, "examples": len(result), "epochs": epochs,
                 "datasets": info["datasets"], "class_names": info["class_names"],
                 "dataset": meta[1].tolist(), "index": meta[2].tolist(),
