@@ -1,8 +1,10 @@
 """Regenerates the README's screenshots of the demo's logs in TensorBoard:
 docs/images-dashboard.png (Images), docs/pr-curves-dashboard.png (PR Curves),
 docs/attributions-comparison.png (the attribution methods side by side) and the
-Explain tab's four views, light and dark (docs/explain-<view>[-dark].png; the
-demo's digits and cancer runs, so the Runs view compares two).
+Explain tab's five views, light and dark (docs/explain-<view>[-dark].png; the
+demo's digits and cancer runs, so the Runs view compares two; the Data view
+and docs/dynamics-data-map.png on a third digits run with 10% of its
+training labels flipped, `--flip 0.1`).
 
 Usage (needs Debian's chromium and the test extra's playwright):
     python docs/screenshot.py
@@ -30,6 +32,9 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--dataset", "cancer",
                     "--logdir", os.path.join(logs, "cancer"), "--epochs", "4", "--freq", "2"],
                    check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir",
+                    os.path.join(logs, "noisy"), "--flip", "0.1"], check=True)
+    save_data_map(os.path.join(logs, "noisy"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -75,7 +80,19 @@ def main():
 #: (view, run, what to click first): the Explain tab's screenshots.
 EXPLAIN_VIEWS = (("health", "digits", 'tr[data-layer="digits_cnn/conv2"] td[data-epoch="2"]'),
                  ("attributions", "digits", None), ("outputs", "digits", None),
-                 ("runs", "digits", None), ("attributions", "cancer", None))
+                 ("runs", "digits", None), ("attributions", "cancer", None),
+                 ("data", "noisy", None))
+
+
+def save_data_map(run_dir):
+    """The last logged data map of `run_dir`, as docs/dynamics-data-map.png."""
+    sys.path.insert(0, ROOT)
+    from PIL import Image
+
+    import tb_explain as tbx
+
+    image = tbx.load_run(run_dir).images("dynamics/data_map")[-1].images[0]
+    Image.fromarray(image).save(os.path.join(ROOT, "docs", "dynamics-data-map.png"))
 
 
 def explain_tab(browser, url):
@@ -83,7 +100,7 @@ def explain_tab(browser, url):
     in the light and the dark theme."""
     for _ in range(120):  # both runs read
         with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as response:
-            if len(json.loads(response.read())["runs"]) == 2:
+            if len(json.loads(response.read())["runs"]) == 3:
                 break
         time.sleep(1)
     for dark in (False, True):
@@ -100,8 +117,12 @@ def explain_tab(browser, url):
                     page.check(f'input[aria-label="compare {name}"]')
             if click:
                 page.click(click)
+            if view == "data":  # hover the lowest point: a tooltip with its thumbnail
+                page.wait_for_selector("#data-table td[data-score]")
+                box = page.locator("#data-map").bounding_box()
+                page.mouse.move(box["x"] + 48, box["y"] + 312)
             page.wait_for_timeout(3000)
-            suffix = ("-" + run if run != "digits" else "") + ("-dark" if dark else "")
+            suffix = ("-" + run if run not in ("digits", "noisy") else "") + ("-dark" if dark else "")
             page.screenshot(path=os.path.join(ROOT, "docs", f"explain-{view}{suffix}.png"))
             page.close()
 

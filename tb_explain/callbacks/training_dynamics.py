@@ -201,8 +201,8 @@ class TrainingDynamics(ExplainCallback):
     def prepare(self):
         model = self.model
         x = self._inputs_for(self.tracked[:2])
-        with self.model_checks():
-            out = backend.to_numpy(predictions.evaluation_step(model)(x, None, None)[0])
+        with self.model_checks():  # eagerly: two examples trace no compiled pass
+            out = keras.tree.map_structure(backend.to_numpy, model(x, training=False))
         if isinstance(out, (list, tuple, dict)):
             raise NotApplicable("TrainingDynamics follows one classifier output; the model "
                                 "returns several")
