@@ -38,7 +38,7 @@ if not _loaded_as_tensorboard_plugin():
     _check_environment()
 
     from tb_explain.callbacks import (  # noqa: E402
-        ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance,
+        ActivationImages, AttentionMaps, Attributions, DecisionRules, Embeddings, FeatureImportance,
         FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics,
         WeightHistograms,
     )
@@ -48,6 +48,7 @@ if not _loaded_as_tensorboard_plugin():
     from tb_explain.compute.attribution import (  # noqa: E402
         Attribution, RandomizationTest, attribute, integrated_gradients, randomization_test,
     )
+    from tb_explain.compute.attention import Attention, attention  # noqa: E402
     from tb_explain.probe import Probe  # noqa: E402
     from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
     from tb_explain.suite import explain  # noqa: E402
@@ -55,7 +56,7 @@ if not _loaded_as_tensorboard_plugin():
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "Attribution", "Attributions", "DecisionRules", "Embeddings",
+    "ActivationImages", "Attention", "AttentionMaps", "attention", "Attribution", "Attributions", "DecisionRules", "Embeddings",
     "FeatureImportance", "FeatureVisualization", "feature_visualization", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
     "Probe", "RandomizationTest", "Run", "TrainingDynamics", "WeightHistograms", "attribute", "explain",

@@ -30,6 +30,20 @@ def walk_layers(layer, depth=0):
 
 
 @contextlib.contextmanager
+def swapped_attr(obj, name, value):
+    """Context in which the instance attribute `obj.<name>` is `value`; the
+    original (or the class's, when the instance had none) is restored after."""
+    original = obj.__dict__.get(name)
+    object.__setattr__(obj, name, value)
+    try:
+        yield
+    finally:
+        if original is None:
+            object.__delattr__(obj, name)
+        else:
+            object.__setattr__(obj, name, original)
+
+
 def swapped_call(layer, call):
     """Context in which `layer.call` is `call`; the original is restored after.
 
@@ -37,15 +51,7 @@ def swapped_call(layer, call):
     here intercepts every call of the layer inside any model, whatever its
     kind (Sequential, Functional, nested, subclassed).
     """
-    original = layer.__dict__.get("call")
-    object.__setattr__(layer, "call", call)
-    try:
-        yield
-    finally:
-        if original is None:
-            object.__delattr__(layer, "call")
-        else:
-            object.__setattr__(layer, "call", original)
+    return swapped_attr(layer, "call", call)
 
 
 def has_call(model):

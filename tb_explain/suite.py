@@ -5,7 +5,7 @@ import logging
 
 from tb_explain import _validate
 from tb_explain.callbacks import (
-    ActivationImages, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
+    ActivationImages, AttentionMaps, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
     HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics, WeightHistograms,
 )
 from tb_explain.callbacks.base import Suite
@@ -20,7 +20,7 @@ from tb_explain.compute.attribution import METHODS
 #: probe also captures the activations (`compute.activations.SharedCapture`).
 SUITE = [
     (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
-    (ActivationImages, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
+    (ActivationImages, "data"), (AttentionMaps, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
     (TrainingDynamics, "train"), (Embeddings, "datasets"),
 ]
@@ -64,7 +64,9 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
     Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
-    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`; when
+    also `ActivationImages`, `GradientNorms` and `IntegratedGradients`, and
+    `AttentionMaps` when the model has attention layers (it leaves quietly
+    otherwise); when
     `data` is a table (2-D float arrays) of at least 32 rows, also
     `FeatureImportance` (with
     labels) and `DecisionRules` (with scikit-learn installed), which read all
@@ -136,8 +138,9 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             given[needs] = data
         elif needs is not None and given[needs] is None:
             continue
-        kwargs = {k: v for k, v in options.items() if k in params
-                  or (cls is Attributions and k in method_options)}
+        kwargs = {k: v for k, v in options.items() if (k in params
+                  or (cls is Attributions and k in method_options))
+                  and not (cls is AttentionMaps and k == "layers")}  # ActivationImages' layers
         if cls is Attributions:
             kwargs["methods"] = methods
         if "freq" in params:

@@ -7,7 +7,8 @@ silently empty a view.
 
 #: First tag segments tb_explain writes (TensorBoard groups cards by them).
 PREFIXES = ("weights/", "gradients/", "activations/", "attributions/", "outputs/",
-            "importance/", "rules/", "timing/", "model/", "tb_explain/", "dynamics/")
+            "importance/", "rules/", "timing/", "model/", "tb_explain/", "dynamics/",
+            "attention/")
 
 #: Health signals: `(label, tag pattern, scale)`; `{}` is a `layer.path`
 #: (`variable.path` for the weight norm), scale `log` or `linear`.
@@ -17,11 +18,12 @@ SIGNALS = {
     "dead_fraction": ("dead fraction", "activations/{}/dead_fraction", "linear"),
     "saturated_fraction": ("saturated fraction", "activations/{}/saturated_fraction", "linear"),
     "weight_norm": ("weight norm", "weights/{}/norm", "log"),
+    "attention_entropy": ("attention entropy", "attention/{}/entropy", "log"),
 }
 
 #: Text cards of alerts (`<prefix>/alerts`), and the events that failed.
 ALERT_PREFIXES = ("weights", "gradients", "activations", "attributions", "model", "outputs",
-                  "importance", "rules", "dynamics")
+                  "importance", "rules", "dynamics", "attention")
 MODEL_SUMMARY = "model/summary"
 SKIPPED = "tb_explain/skipped"
 COMPLETENESS = "attributions/completeness_delta"
@@ -45,3 +47,6 @@ DYNAMICS_EXAMPLES = "dynamics/examples"
 DYNAMICS_THUMBNAILS = "dynamics/thumbnails"
 DYNAMICS_INPUTS = "dynamics/inputs"
 DYNAMICS_REGION = "dynamics/region/{}"
+ATTENTION = "attention/{}"  # layer path
+ATTENTION_ENTROPY = "attention/{}/entropy"
+ATTENTION_ROLLOUT = "attention/rollout"

@@ -1,6 +1,7 @@
 """Schedule: the tb_explain callbacks."""
 
 from tb_explain.callbacks.activation_images import ActivationImages
+from tb_explain.callbacks.attention_maps import AttentionMaps
 from tb_explain.callbacks.attributions import Attributions
 from tb_explain.callbacks.base import ExplainCallback, LoggingFailedWarning, NotApplicable
 from tb_explain.callbacks.embeddings import Embeddings
@@ -14,5 +15,5 @@ from tb_explain.callbacks.tabular import DecisionRules, FeatureImportance
 from tb_explain.callbacks.training_dynamics import TrainingDynamics
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
-__all__ = ["ActivationImages", "Attributions", "DecisionRules", "Embeddings", "FeatureVisualization", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
+__all__ = ["ActivationImages", "AttentionMaps", "Attributions", "DecisionRules", "Embeddings", "FeatureVisualization", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
            "TrainingDynamics", "WeightHistograms"]

@@ -185,11 +185,20 @@ class Predictions(ExplainCallback):
             keys = [self.output]
         self._outputs = {}
         for key in keys:
-            units = int(_outputs.select(outs, key).shape[1])
+            shape = tuple(_outputs.raw(outs, key).shape)
+            units = int(shape[-1] if len(shape) == 3 else shape[1])
             labels = predictions.to_numpy(predictions.part_for(y0, key))
             if labels is None:
                 raise ValueError(f"`data` dataset {name0!r} has no labels for output {key!r}.")
-            task, logits = predictions.task_of(model, key, units, labels, self.task)
+            if len(shape) == 3 and self.task in ("auto", "sequence"):
+                # (n, T, V) scores: a token per position (language models,
+                # sequence labelling)
+                task = "sequence"
+                logits = predictions.loss_from_logits(model, key)
+                if logits is None:
+                    logits = predictions.output_activation(model, key) in ("linear", None)
+            else:
+                task, logits = predictions.task_of(model, key, units, labels, self.task)
             classes = 2 if task == "binary" else units
             names = self._names_for(key, classes)
             if task != "regression" and len(names) != classes:
@@ -211,6 +220,16 @@ class Predictions(ExplainCallback):
         where = f"`data` dataset {dataset!r}" + ("" if key is None else f", output {key!r}")
         labels = np.asarray(labels)
         flat = labels.reshape(len(labels), -1)
+        if task == "sequence":
+            if labels.ndim != 2 or labels.dtype.kind not in "iu" and not np.all(
+                    labels == np.round(labels)):
+                raise ValueError(f"{where}: the output scores {units} classes per position "
+                                 f"(n, T, {units}); labels must be token ids (n, T), got shape "
+                                 f"{labels.shape} of {labels.dtype}.")
+            if labels.size and (labels.min() < 0 or labels.max() >= units):
+                raise ValueError(f"{where}: labels must be token ids in [0, {units}), got values "
+                                 f"from {labels.min()} to {labels.max()}.")
+            return
         if task == "multiclass":
             if flat.shape[1] == units and units > 1:
                 if not (np.isin(flat, (0, 1)).all() and np.all(flat.sum(axis=1) == 1)):
@@ -257,6 +276,13 @@ class Predictions(ExplainCallback):
                 loss_sum += float(loss) * n
                 count += n
                 for key, info in self._outputs.items():
+                    if info["task"] == "sequence":
+                        scores[key].append(predictions.token_sums(
+                            backend.to_numpy(_outputs.raw(outs, key)), info["logits"],
+                            predictions.to_numpy(predictions.part_for(y, key)),
+                            predictions.token_weights(x, y if weights is None else weights,
+                                                      key, weights is not None)))
+                        continue
                     selected = backend.to_numpy(_outputs.select(outs, key))
                     s = predictions.probabilities(info["task"], selected,
                                                   info["logits"])
@@ -270,6 +296,10 @@ class Predictions(ExplainCallback):
                                       else np.concatenate([f for _, f in fed]))
             for key, info in self._outputs.items():
                 tag = f"outputs/{dname}" + ("" if len(self._outputs) == 1 else f"/{key}")
+                if info["task"] == "sequence":
+                    headline[(dname, key)] = self._log_sequence(tag, np.sum(scores[key], axis=0),
+                                                                epoch)
+                    continue
                 s, t = np.concatenate(scores[key]), np.concatenate(labels[key])
                 if info["task"] == "regression":
                     values = self._log_regression(tag, s, t, epoch)
@@ -424,6 +454,20 @@ class Predictions(ExplainCallback):
         more = f" … (+{len(leaf) - MAX_TABLE_FEATURES})" if len(leaf) > MAX_TABLE_FEATURES else ""
         return ", ".join(shown) + more
 
+    @staticmethod
+    def _log_sequence(tag, sums, epoch):
+        """Per-token metrics of a sequence output from `token_sums`' totals."""
+        weight, cross_entropy, correct = (float(v) for v in sums)
+        mean = cross_entropy / weight if weight > 0 else float("nan")
+        perplexity = float(np.exp(mean)) if weight > 0 else float("nan")
+        accuracy = correct / weight if weight > 0 else float("nan")
+        ops.write_scalar(f"{tag}/perplexity", perplexity, epoch, description=(
+            "exp of the token cross-entropy averaged over the tokens, weighted by their "
+            "sample weights (padding: 0)."))
+        ops.write_scalar(f"{tag}/token_accuracy", accuracy, epoch, description=(
+            "Weighted fraction of tokens whose argmax is the label."))
+        return {"perplexity": perplexity, "token_accuracy": accuracy}
+
     def _log_regression(self, tag, predicted, labels, epoch):
         truth = np.asarray(labels, np.float64).reshape(len(labels), -1)
         predicted = predicted.reshape(len(predicted), -1)
@@ -442,6 +486,7 @@ class Predictions(ExplainCallback):
                  f"gap to `{datasets[0]}`.\n"]
         for key, info in self._outputs.items():
             names = (["loss", "mae", "rmse", "r2"] if info["task"] == "regression"
+                     else ["loss", "perplexity", "token_accuracy"] if info["task"] == "sequence"
                      else ["accuracy", "loss", "macro_f1", "ece"])
             rows = []
             for metric in names:
@@ -452,7 +497,7 @@ class Predictions(ExplainCallback):
                     gap = "" if d == datasets[0] else f" ({value - reference:+.4f})"
                     row.append(f"{value:.4f}{gap}")
                 rows.append(row)
-            if info["task"] != "regression":
+            if info["task"] not in ("regression", "sequence"):
                 rows.append(["lowest recall"] + [", ".join(
                     f"{n} {r:.2f}" for n, r in headline[(d, key)]["lowest_recall"])
                     for d in datasets])

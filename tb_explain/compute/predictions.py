@@ -17,7 +17,7 @@ from tb_explain import backend
 from tb_explain._keras import swapped_call
 from tb_explain.compute.attribution import _cores, _outputs
 
-TASKS = ("auto", "multiclass", "binary", "multilabel", "regression")
+TASKS = ("auto", "multiclass", "binary", "multilabel", "regression", "sequence")
 
 
 # -- datasets --------------------------------------------------------------------
@@ -186,6 +186,40 @@ def class_labels(task, labels, units):
     if task == "binary":
         return labels.reshape(len(labels), -1)[:, 0]
     return labels.reshape(len(labels), -1)
+
+
+# -- sequence outputs (n, T, V) ----------------------------------------------------------
+
+def token_weights(x, weights, key, given):
+    """`(n, T)` float64 weights of each position: the sample weights when
+    `given` (broadcast from `(n,)`), else a `padding_mask` input of the same
+    shape as the labels, else None (every position counts)."""
+    if given and weights is not None:
+        w = to_numpy(part_for(weights, key))
+        return None if w is None else np.asarray(w, np.float64)
+    if isinstance(x, dict) and "padding_mask" in x:
+        return np.asarray(to_numpy(x["padding_mask"]), np.float64)
+    return None
+
+
+def token_sums(scores, logits, labels, weights):
+    """`[sum of weights, weighted sum of token cross-entropy, weighted sum of
+    correct tokens]` of one batch of `(n, T, V)` scores (logits, or
+    probabilities) against `(n, T)` token labels."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    if logits:
+        shifted = scores - scores.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    else:
+        log_p = np.log(np.maximum(scores, np.finfo(np.float64).tiny))
+    picked = np.take_along_axis(log_p, labels[..., np.newaxis], axis=-1)[..., 0]
+    correct = np.argmax(scores, axis=-1) == labels
+    w = np.ones(labels.shape) if weights is None else np.broadcast_to(
+        np.asarray(weights, np.float64).reshape(labels.shape[:1] + (-1,) * (weights.ndim > 1)
+                                                 if np.ndim(weights) > 1 else (-1, 1)),
+        labels.shape)
+    return np.array([w.sum(), -(w * picked).sum(), (w * correct).sum()])
 
 
 # -- the streamed pass ----------------------------------------------------------------

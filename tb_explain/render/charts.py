@@ -274,3 +274,45 @@ def data_map(confidence, variability, correctness, regions=(0.2, 0.5), size=12):
     for t in (0.0, 0.5, 1.0):
         draw.text((bar_x + 18, y_of(t) - size / 2 - 2), f"{t:g}", fill=BLACK, font=font(size - 1))
     return np.asarray(image)
+
+
+def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cell=None):
+    """Attention maps side by side: `maps` `(k, T_query, T_key)` in [0, 1]
+    (viridis; each map scaled by its own maximum), one panel per map with
+    its title above, query labels on the left of the first panel and key
+    labels under each panel (rotated), when given."""
+    maps = np.asarray(maps, np.float64)
+    k, tq, tk = maps.shape
+    cell = cell or max(4, min(24, 320 // max(tq, tk)))
+    label_w = 0 if row_labels is None else min(90, 6 + max(text_size(t, size)[0]
+                                                           for t in row_labels))
+    label_h = 0 if col_labels is None else min(90, 6 + max(text_size(t, size)[0]
+                                                           for t in col_labels))
+    panel_w, panel_h, gap, top = tk * cell, tq * cell, 10, size + 8
+    width = label_w + k * panel_w + (k + 1) * gap
+    height = top + panel_h + label_h + gap
+    image = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(image)
+    for i in range(k):
+        m = maps[i]
+        peak = np.nanmax(m) if np.isfinite(m).any() else 1.0
+        rgb = colormap.apply(np.nan_to_num(m / peak if peak > 0 else m))
+        x0 = label_w + gap + i * (panel_w + gap)
+        image.paste(Image.fromarray(rgb).resize((panel_w, panel_h), Image.NEAREST), (x0, top))
+        if titles is not None:
+            draw.text((x0, 2), _shorten(titles[i], panel_w, size), fill=BLACK, font=font(size))
+        if col_labels is not None and cell >= size:
+            for j, label in enumerate(col_labels):
+                text = _shorten(label, label_h - 4, size)
+                tw, th = text_size(text, size)
+                tile = Image.new("RGB", (tw + 2, th + 4), WHITE)
+                ImageDraw.Draw(tile).text((1, 0), text, fill=BLACK, font=font(size))
+                tile = tile.rotate(90, expand=True)
+                image.paste(tile, (x0 + j * cell + (cell - tile.width) // 2, top + panel_h + 3))
+    if row_labels is not None and cell >= size:
+        for j, label in enumerate(row_labels):
+            text = _shorten(label, label_w - 4, size)
+            tw, th = text_size(text, size)
+            draw.text((label_w - tw - 2, top + j * cell + (cell - th) / 2 - 2), text, fill=BLACK,
+                      font=font(size))
+    return np.asarray(image)

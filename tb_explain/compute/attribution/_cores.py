@@ -42,13 +42,34 @@ def forward(model):
     return fn
 
 
+def _is_reverse(args, kwargs):
+    """Whether an embedding call is a tied output projection: keras_hub's
+    `ReversibleEmbedding(x, reverse=True)` (a causal LM's logits reuse the
+    token embedding), which must run as it is."""
+    return bool(kwargs.get("reverse")) or (len(args) > 1 and args[1] is True)
+
+
+def held_embedding(layer, value):
+    """A call for `layer` that returns `value()` for its token lookups and
+    runs the layer as it is for a tied output projection (`reverse=True`)."""
+    original = layer.call
+
+    def call(*args, **kwargs):
+        if _is_reverse(args, kwargs):
+            return original(*args, **kwargs)
+        return value()
+    return call
+
+
 @contextlib.contextmanager
 def embeddings_swapped(plan, holder):
-    """Context in which each token input's Embedding returns `holder[i]`."""
+    """Context in which each token input's Embedding returns `holder[i]` for
+    its lookups (a tied output projection still runs: `held_embedding`)."""
     with contextlib.ExitStack() as stack:
         for i, layer in enumerate(plan.embeddings):
             if layer is not None:
-                stack.enter_context(swapped_call(layer, lambda *a, i=i, **k: holder[i]))
+                stack.enter_context(swapped_call(
+                    layer, held_embedding(layer, lambda i=i: holder[i])))
         yield
 
 

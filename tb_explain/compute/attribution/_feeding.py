@@ -25,19 +25,30 @@ class Setup:
     targets: np.ndarray
     xs: list
     feed: list
+    #: Classes per position of a sequence output `(n, T, V)` (None for
+    #: others): `targets` then index the flattened `T * V` scores.
+    per_position: int = None
 
     @property
     def n(self):
         return len(self.plan.leaves[0])
 
+    @property
+    def explained(self):
+        """`target` (and `position` for a sequence output) of the result."""
+        if self.per_position is None:
+            return {"target": self.targets}
+        return {"target": self.targets % self.per_position,
+                "position": self.targets // self.per_position}
 
-def setup(model, inputs, target=None, output=None):
+
+def setup(model, inputs, target=None, output=None, position="last"):
     """Plans the inputs, validates `output` and `target`, embeds token ids."""
     plan = plan_inputs(model, inputs)
-    key, chosen = outputs_and_targets(model, plan, target, output)
+    key, chosen, per_position = outputs_and_targets(model, plan, target, output, position)
     xs = [backend.to_numpy(plan.embeddings[i](keras.ops.convert_to_tensor(plan.ids[i])))
           if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
-    return Setup(plan, key, chosen, xs, model_input_leaves(model, plan))
+    return Setup(plan, key, chosen, xs, model_input_leaves(model, plan), per_position)
 
 
 def feed(plan, points, model_xs, holder):

@@ -53,6 +53,13 @@ def output_key(model, outputs, output):
     return None
 
 
+def raw(outputs, output):
+    """The selected output as the model returns it (no reshape, no cast)."""
+    if isinstance(outputs, (dict, list, tuple)):
+        return outputs[output]
+    return outputs
+
+
 def select(outputs, output):
     """The selected output as float32 `[n, units]`."""
     if isinstance(outputs, (dict, list, tuple)):
@@ -114,18 +121,63 @@ def explained_outputs(model, plan, output=None):
     return output_names(static)
 
 
-def outputs_and_targets(model, plan, target, output):
-    """`(output key, targets)`: one compiled forward pass when the targets
-    depend on the predictions or the model has no symbolic outputs."""
+def check_position(position):
+    """`position` checked: `"last"` or an int."""
+    if position == "last" or (isinstance(position, (int, np.integer))
+                              and not isinstance(position, bool)):
+        return position
+    raise ValueError(f"`position` must be \"last\" or an int (a position of a sequence output), "
+                     f"got {position!r}.")
+
+
+def last_positions(inputs, scores, length):
+    """Per sample, the last unmasked position of a sequence output: from a
+    `padding_mask` input of the output's length, else the output's Keras
+    mask, else `length - 1`."""
+    n = len(backend.to_numpy(scores))
+    mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
+    if mask is None:
+        mask = getattr(scores, "_keras_mask", None)
+    if mask is not None:
+        mask = np.asarray(backend.to_numpy(mask)).astype(bool)
+        if mask.shape == (n, length):
+            last = length - 1 - np.argmax(mask[:, ::-1], axis=1)
+            return np.where(mask.any(axis=1), last, length - 1).astype(np.int64)
+    return np.full(n, length - 1, np.int64)
+
+
+def outputs_and_targets(model, plan, target, output, position="last"):
+    """`(output key, targets, classes per position)`: one compiled forward
+    pass when the targets depend on the predictions or the model has no
+    symbolic outputs. A sequence output `(n, T, V)` is explained at one
+    position per sample (`position`: an int, or `"last"`: the last unmasked
+    one, see `last_positions`), its targets index the flattened `T * V`
+    scores, and the third value is `V` (None for other outputs)."""
+    position = check_position(position)
     n = len(plan.leaves[0])
     static = static_outputs(model)
-    if target is not None and static is not None:
+    sequence = static is not None and len(keras.tree.flatten(
+        static[output] if isinstance(static, dict) and output in static else static)[0].shape) == 3
+    if target is not None and static is not None and not sequence:
         key = output_key(model, static, output)
         units = output_units(model, key, plan)
-        return key, targets(target, np.zeros((n, units)))
-    raw = forward(model)(model_inputs(model, plan))
-    key = output_key(model, raw, output)
-    return key, targets(target, backend.to_numpy(select(raw, key)))
+        return key, targets(target, np.zeros((n, units))), None
+    inputs = model_inputs(model, plan)
+    outs = forward(model)(inputs)
+    key = output_key(model, outs, output)
+    scores = raw(outs, key)
+    if len(scores.shape) != 3:
+        return key, targets(target, backend.to_numpy(select(outs, key))), None
+    length, classes = int(scores.shape[1]), int(scores.shape[2])
+    if position == "last":
+        where = last_positions(inputs, scores, length)
+    else:
+        if not -length <= position < length:
+            raise ValueError(f"`position` must be in [{-length}, {length}) for a sequence "
+                             f"output of length {length}, got {position}.")
+        where = np.full(n, position % length, np.int64)
+    at = np.asarray(backend.to_numpy(scores), np.float64)[np.arange(n), where]
+    return key, (where * classes + targets(target, at)).astype(np.int32), classes
 
 
 def explained_targets(model, plan, output=None, target=None):

@@ -136,14 +136,14 @@ def _activation_shape(model, plan, layer):
     return seen["shape"]
 
 
-def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=None):
+def gradcam(model, inputs, *, target=None, output=None, position="last", batch_size=None, layer=None):
     """Grad-CAM maps `(n, height, width)` of the image input.
 
     Args:
         layer: The layer read (a name, a path or a regular expression that
             matches one layer); default the last layer with a 4-D output.
     """
-    done = _feeding.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output, position)
     image = image_input(done.plan)
     _, found = find_layer(model, done.plan, layer)
     size = tuple(done.plan.leaves[image].shape[1:3])
@@ -158,6 +158,6 @@ def gradcam(model, inputs, *, target=None, output=None, batch_size=None, layer=N
         cam, f = core(feed, done.targets[rows], np.zeros((chunk,) + shape, np.float32))
         maps.append(backend.to_numpy(cam))
         outputs.append(backend.to_numpy(f))
-    return Attribution(attributions=np.concatenate(maps)[:n], delta=None, target=done.targets,
+    return Attribution(attributions=np.concatenate(maps)[:n], delta=None, **done.explained,
                        output=np.concatenate(outputs)[:n], baseline_output=None,
                        skipped=dict(done.plan.skipped))

@@ -129,10 +129,12 @@ def _quadrature_with_ends(method, steps):
 class _Run:
     """Everything one integrated-gradients computation feeds its compiled core."""
 
-    def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output):
-        done = _feeding.setup(model, inputs, target, output)
+    def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output,
+                 position="last"):
+        done = _feeding.setup(model, inputs, target, output, position)
         self.plan, self.n, self.targets, self.xs, self.feed = (
             done.plan, done.n, done.targets, done.xs, done.feed)
+        self.explained = done.explained
         self.key = done.key
         self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
         self.core = _core(model, done.key, self.plan)
@@ -159,7 +161,7 @@ class _Run:
 
 
 def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",
-            batch_size=None, output=None):
+            batch_size=None, output=None, position="last"):
     """Validates a configuration and compiles its core on one chunk of rows.
 
     Computes one chunk (not all `samples x steps` when there are more), so
@@ -174,7 +176,7 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
         ValueError: naming the parameter and the offending value.
     """
     alphas, weights = _quadrature_with_ends(method, steps)
-    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
+    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
     # Eagerly (`compute.tiering`) nothing compiles: one row validates.
     rows = 1 if tiering.is_eager() else min(run.chunk, run.total_rows)
     run.path_integral(run.base_sets[0], rows=rows)
@@ -182,7 +184,7 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
 
 
 def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
-                         method="gausslegendre", batch_size=None, output=None):
+                         method="gausslegendre", batch_size=None, output=None, position="last"):
     """Integrated gradients of a Keras model's output with respect to its inputs.
 
     `IG_i(x) = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x')) / dx_i da`,
@@ -215,9 +217,14 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
             result is the same.
         output: For multi-output models, the output to explain (its name for
             dict outputs, else its index).
+        position: For a sequence output `(n, T, V)`: the position explained,
+            an int or `"last"` (default: each sample's last unmasked
+            position, from a `padding_mask` input or the Keras mask, else
+            T - 1: a causal LM's next token); `target` picks the token there.
 
     Returns:
-        An `Attribution` with `.attributions`, `.delta` and `.target`.
+        An `Attribution` with `.attributions`, `.delta` and `.target` (and
+        `.position` for a sequence output).
 
     Example:
 
@@ -233,7 +240,7 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
         batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
     alphas, weights = _quadrature_with_ends(method, steps)
 
-    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output)
+    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
     plan, n, xs, base_sets, targets = run.plan, run.n, run.xs, run.base_sets, run.targets
     points, total_rows, chunk = len(alphas), run.total_rows, run.chunk
     total = [np.zeros(x.shape, np.float64) for x in xs]
@@ -250,5 +257,5 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     f_base /= len(base_sets)
     summed = sum(t.reshape(n, -1).sum(axis=1) for t in total)
     return Attribution(attributions=_feeding.leaves_like(run, total), delta=summed - (f_x - f_base),
-                       target=targets, output=f_x, baseline_output=f_base,
+                       **run.explained, output=f_x, baseline_output=f_base,
                        skipped=dict(plan.skipped))

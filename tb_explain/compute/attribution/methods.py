@@ -29,7 +29,8 @@ def check_method(method, options=()):
                         f"{list(METHODS[method][1])}.")
 
 
-def attribute(model, inputs, method, *, target=None, output=None, batch_size=None, **options):
+def attribute(model, inputs, method, *, target=None, output=None, batch_size=None,
+              position="last", **options):
     """Attributions of a Keras model's output to its inputs, by `method`.
 
     Methods (papers in the README):
@@ -56,6 +57,11 @@ def attribute(model, inputs, method, *, target=None, output=None, batch_size=Non
         method: One of the names above.
         target: None (the predicted class), an int, or one int per sample.
         output: The output explained, for multi-output models.
+        position: For a sequence output `(n, T, V)` (a language model's
+            logits): the position explained, an int or `"last"` (default:
+            each sample's last unmasked position, from a `padding_mask`
+            input or the Keras mask, else T - 1: the next token); `target`
+            then picks the token (default: the predicted one).
         batch_size: Rows per compiled call (bounds memory; same result).
             None: all at once for integrated gradients, else as many rows
             as hold 4M input values (at least 32).
@@ -75,4 +81,5 @@ def attribute(model, inputs, method, *, target=None, output=None, batch_size=Non
     """
     check_method(method, options)
     fn, _ = METHODS[method]
-    return fn(model, inputs, target=target, output=output, batch_size=batch_size, **options)
+    return fn(model, inputs, target=target, output=output, batch_size=batch_size,
+              position=position, **options)

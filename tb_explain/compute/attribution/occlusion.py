@@ -92,7 +92,7 @@ def _core(model, key, plan):
     return _cores.register_core(model, cache_key, plan, holder, core)
 
 
-def occlusion(model, inputs, *, target=None, output=None, batch_size=None, window=None,
+def occlusion(model, inputs, *, target=None, output=None, position="last", batch_size=None, window=None,
               stride=None, baseline=0.0):
     """Occlusion sensitivity, shaped like the inputs (token inputs: per token).
 
@@ -104,7 +104,7 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
         baseline: The value that replaces an occluded window (a number).
     """
     baseline = _validate.check_float("baseline", baseline)
-    done = _feeding.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output, position)
     found = windows(done.xs, window, stride)
     sizes = [size for size, _ in found]
     ranks = {len(size) for size in sizes}
@@ -149,5 +149,5 @@ def occlusion(model, inputs, *, target=None, output=None, batch_size=None, windo
             value = value[..., :1]  # one value per token (summed below)
         attributions.append(np.array(value))
     return Attribution(attributions=_feeding.leaves_like(done, attributions), delta=None,
-                       target=done.targets, output=f_x, baseline_output=None,
+                       **done.explained, output=f_x, baseline_output=None,
                        skipped=dict(done.plan.skipped))

@@ -16,7 +16,11 @@ class Attribution:
             are not attributed (see `skipped`).
         delta: `[n]` completeness gap per sample: sum of attributions minus
             `F(x) - F(baseline)`. Near zero when the integral is accurate.
-        target: `[n]` int class index explained per sample.
+        target: `[n]` int class index explained per sample (for a sequence
+            output `(n, T, V)`: the token explained, at `position`).
+        position: `[n]` the position explained per sample, for a sequence
+            output (by default the last unmasked one: the next token of a
+            causal LM); None for other outputs.
         output: `[n]` `F(x)`, the explained model output.
         baseline_output: `[n]` `F(baseline)` (averaged over baselines).
         skipped: `{input name: reason}` of inputs held at their values
@@ -29,6 +33,7 @@ class Attribution:
     output: np.ndarray
     baseline_output: np.ndarray
     skipped: dict = dataclasses.field(default_factory=dict)
+    position: np.ndarray = None
 
     @property
     def relative_delta(self):

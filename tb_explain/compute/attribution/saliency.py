@@ -8,13 +8,13 @@ from tb_explain.compute.attribution.result import Attribution
 OPTIONS = ()
 
 
-def saliency(model, inputs, *, target=None, output=None, batch_size=None):
+def saliency(model, inputs, *, target=None, output=None, position="last", batch_size=None):
     """|dF/dx|: how much a small change of each input element moves the output.
 
     Token inputs: |dF/de| at their embedding, summed over the embedding axis.
     """
-    done = _feeding.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output, position)
     grads, f = gradient_rows(model, done, "abs", batch_size=batch_size)
     return Attribution(attributions=_feeding.leaves_like(done, grads), delta=None,
-                       target=done.targets, output=f[:, 0], baseline_output=None,
+                       **done.explained, output=f[:, 0], baseline_output=None,
                        skipped=dict(done.plan.skipped))

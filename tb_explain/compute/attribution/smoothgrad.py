@@ -26,7 +26,7 @@ def noise_for(done, samples, noise, seed):
     return out
 
 
-def smoothgrad(model, inputs, *, target=None, output=None, batch_size=None, base="saliency",
+def smoothgrad(model, inputs, *, target=None, output=None, position="last", batch_size=None, base="saliency",
                samples=50, noise=0.15, seed=0, steps=20):
     """Mean of `base` over `samples` copies x + N(0, sigma^2), sigma = `noise`
     times each sample's value range; the same `seed` gives the same result.
@@ -43,14 +43,14 @@ def smoothgrad(model, inputs, *, target=None, output=None, batch_size=None, base
     samples = _validate.check_int("samples", samples, minimum=1)
     noise = _validate.check_float("noise", noise, minimum=0.0)
     seed = _validate.check_int("seed", seed)
-    done = _feeding.setup(model, inputs, target, output)
+    done = _feeding.setup(model, inputs, target, output, position)
     draws = noise_for(done, samples, noise, seed)
     if base != "integrated_gradients":
         reduction = "abs" if base == "saliency" else "times_input"
         grads, f = gradient_rows(model, done, reduction, noise=draws, draws=samples,
                                  batch_size=batch_size)
         return Attribution(attributions=_feeding.leaves_like(done, grads), delta=None,
-                           target=done.targets, output=f.mean(axis=1), baseline_output=None,
+                           **done.explained, output=f.mean(axis=1), baseline_output=None,
                            skipped=dict(done.plan.skipped))
     from tb_explain.compute.attribution.integrated_gradients import (  # noqa: PLC0415
         integrated_gradients)
@@ -73,6 +73,6 @@ def smoothgrad(model, inputs, *, target=None, output=None, batch_size=None, base
             for i in done.plan.attributed]
     return Attribution(attributions=_feeding.leaves_like(done, mean, reduce_tokens=False),
                        delta=result.delta.reshape(done.n, samples).mean(axis=1),
-                       target=done.targets, output=result.output.reshape(done.n, samples).mean(1),
+                       **done.explained, output=result.output.reshape(done.n, samples).mean(1),
                        baseline_output=result.baseline_output.reshape(done.n, samples).mean(1),
                        skipped=dict(done.plan.skipped))

@@ -1,0 +1,161 @@
+"""AttentionMaps callback: which token attends to which, epoch after epoch."""
+
+import numpy as np
+
+from tb_explain import _validate, backend, tags
+from tb_explain._errors import NotApplicable
+from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.compute import attention
+from tb_explain.probe import Probe
+from tb_explain.render import charts
+from tb_explain.summary import ops
+
+
+class AttentionMaps(ExplainCallback):
+    """Logs the attention weights of every attention layer on a probe.
+
+    Every `keras.layers.MultiHeadAttention` (and subclass, such as keras_hub's
+    `CachedMultiHeadAttention`) and `keras.layers.GroupQueryAttention`,
+    anywhere in the model (custom layers and keras_hub backbones too), in the
+    order they run (`tbx.attention`). At each logging event:
+
+    - `attention/<layer.path>` (Images): per probe sample, one queries x
+      keys map per head (viridis, each map scaled by its maximum), the
+      tokens on the axes where they are known (`vocabulary`, or the model's
+      own tokenizer), else positions;
+    - `attention/<layer.path>/entropy` (Scalars): the mean over heads of
+      the attention entropy (-sum p ln p over keys, averaged over the
+      unmasked queries of the probe): a collapse towards 0 (every query on
+      one key, Zhai et al. 2023) shows here and in the Explain tab's health
+      matrix (signal "attention entropy");
+    - `attention/rollout` (Images): attention rollout (Abnar & Zuidema
+      2020) per sample, when the layers are a stack of self-attention of
+      one length.
+
+    Args:
+        log_dir: Directory of the run (created if missing).
+        data: The probe (labels ignored): as `tbx.attention` takes inputs,
+            or `(x, y)`; the first `max_samples` samples are used.
+        freq: Log every `freq` epochs (int >= 1), and at the last epoch.
+        layers: Optional paths or names of the attention layers to log
+            (exactly those).
+        max_samples: Probe samples shown (int >= 1).
+        vocabulary: Token strings by id (a list, or a dict id -> string)
+            for the axes.
+        privacy: `"off"`: tokens as text on the axes; `"inputs"`: positions
+            instead of tokens; `"strict"`: no per-sample map (entropies
+            only).
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[
+        tbx.AttentionMaps("runs/exp1", data={"token_ids": ids[:4],
+                                             "padding_mask": mask[:4]})])
+    ```
+    """
+
+    tag_prefix = "attention"
+    needs_call = True
+    eager_events = 0
+
+    def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, vocabulary=None,
+                 privacy="off"):
+        super().__init__(log_dir, freq)
+        self.probe = Probe(data, max_samples=max_samples)
+        if layers is not None and (isinstance(layers, str)
+                                   or not all(isinstance(p, str) for p in layers)):
+            raise TypeError(f"`layers` must be a list of layer paths or names, got {layers!r}.")
+        self.layers = layers
+        if vocabulary is not None and not isinstance(vocabulary, (list, tuple, dict)):
+            raise TypeError(f"`vocabulary` must be a list or a dict of token strings by id, got "
+                            f"{type(vocabulary).__name__}.")
+        self.vocabulary = vocabulary
+        self.privacy, _ = _validate.check_privacy(privacy)
+        self._chosen = None
+        self._quiet = False
+
+    def validate_model(self):
+        found = attention.attention_layers(self.model)
+        if not found:
+            if self.suite is not None:  # explain(): nothing to say on a model without attention
+                self._skipped = True
+                return
+            raise NotApplicable(f"AttentionMaps: model {self.model.name!r} has no attention "
+                                f"layer (MultiHeadAttention, GroupQueryAttention or a subclass)")
+        self._chosen = attention.select(self.model, self.layers)
+
+    def prepare(self):
+        if self._skipped:
+            return
+        self.probe.validate(self.model)
+        with self.model_checks():
+            attention.attention(self.model, self.probe.x, layers=[p for p, _ in self._chosen])
+
+    def _tokens(self, length):
+        """Axis labels per sample: tokens (privacy "off" and known), else positions."""
+        positions = [[str(t) for t in range(length)]] * self.probe.num_samples
+        if self.privacy != "off":
+            return positions
+        x = self.probe.x
+        leaves = x if isinstance(x, dict) else {"x": x} if not isinstance(x, (list, tuple)) \
+            else dict(enumerate(x))
+        ids = next((np.asarray(backend.to_numpy(v)) for k, v in leaves.items()
+                    if k != "padding_mask" and np.asarray(backend.to_numpy(v)).dtype.kind in "iu"
+                    and np.ndim(v) == 2 and np.shape(v)[1] == length), None)
+        if ids is None:
+            return positions
+        lookup = self._lookup()
+        return [[lookup(int(t)) for t in row] for row in ids]
+
+    def _lookup(self):
+        vocabulary = self.vocabulary
+        if vocabulary is not None:
+            def lookup(token):
+                try:
+                    return str(vocabulary[token])
+                except (KeyError, IndexError):
+                    return f"<{token}>"
+            return lookup
+        tokenizer = getattr(getattr(self.model, "preprocessor", None), "tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "id_to_token"):
+            def lookup(token):
+                try:
+                    return str(tokenizer.id_to_token(token))
+                except Exception:  # noqa: BLE001 (an id the tokenizer does not know)
+                    return f"<{token}>"
+            return lookup
+        return str
+
+    def log_event(self, epoch):
+        result = attention.attention(self.model, self.probe.x,
+                                     layers=[p for p, _ in self._chosen])
+        for path in result.layers:
+            ops.write_scalar(tags.ATTENTION_ENTROPY.format(path),
+                             float(np.nanmean(result.entropy[path])), epoch,
+                             description="Attention entropy (nats): -sum p ln p over keys, mean "
+                                         "over unmasked queries of the probe and over heads.")
+            if self.privacy == "strict":
+                continue
+            scores = result.scores[path]
+            tokens_q, tokens_k = self._tokens(scores.shape[2]), self._tokens(scores.shape[3])
+            panels = [charts.attention_heads(
+                sample, tokens_q[s], tokens_k[s],
+                [f"sample {s}, head {h}" for h in range(len(sample))])
+                for s, sample in enumerate(scores)]
+            ops.write_images(tags.ATTENTION.format(path), _same_size(panels), epoch)
+        if result.rollout is not None and self.privacy != "strict":
+            length = result.rollout.shape[1]
+            tokens = self._tokens(length)
+            panels = [charts.attention_heads(r[np.newaxis], tokens[s], tokens[s],
+                                             [f"sample {s}: rollout"])
+                      for s, r in enumerate(result.rollout)]
+            ops.write_images(tags.ATTENTION_ROLLOUT, _same_size(panels), epoch)
+
+
+def _same_size(panels):
+    """Panels padded (white) to one size, for one image summary."""
+    h = max(p.shape[0] for p in panels)
+    w = max(p.shape[1] for p in panels)
+    return np.stack([np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)),
+                            constant_values=255) for p in panels])

@@ -1,0 +1,257 @@
+"""Attention weights of every attention layer, their entropy and rollout.
+
+Every `keras.layers.MultiHeadAttention` (and subclass: keras_hub's
+`CachedMultiHeadAttention`...) and `keras.layers.GroupQueryAttention`
+anywhere in a model (nested models, custom layers, keras_hub backbones)
+computes its weights in `_compute_attention`. The probe pass swaps that
+method for one that asks for the weights and records them, with flash
+attention off for the pass (it returns no weights) and the layer's own
+setting restored after; the layer's `call` is swapped too, to record the
+Keras query mask it receives.
+"""
+
+import contextlib
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+
+from tb_explain import backend
+from tb_explain._keras import layer_path, swapped_attr
+from tb_explain.compute.attribution import _cores
+
+ATTENTION_CLASSES = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+
+
+def attention_layers(model):
+    """Every attention layer in `model` (any depth), unordered: `[(path, layer)]`."""
+    found = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, ATTENTION_CLASSES) and id(layer) not in found:
+            found[id(layer)] = (layer_path(layer), layer)
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def recording(layers, scores, masks, order):
+    """Context in which each attention layer of `layers` records the weights
+    it applies (`scores[path]`, first call), the Keras query mask it gets
+    (`masks[path]`) and the order of first calls (`order`)."""
+    with contextlib.ExitStack() as stack:
+        for path, layer in layers:
+            compute, call = layer._compute_attention, layer.call
+
+            def weighted(*args, _path=path, _layer=layer, _compute=compute, **kwargs):
+                grouped = isinstance(_layer, keras.layers.GroupQueryAttention)
+                flash = _layer._flash_attention
+                asked = getattr(_layer, "_return_attention_scores", None)
+                _layer._flash_attention = False
+                if grouped:
+                    _layer._return_attention_scores = True
+                elif len(args) > 5:
+                    args = args[:5] + (True,) + args[6:]
+                else:
+                    kwargs["return_attention_scores"] = True
+                try:
+                    out, weights = _compute(*args, **kwargs)
+                finally:
+                    _layer._flash_attention = flash
+                    if grouped:
+                        _layer._return_attention_scores = asked
+                if _path not in scores:
+                    scores[_path] = weights
+                    order.append(_path)
+                return out, weights
+
+            @functools.wraps(call)
+            def called(*args, _path=path, _call=call, **kwargs):
+                if _path not in masks:  # the query's Keras mask, else the one passed
+                    query = args[0] if args else kwargs.get("query")
+                    masks[_path] = getattr(query, "_keras_mask", None)
+                    if masks[_path] is None:
+                        masks[_path] = kwargs.get("query_mask")
+                return _call(*args, **kwargs)
+
+            stack.enter_context(swapped_attr(layer, "_compute_attention", weighted))
+            stack.enter_context(swapped_attr(layer, "call", called))
+        yield
+
+
+def make_attention_pass(model, layers):
+    """`fn(x) -> (paths in call order, {path: scores}, {path: query mask})`,
+    compiled once per model and layer set (`backend.compile`)."""
+    key = ("attention", tuple(p for p, _ in layers))
+    per_model = _cores.cache(model)
+    fn = per_model.get(key)
+    if fn is not None:
+        return fn
+    order_seen = []
+
+    def probe(x):
+        scores, masks, order = {}, {}, []
+        with recording(layers, scores, masks, order):
+            model(x, training=False)
+        order_seen[:] = order
+        return ({p: keras.ops.cast(scores[p], "float32") for p in order},
+                {p: masks[p] for p in order if masks.get(p) is not None})
+
+    compiled = backend.compile(probe, model.variables)
+
+    def run(x):
+        scores, masks = compiled(x)
+        return list(order_seen) or list(scores), scores, masks
+
+    per_model[key] = run
+    return run
+
+
+def entropy(scores, query_mask=None):
+    """`(heads,)` mean over unmasked (sample, query) pairs of -sum_k p ln p.
+
+    Args:
+        scores: `(n, heads, Tq, Tk)` attention weights.
+        query_mask: Optional `(n, Tq)` bool: queries counted.
+    """
+    p = np.asarray(scores, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    per_query = terms.sum(axis=-1)  # (n, heads, Tq)
+    if query_mask is None:
+        return per_query.mean(axis=(0, 2))
+    mask = np.asarray(query_mask, bool)[:, np.newaxis, :]
+    count = mask.sum(axis=(0, 2))
+    return np.where(count > 0, (per_query * mask).sum(axis=(0, 2)) / np.maximum(count, 1),
+                    np.nan)
+
+
+def rollout(stack):
+    """Attention rollout (Abnar & Zuidema 2020) of `stack`, a list of
+    `(n, heads, T, T)` self-attention weights from the first layer to the
+    last: A~ = 0.5 mean_heads(A) + 0.5 I, rows renormalized, then
+    A~_L ... A~_1. Returns `(n, T, T)`, or None when the layers are not a
+    stack of self-attention of one length."""
+    if not stack:
+        return None
+    shapes = {np.shape(a) for a in stack}
+    if len(shapes) != 1:
+        return None
+    n, _, t_query, t_key = next(iter(shapes))
+    if t_query != t_key:
+        return None
+    result = np.broadcast_to(np.eye(t_query), (n, t_query, t_query)).copy()
+    for a in stack:
+        mixed = 0.5 * np.asarray(a, np.float64).mean(axis=1) + 0.5 * np.eye(t_query)
+        mixed /= mixed.sum(axis=-1, keepdims=True)
+        result = mixed @ result
+    return result
+
+
+@dataclasses.dataclass
+class Attention:
+    """Attention weights of a model on some inputs (`tbx.attention`).
+
+    Attributes:
+        layers: Paths of the attention layers, in the order they run.
+        scores: `{path: (n, heads, T_query, T_key)}` the weights each layer
+            applied (masks applied; a fully masked row as Keras leaves it).
+        query_mask: `{path: (n, T_query) bool}` the queries counted in
+            `entropy`: the layer's Keras query mask, else a `padding_mask`
+            input of the same length, else all.
+        entropy: `{path: (heads,)}` -sum p ln p, one mean over the unmasked
+            (sample, query) pairs.
+        rollout: `(n, T, T)` attention rollout over `layers`, or None when
+            they are not a stack of self-attention of one length.
+    """
+
+    layers: list
+    scores: dict
+    query_mask: dict
+    entropy: dict
+    rollout: object
+
+
+def _padding_mask(inputs, n, length):
+    mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
+    if mask is None:
+        return None
+    mask = np.asarray(backend.to_numpy(mask)).astype(bool)
+    return mask if mask.shape == (n, length) else None
+
+
+def select(model, layers=None):
+    """`[(path, layer)]`: every attention layer, or exactly those `layers`
+    names (paths or names); an unknown one is a `ValueError`."""
+    found = attention_layers(model)
+    if layers is None:
+        return found
+    if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
+        raise TypeError(f"`layers` must be a list of layer paths or names, got {layers!r}.")
+    by_name = {}
+    for path, layer in found:
+        by_name[path] = (path, layer)
+        by_name.setdefault(layer.name, (path, layer))
+    unknown = [p for p in layers if p not in by_name]
+    if unknown:
+        raise ValueError(f"`layers`: {unknown} name no attention layer of model {model.name!r}; "
+                         f"its attention layers are {[p for p, _ in found]}.")
+    return [by_name[p] for p in dict.fromkeys(layers)]
+
+
+def attention(model, inputs, *, layers=None):
+    """The attention weights every attention layer of `model` applies on `inputs`.
+
+    Finds every `keras.layers.MultiHeadAttention` (and subclasses, such as
+    keras_hub's `CachedMultiHeadAttention`) and
+    `keras.layers.GroupQueryAttention`, anywhere in the model (nested
+    models, custom layers, keras_hub backbones), runs the model once
+    (`training=False`, compiled) and records the weights each applies. Flash
+    attention returns no weights: it is off for this pass only, and each
+    layer's setting is left as it was.
+
+    Args:
+        model: A Keras model (any kind).
+        inputs: The model's inputs (an array, or a list / dict of arrays,
+            such as keras_hub's `{"token_ids", "padding_mask"}`).
+        layers: Optional paths or names of the layers to keep (exactly
+            those); default every attention layer.
+
+    Returns:
+        An `Attention`: `.layers` (in the order they run), `.scores`,
+        `.entropy`, `.rollout`, `.query_mask`.
+
+    Raises:
+        ValueError: if the model has no attention layer, or `layers` names
+            one it does not have.
+
+    Example:
+
+    ```python
+    att = tbx.attention(model, {"token_ids": ids, "padding_mask": mask})
+    first = att.scores[att.layers[0]]          # (n, heads, T, T)
+    print({p: e.round(3) for p, e in att.entropy.items()})
+    ```
+    """
+    chosen = select(model, layers)
+    if not chosen:
+        raise ValueError(f"Model {model.name!r} has no attention layer (MultiHeadAttention, "
+                         f"GroupQueryAttention or a subclass).")
+    x = keras.tree.map_structure(
+        lambda a: backend.to_tensor(np.asarray(backend.to_numpy(a))), inputs)
+    order, scores, masks = make_attention_pass(model, chosen)(x)
+    n = len(keras.tree.flatten(inputs)[0])
+    out_scores, out_masks, out_entropy = {}, {}, {}
+    for path in order:
+        s = np.asarray(backend.to_numpy(scores[path]), np.float32)
+        out_scores[path] = s
+        mask = masks.get(path)
+        if mask is not None:
+            mask = np.asarray(backend.to_numpy(mask)).astype(bool)
+            if mask.shape != (n, s.shape[2]):
+                mask = None
+        if mask is None:
+            mask = _padding_mask(x, n, s.shape[2])
+        out_masks[path] = np.ones((n, s.shape[2]), bool) if mask is None else mask
+        out_entropy[path] = entropy(s, out_masks[path])
+    return Attention(layers=list(order), scores=out_scores, query_mask=out_masks,
+                     entropy=out_entropy, rollout=rollout([out_scores[p] for p in order]))

@@ -1,0 +1,284 @@
+"""Transformers and language models: attention weights against the layers'
+own `return_attention_scores=True`, entropy and rollout against numpy, causal
+LMs (tied embeddings) through the whole suite, per-token metrics against
+`model.predict`, the last-position logit's completeness.
+
+keras_hub models are built from tiny configs (random weights, no download).
+keras-hub is installed without its `tensorflow-text` requirement (see the
+README); without keras-hub the keras_hub tests are skipped, except under
+`CI=true`, where that fails.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tb_explain as tbx
+from tb_explain import tags
+
+try:
+    import keras_hub
+except ImportError:  # pragma: no cover - CI installs it
+    keras_hub = None
+
+needs_hub = pytest.mark.skipif(keras_hub is None and os.environ.get("CI") != "true",
+                               reason="keras-hub is not installed (pip install --no-deps "
+                                      "keras-hub; see the README)")
+
+VOCAB, LENGTH = 40, 10
+
+
+class TransformerBlock(keras.layers.Layer):
+    """The keras-io text-classification transformer block, passing the
+    padding mask on to its attention."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.att = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = keras.Sequential([keras.layers.Dense(ff_dim, activation="relu"),
+                                     keras.layers.Dense(embed_dim)])
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        attended = self.att(inputs, inputs, query_mask=mask, value_mask=mask)
+        out1 = self.norm1(inputs + attended)
+        return self.norm2(out1 + self.ffn(out1))
+
+
+def _keras_io_model():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32", name="ids")
+    embedded = keras.layers.Embedding(VOCAB, 16, mask_zero=True, name="embed")(ids)
+    first = TransformerBlock(16, 2, 32, name="block_0")
+    second = TransformerBlock(16, 2, 32, name="block_1")
+    hidden = second(first(embedded))
+    pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+    out = keras.layers.Dense(3, activation="softmax", name="head")(pooled)
+    model = keras.Model(ids, out, name="keras_io_transformer")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model, embedded, (first, second)
+
+
+def _tokens(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, VOCAB, (n, LENGTH)).astype("int32")
+    ids[0, 6:] = 0  # padding (mask_zero)
+    ids[1, 3:] = 0
+    return ids
+
+
+def _entropy(p, mask):
+    terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1)), 0).sum(-1)  # (n, h, q)
+    m = mask[:, None, :]
+    return (terms * m).sum((0, 2)) / m.sum((0, 2))
+
+
+def _rollout(stack):
+    t = stack[0].shape[-1]
+    result = np.broadcast_to(np.eye(t), (stack[0].shape[0], t, t))
+    for a in stack:
+        mixed = 0.5 * a.mean(1) + 0.5 * np.eye(t)
+        mixed = mixed / mixed.sum(-1, keepdims=True)
+        result = np.einsum("nij,njk->nik", mixed, result)
+    return result
+
+
+def test_attention_equals_the_layers_own_scores():
+    model, embedded, (first, second) = _keras_io_model()
+    ids = _tokens()
+    result = tbx.attention(model, ids)
+    assert result.layers == [first.att.path, second.att.path]
+    # the functional twin: the same layers asked for their scores
+    mask = keras.ops.not_equal(model.inputs[0], 0)
+    hidden = first(embedded, mask=mask)
+    twin = keras.Model(model.inputs, [
+        first.att(embedded, embedded, query_mask=mask, value_mask=mask,
+                  return_attention_scores=True)[1],
+        second.att(hidden, hidden, query_mask=mask, value_mask=mask,
+                   return_attention_scores=True)[1]])
+    expected = twin.predict(ids, verbose=0)
+    queries = ids != 0  # padded queries' rows: as Keras leaves them (backend-dependent)
+    for path, want in zip(result.layers, expected):
+        np.testing.assert_allclose(result.scores[path].transpose(0, 2, 1, 3)[queries],
+                                   want.transpose(0, 2, 1, 3)[queries], rtol=1e-5, atol=1e-6)
+    first_scores = result.scores[result.layers[0]]
+    assert first_scores.shape == (6, 2, LENGTH, LENGTH)
+    assert np.abs(first_scores[0, :, :6, 6:]).max() < 1e-6  # padded keys get no weight
+    assert np.abs(first_scores[1, :, :3, 3:]).max() < 1e-6
+    mask = ids != 0
+    for path in result.layers:  # the Keras query mask of mask_zero
+        np.testing.assert_array_equal(result.query_mask[path], mask)
+        np.testing.assert_allclose(result.entropy[path],
+                                   _entropy(result.scores[path].astype(np.float64), mask),
+                                   rtol=1e-6)
+    np.testing.assert_allclose(result.rollout, _rollout(
+        [result.scores[p].astype(np.float64) for p in result.layers]), rtol=1e-6, atol=1e-9)
+    only = tbx.attention(model, ids, layers=[second.att.path])
+    assert only.layers == [second.att.path]
+    with pytest.raises(ValueError, match="`layers`.*nope"):
+        tbx.attention(model, ids, layers=["nope"])
+
+
+def test_flash_attention_is_off_for_the_pass_only():
+    model, _, (first, _) = _keras_io_model()
+    first.att._flash_attention = True  # a user's setting: it returns no weights
+    result = tbx.attention(model, _tokens())
+    assert first.att._flash_attention is True
+    assert result.scores[first.att.path].shape == (6, 2, LENGTH, LENGTH)
+
+
+def test_attention_maps_log_the_functions_entropy(tmp_path, read_run):
+    model, _, _ = _keras_io_model()
+    ids = _tokens(32, seed=1)
+    labels = ids[:, 0] % 3
+    callback = tbx.AttentionMaps(tmp_path, (ids[:4], labels[:4]),
+                                 vocabulary=[f"tok{i}" for i in range(VOCAB)])
+    model.fit(ids, labels, epochs=2, verbose=0, callbacks=[callback])
+    result = tbx.attention(model, ids[:4])  # the weights after the last epoch
+    run = read_run(tmp_path)
+    for path in result.layers:
+        assert run.value(tags.ATTENTION_ENTROPY.format(path), 1) == pytest.approx(
+            float(np.mean(result.entropy[path])), rel=1e-5)
+        image = run.image(tags.ATTENTION.format(path), 1)
+        assert image.shape[0] > 100 and image.std() > 10
+    assert tags.ATTENTION_ROLLOUT in run.tags
+    with pytest.raises(ValueError, match="no attention layer"):
+        plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        plain.compile("adam", "mse")
+        plain.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
+                  callbacks=[tbx.AttentionMaps(tmp_path / "plain", np.zeros((2, 4)))])
+
+
+def test_explain_adds_attention_maps_only_where_there_is_attention(tmp_path, read_run):
+    model, _, _ = _keras_io_model()
+    ids = _tokens(16)
+    labels = ids[:, 0] % 3
+    callbacks = tbx.explain(tmp_path, data=(ids[:4], labels[:4]))
+    assert any(isinstance(c, tbx.AttentionMaps) for c in callbacks)
+    model.fit(ids, labels, epochs=1, verbose=0, callbacks=callbacks)
+    first = model.get_layer("block_0").att
+    assert tags.ATTENTION_ENTROPY.format(first.path) in read_run(tmp_path).tags
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    plain.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    plain.fit(x, np.arange(8) % 3, epochs=1, verbose=0,
+              callbacks=tbx.explain(tmp_path / "plain", data=(x, np.arange(8) % 3)))
+    run = read_run(tmp_path / "plain")
+    assert not any(t.startswith("attention/") for t in run.tags)
+    assert tags.SKIPPED not in run.tags  # nothing to say about a model without attention
+
+
+# -- keras_hub ------------------------------------------------------------------------
+
+def _gpt2():
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32,
+                                             max_sequence_length=LENGTH)
+    model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=["accuracy"])
+    return model
+
+
+def _lm_data(n=24):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCAB, (n, LENGTH)).astype("int32")
+    mask = np.ones_like(ids, bool)
+    mask[: n // 3, 7:] = False
+    mask[n // 3: n // 2, 4:] = False
+    x = {"token_ids": ids, "padding_mask": mask}
+    return x, np.roll(ids, -1, axis=1), mask.astype("float32")
+
+
+@needs_hub
+def test_gpt2_causal_lm_suite_and_token_metrics(tmp_path, read_run):
+    model = _gpt2()
+    x, y, w = _lm_data()
+    probe = ({k: v[:4] for k, v in x.items()}, y[:4])
+    model.fit(x, y, sample_weight=w, epochs=2, verbose=0, callbacks=tbx.explain(
+        tmp_path, data=probe, datasets={"val": (x, y, w)}, methods=["saliency", "occlusion"]))
+    run = read_run(tmp_path)
+    logits = model.predict(x, verbose=0).astype(np.float64)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    token_ce = -np.take_along_axis(log_p, y[..., None], -1)[..., 0]
+    assert run.value("outputs/val/perplexity", 1) == pytest.approx(
+        np.exp((w * token_ce).sum() / w.sum()), rel=1e-4)
+    assert run.value("outputs/val/token_accuracy", 1) == pytest.approx(
+        (w * (logits.argmax(-1) == y)).sum() / w.sum(), rel=1e-5)
+    for tag in ("attributions/token_ids/tokens", "attributions/saliency/token_ids/tokens",
+                "attributions/occlusion/token_ids/tokens",
+                "attention/transformer_layer_1/self_attention/entropy"):
+        assert tag in run.tags, tag
+    # the causal mask and the padding: no weight on later or padded keys
+    result = tbx.attention(model, {k: v[:8] for k, v in x.items()})
+    scores = result.scores[result.layers[0]]
+    assert np.abs(np.triu(scores[0, 0], 1)).max() < 1e-6
+    assert np.abs(scores[0, :, :7, 7:]).max() < 1e-6
+    assert result.layers == ["transformer_layer_0/self_attention",
+                             "transformer_layer_1/self_attention"]
+
+
+@needs_hub
+def test_last_position_logit_and_completeness():
+    model = _gpt2()
+    x, _, _ = _lm_data(8)
+    probe = {k: v[[0, 3, 7]] for k, v in x.items()}  # last unmasked: 6, 3, 9
+    result = tbx.integrated_gradients(model, probe)
+    np.testing.assert_array_equal(result.position, [6, 3, 9])
+    logits = model.predict(probe, verbose=0)
+    np.testing.assert_array_equal(result.target, logits[np.arange(3), [6, 3, 9]].argmax(-1))
+    np.testing.assert_allclose(result.output, logits[np.arange(3), [6, 3, 9], result.target],
+                               rtol=1e-4)
+    assert result.relative_delta.max() < 0.05
+    assert result.attributions["token_ids"].shape == (3, LENGTH)
+    at = tbx.attribute(model, probe, "saliency", position=2, target=5)
+    np.testing.assert_array_equal(at.position, [2, 2, 2])
+    np.testing.assert_array_equal(at.target, [5, 5, 5])
+    with pytest.raises(ValueError, match="`position`"):
+        tbx.attribute(model, probe, "saliency", position="first")
+
+
+@needs_hub
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_keras_hub_models_through_the_suite(kind, tmp_path, read_run):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    if kind == "bert":
+        backbone = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=2,
+                                                 num_heads=2, hidden_dim=16, intermediate_dim=32,
+                                                 max_sequence_length=LENGTH)
+        model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)
+        ids = rng.integers(1, VOCAB, (16, LENGTH)).astype("int32")
+        mask = np.ones_like(ids, bool)
+        mask[:4, 6:] = False
+        x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+        probe = {k: v[:4] for k, v in x.items()}
+    else:
+        backbone = keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=4,
+                                                num_layers=2, num_heads=2, hidden_dim=16,
+                                                mlp_dim=32)
+        model = keras_hub.models.ViTImageClassifier(backbone, num_classes=3, preprocessor=None)
+        x = rng.random((16, 16, 16, 3)).astype("float32")
+        probe = x[:4]
+    y = rng.integers(0, 3, 16)
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=tbx.explain(
+        tmp_path, data=(probe, y[:4]), datasets={"val": (x, y)},
+        methods=["saliency", "occlusion"]))
+    run = read_run(tmp_path)
+    entropies = [t for t in run.tags if t.startswith("attention/") and t.endswith("/entropy")]
+    assert len(entropies) == 2
+    result = tbx.attention(model, probe)
+    for path in result.layers:
+        assert run.value(tags.ATTENTION_ENTROPY.format(path), 0) == pytest.approx(
+            float(np.mean(result.entropy[path])), rel=1e-5)
+        np.testing.assert_allclose(result.scores[path].sum(-1), 1.0, rtol=1e-5)
+    assert "outputs/val/accuracy" in run.tags
