@@ -4,7 +4,8 @@ docs/attributions-comparison.png (the attribution methods side by side) and the
 Explain tab's five views, light and dark (docs/explain-<view>[-dark].png; the
 demo's digits and cancer runs, so the Runs view compares two; the Data view
 and docs/dynamics-data-map.png on a third digits run with 10% of its
-training labels flipped, `--flip 0.1`).
+training labels flipped, `--flip 0.1`), and docs/attention-heads.png
+(AttentionMaps on a tiny keras_hub GPT-2).
 
 Usage (needs Debian's chromium and the test extra's playwright):
     python docs/screenshot.py
@@ -35,6 +36,7 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir",
                     os.path.join(logs, "noisy"), "--flip", "0.1"], check=True)
     save_data_map(os.path.join(logs, "noisy"))
+    attention_picture()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -129,3 +131,38 @@ def explain_tab(browser, url):
 
 if __name__ == "__main__":
     main()
+
+
+def attention_picture():
+    """docs/attention-heads.png: AttentionMaps on a tiny GPT-2 causal LM
+    (keras_hub, random weights, a made-up vocabulary), padded sample."""
+    import keras
+    import keras_hub
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, ROOT)
+    import tb_explain as tbx
+
+    words = ["<pad>", "the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "dog",
+             "which", "ran", "away", "quickly", "."]
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=len(words), num_layers=2,
+                                             num_heads=2, hidden_dim=32, intermediate_dim=64,
+                                             max_sequence_length=12)
+    model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sentence = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 10, 15]
+    rng = np.random.default_rng(0)
+    ids = np.array([sentence] * 8 + [list(rng.integers(1, 16, 12)) for _ in range(24)], "int32")
+    mask = np.ones_like(ids, bool)
+    mask[0, 10:] = False
+    x = {"token_ids": ids, "padding_mask": mask}
+    logs = tempfile.mkdtemp(prefix="tbx_docs_attention_")
+    model.fit(x, np.roll(ids, -1, 1), sample_weight=mask.astype("float32"), epochs=20,
+              verbose=0, callbacks=[tbx.AttentionMaps(logs, {k: v[:1] for k, v in x.items()},
+                                                      vocabulary=words)])
+    image = tbx.load_run(logs).images("attention/transformer_layer_1/self_attention")[-1]
+    Image.fromarray(image.images[0]).save(os.path.join(ROOT, "docs", "attention-heads.png"))
+    shutil.rmtree(logs, ignore_errors=True)

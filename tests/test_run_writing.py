@@ -284,3 +284,18 @@ def test_batched_images_are_encoded_on_the_pool_in_order(tmp_path, read_run, mon
         np.testing.assert_array_equal(run.image("pictures", 4, index=i), expected[i])
     if _threads.workers() > 1:
         assert all(name.startswith("tb_explain") for name in threads), threads
+
+
+def test_fast_checksums_equal_tensorboards():
+    """The C CRC32C the writer gives TensorBoard's record writer computes
+    TensorBoard's own masked CRC32C (its pure-Python one) on every input."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+    from tensorboard.summary.writer import record_writer
+
+    from tb_explain.summary import writer
+
+    assert writer.FAST_CRC and record_writer.masked_crc32c is writer.masked_crc32c
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 8, 9, 1000, 65537):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert writer.masked_crc32c(data) == reference(data)

@@ -282,3 +282,76 @@ def test_keras_hub_models_through_the_suite(kind, tmp_path, read_run):
             float(np.mean(result.entropy[path])), rel=1e-5)
         np.testing.assert_allclose(result.scores[path].sum(-1), 1.0, rtol=1e-5)
     assert "outputs/val/accuracy" in run.tags
+    if kind == "vit":  # the encoder's blocks, one row each, not only the encoder
+        for block in ("vit_encoder/transformer_block_1", "vit_encoder/transformer_block_2"):
+            buckets = run.value(f"activations/{block}/histogram", 0)
+            assert buckets[:, 2].sum() == 4 * 17 * 16  # samples x (16 patches + class) x hidden
+
+
+# -- alerts and renderings ------------------------------------------------------------
+
+def _timeseries_model():
+    """keras-io's time-series transformer: a LayerNormalization over a feature
+    axis of size 1 outputs only its bias, so the attention stack gets exactly
+    zero gradient (a true alert)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 1), name="series")
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(inputs)
+    x = keras.layers.MultiHeadAttention(key_dim=8, num_heads=2, name="attention")(x, x)
+    res = x + inputs
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(res)
+    x = keras.layers.Conv1D(4, 1, activation="relu")(x)
+    x = keras.layers.Conv1D(1, 1)(x) + res
+    x = keras.layers.GlobalAveragePooling1D(data_format="channels_first")(x)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_vanishing_rule_spares_fresh_attention_and_flags_a_dead_stack(tmp_path, read_run):
+    import warnings
+
+    model = _timeseries_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 32, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2)) > 0).astype("int32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[tbx.GradientNorms(tmp_path, (x[:8], y[:8]))])
+    text = read_run(tmp_path).text("gradients/alerts")
+    import re
+
+    for part in ("query", "key"):  # zero up to float rounding
+        assert re.search(rf"attention/{part} norm [0-9.e+-]+ < vanishing_threshold", text), text
+    # a fresh keras-io text transformer: tiny query/key gradients, no alert on them
+    model, _, (first, _) = _keras_io_model()
+    ids = _tokens(16)
+    model.fit(ids, ids[:, 0] % 3, epochs=1, verbose=0,
+              callbacks=[tbx.GradientNorms(tmp_path / "fresh", (ids[:8], ids[:8, 0] % 3),
+                                           vanishing_ratio=0.5)])
+    run = read_run(tmp_path / "fresh")
+    norms = {p: run.value(f"gradients/{p}/norm") for p in ("block_0/multi_head_attention/query",)
+             if f"gradients/{p}/norm" in run.tags}
+    alerts = run.text("gradients/alerts") if "gradients/alerts" in run.tags else ""
+    assert "/query norm" not in alerts and "/key norm" not in alerts
+    assert all(0 < v for v in norms.values())
+
+
+def test_attributions_render_a_time_series_input(tmp_path, read_run):
+    from tb_explain.render import images
+
+    model = _timeseries_model()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 32, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2)) > 0).astype("int32")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[tbx.Attributions(
+        tmp_path, (x[:4], y[:4]), methods=["saliency", "occlusion"], window=4)])
+    run = read_run(tmp_path)
+    for method, options in (("saliency", {}), ("occlusion", {"window": 4})):
+        expected = tbx.attribute(model, x[:4], method, **options).attributions
+        image = run.image(f"attributions/{method}/input/signed", 0)
+        np.testing.assert_array_equal(image, images.signed_table(
+            expected.reshape(4, -1), 99.0, (16, 4)))
+    assert run.image("attributions/comparison/input", 0).shape[0] > 0

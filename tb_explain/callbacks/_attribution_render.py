@@ -77,6 +77,18 @@ class AttributionRendering:
             return [f"feature_{i}" for i in range(count)]
         return [str(n) for n in names]
 
+    def _log_flat(self, tag, attr, epoch):
+        """Inputs of other shapes (sequences: time x features): the signed
+        attributions of each sample flattened, one row per sample
+        (`<tag>/signed`); at privacy "strict" their mean over the probe."""
+        flat = np.asarray(attr).reshape(len(attr), -1)
+        strict, enough = self._aggregate(len(flat))
+        if strict:
+            if not enough:
+                return
+            flat = flat.mean(axis=0, keepdims=True)
+        ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)), epoch)
+
     def _log_table(self, tag, name, attr, epoch, title="Integrated gradients"):
         names = self._names(name, attr.shape[1])
         mean_abs = np.abs(attr).mean(axis=0)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tb_explain import _validate, backend, tags
+from tb_explain import _threads, _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attention
@@ -127,6 +127,14 @@ class AttentionMaps(ExplainCallback):
             return lookup
         return str
 
+    def _render(self, scores):
+        """The heads image of one layer: a panel grid per probe sample."""
+        tokens_q, tokens_k = self._tokens(scores.shape[2]), self._tokens(scores.shape[3])
+        return _same_size([charts.attention_heads(
+            sample, tokens_q[s], tokens_k[s],
+            [f"sample {s}, head {h}" for h in range(len(sample))])
+            for s, sample in enumerate(scores)])
+
     def log_event(self, epoch):
         result = attention.attention(self.model, self.probe.x,
                                      layers=[p for p, _ in self._chosen])
@@ -135,15 +143,12 @@ class AttentionMaps(ExplainCallback):
                              float(np.nanmean(result.entropy[path])), epoch,
                              description="Attention entropy (nats): -sum p ln p over keys, mean "
                                          "over unmasked queries of the probe and over heads.")
-            if self.privacy == "strict":
-                continue
-            scores = result.scores[path]
-            tokens_q, tokens_k = self._tokens(scores.shape[2]), self._tokens(scores.shape[3])
-            panels = [charts.attention_heads(
-                sample, tokens_q[s], tokens_k[s],
-                [f"sample {s}, head {h}" for h in range(len(sample))])
-                for s, sample in enumerate(scores)]
-            ops.write_images(tags.ATTENTION.format(path), _same_size(panels), epoch)
+        if self.privacy != "strict":  # layers rendered on the thread pool
+            rendered = _threads.parallel_map(
+                self._render, [result.scores[p] for p in result.layers],
+                [result.scores[p].size for p in result.layers])
+            for path, image in zip(result.layers, rendered):
+                ops.write_images(tags.ATTENTION.format(path), image, epoch)
         if result.rollout is not None and self.privacy != "strict":
             length = result.rollout.shape[1]
             tokens = self._tokens(length)

@@ -169,6 +169,8 @@ class Attributions(AttributionRendering, ExplainCallback):
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
                     self._log_table(tag, names[name], attr, epoch, title=title)
+                else:  # sequences (time x features) and other shapes: as IntegratedGradients
+                    self._log_flat(tag, attr, epoch)
         self._log_comparison(leaves, names, results, epoch, suffix)
 
     def on_train_end(self, logs=None):
@@ -225,6 +227,15 @@ class Attributions(AttributionRendering, ExplainCallback):
                     table = [t.mean(axis=0, keepdims=True) for t in table]
                 ops.write_images(tag, np.stack([charts.labelled_heatmap(
                     np.stack([t[i] for t in table]), labels, feature_names)
+                    for i in range(len(table[0]))]), epoch)
+            elif kind == "float":  # sequences and other shapes: a row per method
+                labels = [m for m in results if m != "gradcam"]
+                table = [np.asarray(dict(named_leaves(results[m].attributions))[name]).reshape(
+                    len(value), -1) for m in labels]
+                if strict:
+                    table = [t.mean(axis=0, keepdims=True) for t in table]
+                ops.write_images(tag, np.stack([images.signed_table(
+                    np.stack([t[i] for t in table]), 99.0, (16, 4))
                     for i in range(len(table[0]))]), epoch)
             elif kind == "token":
                 parts = [f"Attributions per token at epoch {epoch}, one column per method."]

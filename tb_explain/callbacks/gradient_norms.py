@@ -9,7 +9,7 @@ import numpy as np
 
 from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback, NotApplicable
-from tb_explain.compute import gradients, stats, tiering
+from tb_explain.compute import attention, gradients, stats, tiering
 from tb_explain.probe import Probe
 from tb_explain.summary import ops
 
@@ -36,7 +36,11 @@ class GradientNorms(ExplainCallback):
     - `gradients/alerts` (Text) and a Python `RuntimeWarning` naming the layer
       and the figure, for vanishing gradients (a layer's norm below
       `vanishing_ratio` times the last layer's, or below
-      `vanishing_threshold`), exploding gradients (the global norm above
+      `vanishing_threshold`; the query and key projections of attention
+      layers only below `vanishing_threshold`: their gradients scale with
+      how far the attention is from uniform, so they are tiny in any fresh
+      transformer, and exactly zero only when the attention stack gets no
+      gradient at all), exploding gradients (the global norm above
       `exploding_factor` times the median of the previous events) and NaN/Inf
       gradients or weights. With `stop_on_nonfinite=True`, NaN/Inf stops
       training cleanly through `model.stop_training`.
@@ -100,6 +104,7 @@ class GradientNorms(ExplainCallback):
         if self.exploding_factor == 1.0:
             raise ValueError("`exploding_factor` must be > 1, got 1.0.")
         self.stop_on_nonfinite = _validate.check_bool("stop_on_nonfinite", stop_on_nonfinite)
+        self._query_key = None  # attention query/key projections (see `_alerts`)
         self._compute = None
         self._global_norms = []
         self._has_snapshot = False
@@ -123,6 +128,7 @@ class GradientNorms(ExplainCallback):
         self._has_snapshot = False
 
     def prepare(self):
+        self._query_key = None
         self._compute, self._variables = gradients.make_gradient_statistics(self.model,
                                                                             loss=self.loss)
         if not self._variables:
@@ -194,6 +200,8 @@ class GradientNorms(ExplainCallback):
             alerts.append("training stopped (stop_on_nonfinite=True)")
         layers = list(layer_norms)
         last = layer_norms[layers[-1]]
+        if self._query_key is None:
+            self._query_key = attention.query_key_paths(self.model)
         for layer in layers[:-1]:
             norm = layer_norms[layer]
             if not np.isfinite(norm):
@@ -201,6 +209,8 @@ class GradientNorms(ExplainCallback):
             if norm < self.vanishing_threshold:
                 alerts.append(f"vanishing gradients: {layer} norm {norm:.3g} < "
                               f"vanishing_threshold {self.vanishing_threshold:.3g}")
+            elif layer in self._query_key:
+                continue  # small at near-uniform attention by design: the threshold only
             elif np.isfinite(last) and norm < self.vanishing_ratio * last:
                 alerts.append(f"vanishing gradients: {layer} norm {norm:.3g} is "
                               f"{norm / last:.2g} x the last layer's ({layers[-1]}: {last:.3g})")

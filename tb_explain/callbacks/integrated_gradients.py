@@ -173,9 +173,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                     self._log_table(tag, name, attr, epoch)
                     self._share_means(name, attr)
                 else:
-                    flat = attr.reshape(len(attr), -1)
-                    ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)),
-                                     epoch)
+                    self._log_flat(tag, attr, epoch)
             ops.write_scalar("attributions/completeness_delta" + suffix,
                              float(np.max(result.relative_delta)), epoch)
             self._warn_gap(result, output if len(self._outputs) > 1 else None, epoch)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import swapped_call, walk_layers
+from tb_explain._keras import layer_path, swapped_call, walk_layers
 from tb_explain.compute import stats, tiering
 
 #: Layers skipped by the default selection: inputs, pure reshapes and
@@ -30,10 +30,32 @@ SKIPPED_CLASSES = (
 )
 
 
+def blocks(layer):
+    """The repeated blocks inside a custom (non-model) layer, in order: its
+    direct sublayers of a class that occurs at least twice and holds layers
+    of its own (keras_hub's `ViTEncoder` holds its `ViTEncoderBlock`s), else
+    `[]`."""
+    if isinstance(layer, keras.Model):
+        return []
+    subs = [s for s in layer._flatten_layers(include_self=False, recursive=False)]
+    counts = {}
+    for sub in subs:
+        counts[type(sub)] = counts.get(type(sub), 0) + 1
+    return [s for s in subs if counts[type(s)] >= 2
+            and any(True for _ in s._flatten_layers(include_self=False, recursive=False))]
+
+
 def all_layers(model):
-    """Returns `[(path, layer)]` of every non-model layer, nested ones included."""
-    return [(path, layer) for _, path, layer in walk_layers(model)
-            if not isinstance(layer, keras.Model)]
+    """Returns `[(path, layer)]` of every non-model layer, nested ones
+    included; a custom layer made of repeated blocks (a backbone's encoder)
+    is followed by its blocks, one row each."""
+    out = []
+    for _, path, layer in walk_layers(model):
+        if isinstance(layer, keras.Model):
+            continue
+        out.append((path, layer))
+        out.extend((layer_path(block), block) for block in blocks(layer))
+    return out
 
 
 #: Layers that finish what the layer before them started: a layer whose

@@ -33,6 +33,19 @@ def attention_layers(model):
     return list(found.values())
 
 
+def query_key_paths(model):
+    """Paths of the query and key projections of every attention layer: their
+    gradients scale with how far the attention is from uniform, so they are
+    small in a fresh transformer by design."""
+    paths = set()
+    for _, layer in attention_layers(model):
+        for name in ("_query_dense", "_key_dense"):
+            sub = getattr(layer, name, None)
+            if sub is not None:
+                paths.add(layer_path(sub))
+    return paths
+
+
 @contextlib.contextmanager
 def recording(layers, scores, masks, order):
     """Context in which each attention layer of `layers` records the weights
@@ -113,10 +126,10 @@ def entropy(scores, query_mask=None):
         scores: `(n, heads, Tq, Tk)` attention weights.
         query_mask: Optional `(n, Tq)` bool: queries counted.
     """
-    p = np.asarray(scores, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    per_query = terms.sum(axis=-1)  # (n, heads, Tq)
+    p = np.asarray(scores)
+    p = p if p.dtype in (np.float32, np.float64) else p.astype(np.float32)
+    terms = p * np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # 0 where p is 0
+    per_query = -terms.sum(axis=-1, dtype=np.float64)  # (n, heads, Tq)
     if query_mask is None:
         return per_query.mean(axis=(0, 2))
     mask = np.asarray(query_mask, bool)[:, np.newaxis, :]

@@ -276,43 +276,87 @@ def data_map(confidence, variability, correctness, regions=(0.2, 0.5), size=12):
     return np.asarray(image)
 
 
-def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cell=None):
-    """Attention maps side by side: `maps` `(k, T_query, T_key)` in [0, 1]
-    (viridis; each map scaled by its own maximum), one panel per map with
-    its title above, query labels on the left of the first panel and key
-    labels under each panel (rotated), when given."""
-    maps = np.asarray(maps, np.float64)
+@functools.lru_cache(maxsize=512)
+def _text_tile(text, width, size):
+    """Black text on white, `size + 4` pixels high, at most `width` wide (uint8 RGB)."""
+    text = _shorten(text, width, size)
+    tile = Image.new("RGB", (min(width, text_size(text, size)[0] + 2), size + 4), WHITE)
+    ImageDraw.Draw(tile).text((0, 0), text, fill=BLACK, font=font(size))
+    return np.asarray(tile)
+
+
+#: Longest side of one head's map in `attention_heads`: longer sequences
+#: are block-averaged down to it (a 128-token map shows 64 x 64 cells).
+MAX_ATTENTION_SIDE = 64
+
+
+def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cols=6):
+    """Attention maps in a grid: `maps` `(k, T_query, T_key)` in [0, 1]
+    (viridis; each map scaled by its own maximum), `cols` panels per row,
+    each with its title above. Short sequences (cells of at least `size`
+    pixels) get the query labels left of each row of panels and the key
+    labels under each panel (rotated); sequences longer than
+    `MAX_ATTENTION_SIDE` are block-averaged to it (no labels)."""
+    maps = np.asarray(maps, np.float32)
     k, tq, tk = maps.shape
-    cell = cell or max(4, min(24, 320 // max(tq, tk)))
+    factor = -(-max(tq, tk) // MAX_ATTENTION_SIDE)
+    if factor > 1:  # mean over factor x factor blocks (padding counts as 0)
+        padded = np.zeros((k, -(-tq // factor) * factor, -(-tk // factor) * factor), np.float32)
+        padded[:, :tq, :tk] = maps
+        blocks = padded.reshape(k, padded.shape[1] // factor, factor, padded.shape[2] // factor,
+                                factor)
+        maps = blocks.sum(axis=4).sum(axis=2) / (factor * factor)  # contiguous axis first
+        row_labels = col_labels = None
+        tq, tk = maps.shape[1:]
+    cell = 2 if factor > 1 else max(1, min(24, 320 // max(tq, tk)))
+    labelled = cell >= size
+    row_labels = row_labels if labelled else None
+    col_labels = col_labels if labelled else None
     label_w = 0 if row_labels is None else min(90, 6 + max(text_size(t, size)[0]
                                                            for t in row_labels))
     label_h = 0 if col_labels is None else min(90, 6 + max(text_size(t, size)[0]
                                                            for t in col_labels))
-    panel_w, panel_h, gap, top = tk * cell, tq * cell, 10, size + 8
-    width = label_w + k * panel_w + (k + 1) * gap
-    height = top + panel_h + label_h + gap
-    image = Image.new("RGB", (width, height), WHITE)
+    cols = max(1, min(cols, k))
+    rows = -(-k // cols)
+    panel_w, panel_h, gap, top = tk * cell, tq * cell, 8, size + 6
+    cell_w, cell_h = label_w + panel_w + gap, top + panel_h + label_h + gap
+    canvas = np.full((rows * cell_h + gap, cols * cell_w + gap, 3), 255, np.uint8)
+    peak = np.nanmax(np.where(np.isfinite(maps), maps, 0), axis=(1, 2), keepdims=True)
+    unit = np.nan_to_num(np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0))
+    rgb = colormap.apply(unit)  # (k, tq, tk, 3)
+    if cell > 1:  # each cell a cell x cell square, in one copy
+        rgb = np.broadcast_to(rgb[:, :, None, :, None, :], (k, tq, cell, tk, cell, 3)).reshape(
+            k, tq * cell, tk * cell, 3)
+    for i in range(k):
+        x0 = gap + (i % cols) * cell_w + label_w
+        y0 = (i // cols) * cell_h + top
+        canvas[y0:y0 + panel_h, x0:x0 + panel_w] = rgb[i]
+    if titles is not None:  # cached text tiles: the same titles recur in every image
+        for i in range(k):
+            tile = _text_tile(titles[i], max(panel_w, 60), size)
+            x0 = gap + (i % cols) * cell_w + label_w
+            y0 = (i // cols) * cell_h + 2
+            w = min(tile.shape[1], canvas.shape[1] - x0)
+            canvas[y0:y0 + tile.shape[0], x0:x0 + w] = tile[:, :w]
+    if row_labels is None and col_labels is None:
+        return canvas
+    image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     for i in range(k):
-        m = maps[i]
-        peak = np.nanmax(m) if np.isfinite(m).any() else 1.0
-        rgb = colormap.apply(np.nan_to_num(m / peak if peak > 0 else m))
-        x0 = label_w + gap + i * (panel_w + gap)
-        image.paste(Image.fromarray(rgb).resize((panel_w, panel_h), Image.NEAREST), (x0, top))
-        if titles is not None:
-            draw.text((x0, 2), _shorten(titles[i], panel_w, size), fill=BLACK, font=font(size))
-        if col_labels is not None and cell >= size:
+        x0 = gap + (i % cols) * cell_w + label_w
+        y0 = (i // cols) * cell_h + top
+        if col_labels is not None:
             for j, label in enumerate(col_labels):
                 text = _shorten(label, label_h - 4, size)
                 tw, th = text_size(text, size)
                 tile = Image.new("RGB", (tw + 2, th + 4), WHITE)
                 ImageDraw.Draw(tile).text((1, 0), text, fill=BLACK, font=font(size))
                 tile = tile.rotate(90, expand=True)
-                image.paste(tile, (x0 + j * cell + (cell - tile.width) // 2, top + panel_h + 3))
-    if row_labels is not None and cell >= size:
-        for j, label in enumerate(row_labels):
-            text = _shorten(label, label_w - 4, size)
-            tw, th = text_size(text, size)
-            draw.text((label_w - tw - 2, top + j * cell + (cell - th) / 2 - 2), text, fill=BLACK,
-                      font=font(size))
+                image.paste(tile, (x0 + j * cell + (cell - tile.width) // 2, y0 + panel_h + 3))
+        if row_labels is not None and i % cols == 0:
+            for j, label in enumerate(row_labels):
+                text = _shorten(label, label_w - 4, size)
+                tw, th = text_size(text, size)
+                draw.text((x0 - tw - 2, y0 + j * cell + (cell - th) / 2 - 2), text, fill=BLACK,
+                          font=font(size))
     return np.asarray(image)

@@ -91,7 +91,9 @@ def write_scalar(tag, value, step, description=""):
 def encode_png(image):
     """PNG bytes of a uint8 `(h, w, 3)` image."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buffer, format="PNG")
+    # zlib level 1: a quarter of the default level's time for ~10% more bytes
+    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buffer, format="PNG",
+                                                                compress_level=1)
     return buffer.getvalue()
 
 
