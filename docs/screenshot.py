@@ -36,7 +36,7 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--logdir",
                     os.path.join(logs, "noisy"), "--flip", "0.1"], check=True)
     save_data_map(os.path.join(logs, "noisy"))
-    attention_picture()
+    attention_picture(os.path.join(logs, "lm"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -83,7 +83,7 @@ def main():
 EXPLAIN_VIEWS = (("health", "digits", 'tr[data-layer="digits_cnn/conv2"] td[data-epoch="2"]'),
                  ("attributions", "digits", None), ("outputs", "digits", None),
                  ("runs", "digits", None), ("attributions", "cancer", None),
-                 ("data", "noisy", None))
+                 ("data", "noisy", None), ("attention", "lm", None))
 
 
 def save_data_map(run_dir):
@@ -102,7 +102,7 @@ def explain_tab(browser, url):
     in the light and the dark theme."""
     for _ in range(120):  # both runs read
         with urllib.request.urlopen(f"{url}/data/plugin/tb_explain/runs") as response:
-            if len(json.loads(response.read())["runs"]) == 3:
+            if len(json.loads(response.read())["runs"]) == 4:
                 break
         time.sleep(1)
     for dark in (False, True):
@@ -124,7 +124,8 @@ def explain_tab(browser, url):
                 box = page.locator("#data-map").bounding_box()
                 page.mouse.move(box["x"] + 48, box["y"] + 312)
             page.wait_for_timeout(3000)
-            suffix = ("-" + run if run not in ("digits", "noisy") else "") + ("-dark" if dark else "")
+            suffix = ("-" + run if run not in ("digits", "noisy", "lm") else "") + (
+                "-dark" if dark else "")
             page.screenshot(path=os.path.join(ROOT, "docs", f"explain-{view}{suffix}.png"))
             page.close()
 
@@ -133,9 +134,10 @@ if __name__ == "__main__":
     main()
 
 
-def attention_picture():
+def attention_picture(log_dir):
     """docs/attention-heads.png: AttentionMaps on a tiny GPT-2 causal LM
-    (keras_hub, random weights, a made-up vocabulary), padded sample."""
+    (keras_hub, random weights, a made-up vocabulary, a padded sample),
+    fitted with `tbx.explain` into `log_dir` (the Attention view's run)."""
     import keras
     import keras_hub
     import numpy as np
@@ -159,10 +161,9 @@ def attention_picture():
     mask = np.ones_like(ids, bool)
     mask[0, 10:] = False
     x = {"token_ids": ids, "padding_mask": mask}
-    logs = tempfile.mkdtemp(prefix="tbx_docs_attention_")
-    model.fit(x, np.roll(ids, -1, 1), sample_weight=mask.astype("float32"), epochs=20,
-              verbose=0, callbacks=[tbx.AttentionMaps(logs, {k: v[:1] for k, v in x.items()},
-                                                      vocabulary=words)])
-    image = tbx.load_run(logs).images("attention/transformer_layer_1/self_attention")[-1]
+    labels = np.roll(ids, -1, 1)
+    model.fit(x, labels, sample_weight=mask.astype("float32"), epochs=20, verbose=0,
+              callbacks=tbx.explain(log_dir, data=({k: v[:1] for k, v in x.items()}, labels[:1]),
+                                    freq=5, vocabulary=words))
+    image = tbx.load_run(log_dir).images("attention/transformer_layer_1/self_attention")[-1]
     Image.fromarray(image.images[0]).save(os.path.join(ROOT, "docs", "attention-heads.png"))
-    shutil.rmtree(logs, ignore_errors=True)

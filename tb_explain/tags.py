@@ -50,3 +50,5 @@ DYNAMICS_REGION = "dynamics/region/{}"
 ATTENTION = "attention/{}"  # layer path
 ATTENTION_ENTROPY = "attention/{}/entropy"
 ATTENTION_ROLLOUT = "attention/rollout"
+ATTENTION_WEIGHTS = "attention/{}/weights"  # tb_explain tensor, for the tab
+ATTENTION_TOKENS = "attention/tokens"

@@ -355,3 +355,33 @@ def test_attributions_render_a_time_series_input(tmp_path, read_run):
         np.testing.assert_array_equal(image, images.signed_table(
             expected.reshape(4, -1), 99.0, (16, 4)))
     assert run.image("attributions/comparison/input", 0).shape[0] > 0
+
+
+def test_attention_view_routes(tmp_path):
+    from tensorboard import context as tb_context
+
+    from test_dashboard import _plugin
+
+    model, _, (first, second) = _keras_io_model()
+    ids = _tokens(16, seed=2)
+    labels = ids[:, 0] % 3
+    vocabulary = [f"tok{i}" for i in range(VOCAB)]
+    model.fit(ids, labels, epochs=2, verbose=0, callbacks=[
+        tbx.AttentionMaps(tmp_path / "run", (ids[:3], labels[:3]), vocabulary=vocabulary)])
+    plugin, ctx = _plugin(tmp_path), tb_context.RequestContext()
+    body = plugin.attention(ctx, "", {"run": "run"})
+    assert [layer["path"] for layer in body["layers"]] == [first.att.path, second.att.path]
+    assert body["tokens"][1] == [vocabulary[t] for t in ids[1]]
+    result = tbx.attention(model, ids[:3])
+    for layer in body["layers"]:
+        assert layer["steps"] == [0, 1]
+        assert layer["entropy"][-1][1] == pytest.approx(
+            float(np.mean(result.entropy[layer["path"]])), rel=1e-5)
+        got = plugin.attention_weights(ctx, "", {"run": "run", "layer": layer["path"],
+                                                 "step": "1"})
+        scores = result.scores[layer["path"]].astype(np.float64)
+        expected = np.round(scores / scores.max(axis=(2, 3), keepdims=True) * 255)
+        assert got["factor"] == 1
+        assert np.abs(np.array(got["weights"]) - expected).max() <= 1  # float32 rounding
+    with pytest.raises(ValueError, match="no step 7"):
+        plugin.attention_weights(ctx, "", {"run": "run", "layer": first.att.path, "step": "7"})

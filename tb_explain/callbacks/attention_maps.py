@@ -1,5 +1,7 @@
 """AttentionMaps callback: which token attends to which, epoch after epoch."""
 
+import json
+
 import numpy as np
 
 from tb_explain import _threads, _validate, backend, tags
@@ -30,7 +32,11 @@ class AttentionMaps(ExplainCallback):
       matrix (signal "attention entropy");
     - `attention/rollout` (Images): attention rollout (Abnar & Zuidema
       2020) per sample, when the layers are a stack of self-attention of
-      one length.
+      one length;
+    - for the Explain tab's Attention view (tb_explain tensors):
+      `attention/<layer.path>/weights` (uint8, each map scaled by its
+      maximum, long sequences block-averaged as in the images) and, at
+      privacy "off", `attention/tokens` (the probe's tokens as text).
 
     Args:
         log_dir: Directory of the run (created if missing).
@@ -73,7 +79,7 @@ class AttentionMaps(ExplainCallback):
         self.vocabulary = vocabulary
         self.privacy, _ = _validate.check_privacy(privacy)
         self._chosen = None
-        self._quiet = False
+        self._written_tokens = None
 
     def validate_model(self):
         found = attention.attention_layers(self.model)
@@ -127,6 +133,29 @@ class AttentionMaps(ExplainCallback):
             return lookup
         return str
 
+    def _write_weights(self, path, scores, epoch):
+        """The weights for the Explain tab: uint8, each map scaled by its
+        maximum, block-averaged like the images (`charts.MAX_ATTENTION_SIDE`)."""
+        n, heads = scores.shape[:2]
+        maps, factor = charts.block_average(scores.reshape((n * heads,) + scores.shape[2:]),
+                                            charts.MAX_ATTENTION_SIDE)
+        peak = maps.max(axis=(1, 2), keepdims=True)
+        unit = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+        quantized = np.round(np.nan_to_num(unit) * 255).astype(np.uint8)
+        ops.write_tensor(tags.ATTENTION_WEIGHTS.format(path),
+                         quantized.reshape((n, heads) + maps.shape[1:]), epoch, tags.PLUGIN_NAME,
+                         json.dumps({"factor": factor, "query_length": int(scores.shape[2]),
+                                     "key_length": int(scores.shape[3])}).encode(),
+                         description="Attention weights for the Explain tab: uint8, each map "
+                                     "scaled by its maximum.")
+
+    def _write_tokens(self, result, epoch):
+        """The probe's tokens (or positions) as text, for the Explain tab's axes."""
+        length = max(result.scores[p].shape[3] for p in result.layers)
+        ops.write_tensor(tags.ATTENTION_TOKENS, np.array(self._tokens(length), dtype=object),
+                         epoch, tags.PLUGIN_NAME)
+        self._written_tokens = id(self._writer)
+
     def _render(self, scores):
         """The heads image of one layer: a panel grid per probe sample."""
         tokens_q, tokens_k = self._tokens(scores.shape[2]), self._tokens(scores.shape[3])
@@ -149,6 +178,9 @@ class AttentionMaps(ExplainCallback):
                 [result.scores[p].size for p in result.layers])
             for path, image in zip(result.layers, rendered):
                 ops.write_images(tags.ATTENTION.format(path), image, epoch)
+                self._write_weights(path, result.scores[path], epoch)
+            if self.privacy == "off" and self._written_tokens != id(self._writer):
+                self._write_tokens(result, epoch)
         if result.rollout is not None and self.privacy != "strict":
             length = result.rollout.shape[1]
             tokens = self._tokens(length)

@@ -35,7 +35,7 @@ _FILES = {
     "/util.js": ("util.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
     **{f"/views/{v}.js": (f"views/{v}.js", "text/javascript")
-       for v in ("health", "attributions", "outputs", "runs", "data")},
+       for v in ("health", "attributions", "outputs", "runs", "data", "attention")},
 }
 #: Lines of one alert card shown in the timeline (the rest are counted).
 ALERT_LINES = 6
@@ -97,6 +97,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
                      "/cell": self._route(self.cell), "/attributions":
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
                      "/dynamics": self._route(self.dynamics),
+                     "/attention": self._route(self.attention),
+                     "/attention_weights": self._route(self.attention_weights),
                      "/thumbnail": self._thumbnail_app, "/image": self._image_app})
         return apps
 
@@ -571,6 +573,64 @@ class ExplainPlugin(base_plugin.TBPlugin):
             body["inputs"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                               for v in data[tags.DYNAMICS_INPUTS][-1].numpy.reshape(-1)]
         return body
+
+    def attention(self, ctx, eid, args):
+        """The Attention view: the attention layers (run order, from their
+        entropy series), each one's entropy per epoch, the epochs whose
+        weights exist, and the probe's tokens (privacy "off")."""
+        run = self._run(ctx, eid, args)
+        head, tail = tags.ATTENTION_ENTROPY.split("{}")
+        per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(head)
+                               and t.endswith(tail)).get(run, {})
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
+        w_head, w_tail = tags.ATTENTION_WEIGHTS.split("{}")
+        weights = {t[len(w_head):-len(w_tail)] for t in listing
+                   if t.startswith(w_head) and t.endswith(w_tail)}
+        steps = {}
+        if weights:
+            data = self._own_tensors(ctx, eid, run, lambda t: t in {
+                tags.ATTENTION_WEIGHTS.format(p) for p in weights})
+            steps = {t[len(w_head):-len(w_tail)]: [d.step for d in points]
+                     for t, points in data.items()}
+        tokens = None
+        if tags.ATTENTION_TOKENS in listing:
+            value = self._own_tensors(ctx, eid, run, lambda t: t == tags.ATTENTION_TOKENS)[
+                tags.ATTENTION_TOKENS][-1].numpy
+            tokens = [[v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                       for v in row] for row in value]
+        layers = [tag[len(head):-len(tail)] for tag in per]
+        order = self._layers(ctx, eid, run)
+        rank = {p: i for i, p in enumerate(order)}
+        layers.sort(key=lambda p: (rank.get(p, rank.get(p.rsplit("/", 1)[0], len(rank))), p))
+        return {"run": run, "layers": [{"path": p, "tag": tags.ATTENTION_ENTROPY.format(p),
+                                        "entropy": per[tags.ATTENTION_ENTROPY.format(p)],
+                                        "steps": sorted(steps.get(p, []))} for p in layers],
+                "tokens": tokens}
+
+    def attention_weights(self, ctx, eid, args):
+        """One layer's logged weights at one epoch: `(n, heads, Tq, Tk)` uint8
+        (each map scaled by its maximum), with the block factor."""
+        run = self._run(ctx, eid, args)
+        layer = args.get("layer", "")
+        try:
+            step = int(args.get("step", ""))
+        except ValueError:
+            raise BadRequest("`step` must be an int") from None
+        tag = tags.ATTENTION_WEIGHTS.format(layer)
+        data = self._own_tensors(ctx, eid, run, lambda t: t == tag).get(tag)
+        if not data:
+            raise BadRequest(f"no attention weights of layer {layer!r} in run {run!r}")
+        at = [d for d in data if d.step == step]
+        if not at:
+            raise BadRequest(f"no step {step} of {tag!r} (steps {[d.step for d in data]})")
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]))
+        info = json.loads(listing[run][tag].plugin_content or b"{}")
+        return {"run": run, "layer": layer, "step": step, "weights": at[-1].numpy.tolist(),
+                **{k: info.get(k) for k in ("factor", "query_length", "key_length")}}
 
     @wrappers.Request.application
     def _thumbnail_app(self, request):

@@ -276,6 +276,22 @@ def data_map(confidence, variability, correctness, regions=(0.2, 0.5), size=12):
     return np.asarray(image)
 
 
+def block_average(maps, side):
+    """`(maps, factor)`: `(k, T_query, T_key)` float32 maps averaged over
+    `factor x factor` blocks so that neither side exceeds `side` (padding
+    counts as 0); factor 1 leaves them as they are."""
+    maps = np.asarray(maps, np.float32)
+    k, tq, tk = maps.shape
+    factor = -(-max(tq, tk) // side)
+    if factor <= 1:
+        return maps, 1
+    padded = np.zeros((k, -(-tq // factor) * factor, -(-tk // factor) * factor), np.float32)
+    padded[:, :tq, :tk] = maps
+    blocks = padded.reshape(k, padded.shape[1] // factor, factor, padded.shape[2] // factor,
+                            factor)
+    return blocks.sum(axis=4).sum(axis=2) / (factor * factor), factor  # contiguous axis first
+
+
 @functools.lru_cache(maxsize=512)
 def _text_tile(text, width, size):
     """Black text on white, `size + 4` pixels high, at most `width` wide (uint8 RGB)."""
@@ -297,17 +313,10 @@ def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10
     pixels) get the query labels left of each row of panels and the key
     labels under each panel (rotated); sequences longer than
     `MAX_ATTENTION_SIDE` are block-averaged to it (no labels)."""
-    maps = np.asarray(maps, np.float32)
+    maps, factor = block_average(maps, MAX_ATTENTION_SIDE)
     k, tq, tk = maps.shape
-    factor = -(-max(tq, tk) // MAX_ATTENTION_SIDE)
-    if factor > 1:  # mean over factor x factor blocks (padding counts as 0)
-        padded = np.zeros((k, -(-tq // factor) * factor, -(-tk // factor) * factor), np.float32)
-        padded[:, :tq, :tk] = maps
-        blocks = padded.reshape(k, padded.shape[1] // factor, factor, padded.shape[2] // factor,
-                                factor)
-        maps = blocks.sum(axis=4).sum(axis=2) / (factor * factor)  # contiguous axis first
+    if factor > 1:
         row_labels = col_labels = None
-        tq, tk = maps.shape[1:]
     cell = 2 if factor > 1 else max(1, min(24, 320 // max(tq, tk)))
     labelled = cell >= size
     row_labels = row_labels if labelled else None

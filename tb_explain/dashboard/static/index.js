@@ -5,9 +5,11 @@ import {renderAttributions} from "./views/attributions.js";
 import {renderOutputs} from "./views/outputs.js";
 import {renderRuns} from "./views/runs.js";
 import {renderData} from "./views/data.js";
+import {renderAttention} from "./views/attention.js";
 
 const VIEWS = [["health", "Health", renderHealth], ["attributions", "Attributions", renderAttributions],
                ["outputs", "Outputs", renderOutputs], ["data", "Data", renderData],
+               ["attention", "Attention", renderAttention],
                ["runs", "Runs", renderRuns]];
 
 function followTheme() {
