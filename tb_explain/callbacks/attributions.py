@@ -6,6 +6,7 @@ from tb_explain import _validate, tags
 from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attribution
+from tb_explain.compute.attribution import _outputs as output_selection
 from tb_explain.compute.attribution import gradcam, sanity
 from tb_explain.compute.attribution import methods as registry
 from tb_explain.probe import Probe, named_leaves
@@ -56,6 +57,8 @@ class Attributions(AttributionRendering, ExplainCallback):
             `IntegratedGradients`; the sanity check's figures stay.
         min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
         target: None (the predicted class), an int, or one int per sample.
+        position: For a sequence output `(n, T, V)`: the position explained,
+            an int or `"last"` (each sample's last unmasked position).
         output: The output explained, for multi-output models (default:
             every output, each under its name after the input's:
             `attributions/<method>/<input>/<output>/...`; the sanity check
@@ -84,8 +87,9 @@ class Attributions(AttributionRendering, ExplainCallback):
     def __init__(self, log_dir, data, methods=DEFAULT_METHODS, freq=1, max_samples=4,
                  sanity_check=False, log_inputs=True, target=None, output=None, batch_size=None,
                  feature_names=None, vocabulary=None, privacy="off", min_samples=8,
-                 **method_options):
+                 position="last", **method_options):
         super().__init__(log_dir, freq)
+        self.position = output_selection.check_position(position)
         if isinstance(methods, str) or not methods:
             raise TypeError(f"`methods` must be a non-empty list of method names, got "
                             f"{methods!r}.")
@@ -119,7 +123,7 @@ class Attributions(AttributionRendering, ExplainCallback):
     def _attribute(self, method, output):
         return registry.attribute(self.model, self.probe.x, method, target=self._targets[output],
                                  output=output, batch_size=self.batch_size,
-                                 **self._options(method))
+                                 position=self.position, **self._options(method))
 
     def validate_model(self):
         self.probe.validate(self.model)

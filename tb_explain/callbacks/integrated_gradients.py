@@ -9,6 +9,7 @@ from tb_explain import _validate
 from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attribution, tiering
+from tb_explain.compute.attribution import _outputs as output_selection
 from tb_explain.compute.quadrature import METHODS
 from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
@@ -64,6 +65,9 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             the first event's memory, and its cost, down on large models.
         max_samples: Probe samples explained (int >= 1).
         output: The output to explain in multi-output models.
+        position: For a sequence output `(n, T, V)`: the position explained,
+            an int or `"last"` (each sample's last unmasked position: a
+            causal LM's next token).
         feature_names: Names of tabular features (a list, or a dict of lists
             per input name).
         vocabulary: Token strings by id (a list or dict) for token inputs.
@@ -97,8 +101,9 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
     def __init__(self, log_dir, data, freq=1, steps=50, method="gausslegendre", baseline=None,
                  target=None, batch_size=None, max_samples=4, output=None, feature_names=None,
                  vocabulary=None, delta_tolerance=0.05, log_inputs=True, privacy="off",
-                 min_samples=8):
+                 min_samples=8, position="last"):
         super().__init__(log_dir, freq)
+        self.position = output_selection.check_position(position)
         self.probe = Probe(data, max_samples=max_samples)
         self.steps = _validate.check_int("steps", steps, minimum=1)
         self.method = _validate.check_choice("method", method, METHODS)
@@ -143,7 +148,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                     attribution.warm_up(
                         self.model, self.probe.x, target=self._targets[output],
                         baseline=self.baseline, steps=self.steps, method=self.method,
-                        batch_size=self._batch_size(), output=output)
+                        batch_size=self._batch_size(), output=output,
+                        position=self.position)
         self._remember_plan(plan)
         self._skipped_note = plan.skipped_note()
         if self._skipped_note:
@@ -212,7 +218,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
     def _explain_output(self, output):
         return attribution.integrated_gradients(
             self.model, self.probe.x, target=self._targets[output], baseline=self.baseline,
-            steps=self.steps, method=self.method, batch_size=self._batch_size(), output=output)
+            steps=self.steps, method=self.method, batch_size=self._batch_size(), output=output,
+            position=self.position)
 
     def _batch_size(self):
         leaves = [v for _, v in named_leaves(self.probe.x)]
