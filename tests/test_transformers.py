@@ -385,3 +385,24 @@ def test_attention_view_routes(tmp_path):
         assert np.abs(np.array(got["weights"]) - expected).max() <= 1  # float32 rounding
     with pytest.raises(ValueError, match="no step 7"):
         plugin.attention_weights(ctx, "", {"run": "run", "layer": first.att.path, "step": "7"})
+
+
+@needs_hub
+def test_tokens_read_through_the_models_own_tokenizer(tmp_path):
+    vocabulary = {"<|endoftext|>": 0, "a": 1, "b": 2, "Ġa": 3, "ab": 4}
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["a b"])
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer,
+                                                             sequence_length=LENGTH)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB, num_layers=1, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32,
+                                             max_sequence_length=LENGTH)
+    model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    x, _, _ = _lm_data(4)
+    ig = tbx.IntegratedGradients(tmp_path, x)
+    ig.set_model(model)
+    ig._vocabularies = {}
+    maps = tbx.AttentionMaps(tmp_path, x)
+    maps.set_model(model)
+    for token_id, text in ((4, "ab"), (3, "Ġa"), (0, "<|endoftext|>")):
+        assert ig._token(token_id, "token_ids") == text
+        assert maps._lookup()(token_id) == text

@@ -115,6 +115,13 @@ class AttributionRendering:
         elif isinstance(vocab, dict) and name in self._vocabularies and \
                 all(isinstance(k, str) for k in vocab):
             vocab = vocab.get(name)
+        if vocab is None:  # the model's own tokenizer (keras_hub tasks with a preprocessor)
+            tokenizer = getattr(getattr(self.model, "preprocessor", None), "tokenizer", None)
+            if tokenizer is not None and hasattr(tokenizer, "id_to_token"):
+                try:
+                    return str(tokenizer.id_to_token(int(token_id)))
+                except Exception:  # noqa: BLE001 (an id the tokenizer does not know)
+                    return f"<{int(token_id)}>"
         try:
             token = str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
             return token if token else "[PAD]"  # Keras vocabularies: id 0 pads
