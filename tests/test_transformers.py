@@ -406,3 +406,29 @@ def test_tokens_read_through_the_models_own_tokenizer(tmp_path):
     for token_id, text in ((4, "ab"), (3, "Ġa"), (0, "<|endoftext|>")):
         assert ig._token(token_id, "token_ids") == text
         assert maps._lookup()(token_id) == text
+
+
+def test_sequence_labelling_gets_per_token_metrics(tmp_path, read_run):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, VOCAB, (24, LENGTH)).astype("int32")
+    tags_ = (ids % 4).astype("int32")  # a class per token
+    weights = np.ones(ids.shape, "float32")
+    weights[:6, 5:] = 0  # padding
+    model = keras.Sequential([keras.Input((LENGTH,), dtype="int32"),
+                              keras.layers.Embedding(VOCAB, 8),
+                              keras.layers.Dense(4, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(ids, tags_, sample_weight=weights, epochs=2, verbose=0, callbacks=[
+        tbx.Predictions(tmp_path, {"val": (ids, tags_, weights)})])
+    probs = model.predict(ids, verbose=0).astype(np.float64)
+    ce = -np.log(np.take_along_axis(probs, tags_[..., None], -1)[..., 0])
+    run = read_run(tmp_path)
+    assert run.value("outputs/val/perplexity", 1) == pytest.approx(
+        np.exp((weights * ce).sum() / weights.sum()), rel=1e-4)
+    assert run.value("outputs/val/token_accuracy", 1) == pytest.approx(
+        (weights * (probs.argmax(-1) == tags_)).sum() / weights.sum(), rel=1e-6)
+    assert "token_accuracy" in run.text("outputs/diagnostics")
+    with pytest.raises(ValueError, match=r"token ids in \[0, 4\)"):
+        model.fit(ids, tags_, epochs=1, verbose=0,
+                  callbacks=[tbx.Predictions(tmp_path / "bad", {"val": (ids, tags_ + 4)})])
