@@ -6,6 +6,7 @@ import numpy as np
 
 from tb_explain import _threads, _validate, backend, tags
 from tb_explain._errors import NotApplicable
+from tb_explain._keras import has_call
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attention
 from tb_explain.probe import Probe
@@ -62,7 +63,7 @@ class AttentionMaps(ExplainCallback):
     """
 
     tag_prefix = "attention"
-    needs_call = True
+    needs_call = False  # checked in validate_model, after "has it attention at all?"
     eager_events = 0
 
     def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, vocabulary=None,
@@ -89,6 +90,10 @@ class AttentionMaps(ExplainCallback):
                 return
             raise NotApplicable(f"AttentionMaps: model {self.model.name!r} has no attention "
                                 f"layer (MultiHeadAttention, GroupQueryAttention or a subclass)")
+        if not has_call(self.model):
+            raise NotApplicable(f"AttentionMaps runs the model forward, but model "
+                                f"{self.model.name!r} ({type(self.model).__name__}) defines no "
+                                f"`call()`")
         self._chosen = attention.select(self.model, self.layers)
 
     def prepare(self):
