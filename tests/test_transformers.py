@@ -432,3 +432,23 @@ def test_sequence_labelling_gets_per_token_metrics(tmp_path, read_run):
     with pytest.raises(ValueError, match=r"token ids in \[0, 4\)"):
         model.fit(ids, tags_, epochs=1, verbose=0,
                   callbacks=[tbx.Predictions(tmp_path / "bad", {"val": (ids, tags_ + 4)})])
+
+
+def test_group_query_attention_and_a_causal_mask():
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((LENGTH, 8))
+    gqa = keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2,
+                                           name="gqa")
+    out = keras.layers.GlobalAveragePooling1D()(gqa(x_in, x_in, use_causal_mask=True))
+    model = keras.Model(x_in, keras.layers.Dense(2)(out))
+    x = np.random.default_rng(0).normal(size=(3, LENGTH, 8)).astype("float32")
+    tensor = keras.ops.convert_to_tensor(x)  # the layer's own scores, called eagerly
+    own = keras.ops.convert_to_numpy(gqa(tensor, tensor, use_causal_mask=True,
+                                         return_attention_scores=True)[1])
+    result = tbx.attention(model, x)
+    assert result.layers == [gqa.path]
+    scores = result.scores[gqa.path]
+    np.testing.assert_allclose(scores, own, rtol=1e-5, atol=1e-6)
+    assert scores.shape == (3, 4, LENGTH, LENGTH)
+    assert np.abs(np.triu(scores[:, :, :, :], 1)).max() < 1e-6  # causal
+    assert gqa._return_attention_scores is False  # the layer's state as it was
