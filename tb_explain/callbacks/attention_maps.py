@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from tb_explain import _threads, _validate, backend, tags
+from tb_explain import _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call
 from tb_explain.callbacks.base import ExplainCallback
@@ -138,21 +138,25 @@ class AttentionMaps(ExplainCallback):
             return lookup
         return str
 
-    def _write_weights(self, path, scores, epoch):
-        """The weights for the Explain tab: uint8, each map scaled by its
-        maximum, block-averaged like the images (`charts.MAX_ATTENTION_SIDE`)."""
-        n, heads = scores.shape[:2]
-        maps, factor = charts.block_average(scores.reshape((n * heads,) + scores.shape[2:]),
+    def _layer(self, path, scores, epoch):
+        """One layer's heads image and its weights for the Explain tab, from
+        one block average (`charts.MAX_ATTENTION_SIDE`): the weights as uint8,
+        each map scaled by its maximum."""
+        n, heads, t_query, t_key = scores.shape
+        maps, factor = charts.block_average(scores.reshape(n * heads, t_query, t_key),
                                             charts.MAX_ATTENTION_SIDE)
-        peak = maps.max(axis=(1, 2), keepdims=True)
+        maps = maps.reshape((n, heads) + maps.shape[1:])
+        labelled = factor == 1
+        tokens_q = self._tokens(t_query) if labelled else [None] * n
+        tokens_k = self._tokens(t_key) if labelled else [None] * n
+        image = _same_size([charts.attention_heads(
+            sample, tokens_q[s], tokens_k[s],
+            [f"sample {s}, head {h}" for h in range(heads)]) for s, sample in enumerate(maps)])
+        peak = maps.max(axis=(2, 3), keepdims=True)
         unit = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
         quantized = np.round(np.nan_to_num(unit) * 255).astype(np.uint8)
-        ops.write_tensor(tags.ATTENTION_WEIGHTS.format(path),
-                         quantized.reshape((n, heads) + maps.shape[1:]), epoch, tags.PLUGIN_NAME,
-                         json.dumps({"factor": factor, "query_length": int(scores.shape[2]),
-                                     "key_length": int(scores.shape[3])}).encode(),
-                         description="Attention weights for the Explain tab: uint8, each map "
-                                     "scaled by its maximum.")
+        return image, quantized, json.dumps({"factor": factor, "query_length": int(t_query),
+                                             "key_length": int(t_key)}).encode()
 
     def _write_tokens(self, result, epoch):
         """The probe's tokens (or positions) as text, for the Explain tab's axes."""
@@ -160,14 +164,6 @@ class AttentionMaps(ExplainCallback):
         ops.write_tensor(tags.ATTENTION_TOKENS, np.array(self._tokens(length), dtype=object),
                          epoch, tags.PLUGIN_NAME)
         self._written_tokens = id(self._writer)
-
-    def _render(self, scores):
-        """The heads image of one layer: a panel grid per probe sample."""
-        tokens_q, tokens_k = self._tokens(scores.shape[2]), self._tokens(scores.shape[3])
-        return _same_size([charts.attention_heads(
-            sample, tokens_q[s], tokens_k[s],
-            [f"sample {s}, head {h}" for h in range(len(sample))])
-            for s, sample in enumerate(scores)])
 
     def log_event(self, epoch):
         result = attention.attention(self.model, self.probe.x,
@@ -177,13 +173,14 @@ class AttentionMaps(ExplainCallback):
                              float(np.nanmean(result.entropy[path])), epoch,
                              description="Attention entropy (nats): -sum p ln p over keys, mean "
                                          "over unmasked queries of the probe and over heads.")
-        if self.privacy != "strict":  # layers rendered on the thread pool
-            rendered = _threads.parallel_map(
-                self._render, [result.scores[p] for p in result.layers],
-                [result.scores[p].size for p in result.layers])
-            for path, image in zip(result.layers, rendered):
+        if self.privacy != "strict":
+            for path in result.layers:
+                image, weights, content = self._layer(path, result.scores[path], epoch)
                 ops.write_images(tags.ATTENTION.format(path), image, epoch)
-                self._write_weights(path, result.scores[path], epoch)
+                ops.write_tensor(tags.ATTENTION_WEIGHTS.format(path), weights, epoch,
+                                 tags.PLUGIN_NAME, content,
+                                 description="Attention weights for the Explain tab: uint8, "
+                                             "each map scaled by its maximum.")
             if self.privacy == "off" and self._written_tokens != id(self._writer):
                 self._write_tokens(result, epoch)
         if result.rollout is not None and self.privacy != "strict":
