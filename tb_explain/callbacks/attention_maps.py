@@ -151,7 +151,8 @@ class AttentionMaps(ExplainCallback):
         tokens_k = self._tokens(t_key) if labelled else [None] * n
         image = _same_size([charts.attention_heads(
             sample, tokens_q[s], tokens_k[s],
-            [f"sample {s}, head {h}" for h in range(heads)]) for s, sample in enumerate(maps)])
+            [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2)
+            for s, sample in enumerate(maps)])
         peak = maps.max(axis=(2, 3), keepdims=True)
         unit = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
         quantized = np.round(np.nan_to_num(unit) * 255).astype(np.uint8)

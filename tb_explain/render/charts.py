@@ -306,18 +306,21 @@ def _text_tile(text, width, size):
 MAX_ATTENTION_SIDE = 64
 
 
-def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cols=6):
+def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cols=6,
+                    cell=None):
     """Attention maps in a grid: `maps` `(k, T_query, T_key)` in [0, 1]
     (viridis; each map scaled by its own maximum), `cols` panels per row,
     each with its title above. Short sequences (cells of at least `size`
     pixels) get the query labels left of each row of panels and the key
     labels under each panel (rotated); sequences longer than
-    `MAX_ATTENTION_SIDE` are block-averaged to it (no labels)."""
+    `MAX_ATTENTION_SIDE` are block-averaged to it (no labels). `cell`:
+    pixels per cell (default: 2 for block-averaged maps, else up to 24)."""
     maps, factor = block_average(maps, MAX_ATTENTION_SIDE)
     k, tq, tk = maps.shape
     if factor > 1:
         row_labels = col_labels = None
-    cell = 2 if factor > 1 else max(1, min(24, 320 // max(tq, tk)))
+    if cell is None:
+        cell = 2 if factor > 1 else max(1, min(24, 320 // max(tq, tk)))
     labelled = cell >= size
     row_labels = row_labels if labelled else None
     col_labels = col_labels if labelled else None
