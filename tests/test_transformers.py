@@ -452,3 +452,30 @@ def test_group_query_attention_and_a_causal_mask():
     assert scores.shape == (3, 4, LENGTH, LENGTH)
     assert np.abs(np.triu(scores[:, :, :, :], 1)).max() < 1e-6  # causal
     assert gqa._return_attention_scores is False  # the layer's state as it was
+
+
+@needs_hub
+def test_bert_attention_equals_its_layers_own_scores():
+    """keras_hub's BERT: the first encoder layer's weights equal what its
+    attention layer returns with `return_attention_scores=True`, called on
+    that layer's input (the embeddings) with the padding as attention mask."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32,
+                                             max_sequence_length=LENGTH)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCAB, (4, LENGTH)).astype("int32")
+    mask = np.ones_like(ids, bool)
+    mask[:2, 6:] = False
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+    result = tbx.attention(backbone, x)
+    layer = backbone.get_layer("transformer_layer_0")._self_attention_layer
+    assert result.layers[0] == layer.path
+    embedded = keras.Model(backbone.inputs,
+                           backbone.get_layer("embeddings_dropout").output).predict(x, verbose=0)
+    tensor = keras.ops.convert_to_tensor(embedded)
+    keys = keras.ops.convert_to_tensor(np.broadcast_to(mask[:, None, :], (4, LENGTH, LENGTH)))
+    _, own = layer(tensor, tensor, attention_mask=keys, return_attention_scores=True)
+    np.testing.assert_allclose(result.scores[layer.path], keras.ops.convert_to_numpy(own),
+                               rtol=1e-5, atol=1e-6)
+    assert np.abs(result.scores[layer.path][:2, :, :, 6:]).max() < 1e-6  # padded keys
