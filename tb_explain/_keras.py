@@ -54,6 +54,22 @@ def swapped_call(layer, call):
     return swapped_attr(layer, "call", call)
 
 
+def tokenizer_lookup(model):
+    """`token_id -> str` through the model's own tokenizer (a keras_hub task
+    with a preprocessor: `preprocessor.tokenizer.id_to_token`; `<id>` for an
+    id it does not know), or None when the model has none."""
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "id_to_token"):
+        return None
+
+    def lookup(token_id):
+        try:
+            return str(tokenizer.id_to_token(int(token_id)))
+        except Exception:  # noqa: BLE001 (an id the tokenizer does not know)
+            return f"<{int(token_id)}>"
+    return lookup
+
+
 def has_call(model):
     """Whether `model` can run forward: Functional and Sequential models, and
     subclassed ones that define `call()` (a GAN of the keras-io guide has

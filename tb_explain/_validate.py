@@ -96,6 +96,22 @@ def check_log_dir(log_dir):
     return path
 
 
+def check_datasets(data, default_name, expected):
+    """`data` as `{name: dataset}`: a dict kept as it is, anything else named
+    `default_name`; names must be non-empty str without '/' (`expected`
+    describes `data` in the error when it is None)."""
+    if data is None:
+        raise ValueError(f"`data` is required: {expected}.")
+    datasets = data if isinstance(data, dict) else {default_name: data}
+    if not datasets:
+        raise ValueError("`data` must name at least one dataset, got {}.")
+    for name in datasets:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"`data` dataset names must be non-empty str without '/', "
+                             f"got {name!r}.")
+    return datasets
+
+
 #: Privacy levels, from most to least written (see the README's "Privacy").
 PRIVACY_LEVELS = ("off", "inputs", "strict")
 

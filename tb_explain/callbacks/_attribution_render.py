@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tb_explain._keras import tokenizer_lookup
 from tb_explain.probe import named_leaves
 from tb_explain.render import images
 from tb_explain.summary import ops
@@ -116,12 +117,9 @@ class AttributionRendering:
                 all(isinstance(k, str) for k in vocab):
             vocab = vocab.get(name)
         if vocab is None:  # the model's own tokenizer (keras_hub tasks with a preprocessor)
-            tokenizer = getattr(getattr(self.model, "preprocessor", None), "tokenizer", None)
-            if tokenizer is not None and hasattr(tokenizer, "id_to_token"):
-                try:
-                    return str(tokenizer.id_to_token(int(token_id)))
-                except Exception:  # noqa: BLE001 (an id the tokenizer does not know)
-                    return f"<{int(token_id)}>"
+            lookup = tokenizer_lookup(self.model)
+            if lookup is not None:
+                return lookup(token_id)
         try:
             token = str(vocab[int(token_id)]) if vocab is not None else str(int(token_id))
             return token if token else "[PAD]"  # Keras vocabularies: id 0 pads

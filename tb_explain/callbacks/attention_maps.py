@@ -6,11 +6,11 @@ import numpy as np
 
 from tb_explain import _validate, backend, tags
 from tb_explain._errors import NotApplicable
-from tb_explain._keras import has_call
+from tb_explain._keras import has_call, tokenizer_lookup
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attention
 from tb_explain.probe import Probe
-from tb_explain.render import charts
+from tb_explain.render import charts, images
 from tb_explain.summary import ops
 
 
@@ -128,15 +128,7 @@ class AttentionMaps(ExplainCallback):
                 except (KeyError, IndexError):
                     return f"<{token}>"
             return lookup
-        tokenizer = getattr(getattr(self.model, "preprocessor", None), "tokenizer", None)
-        if tokenizer is not None and hasattr(tokenizer, "id_to_token"):
-            def lookup(token):
-                try:
-                    return str(tokenizer.id_to_token(token))
-                except Exception:  # noqa: BLE001 (an id the tokenizer does not know)
-                    return f"<{token}>"
-            return lookup
-        return str
+        return tokenizer_lookup(self.model) or str
 
     def _layer(self, path, scores, epoch):
         """One layer's heads image and its weights for the Explain tab, from
@@ -149,7 +141,7 @@ class AttentionMaps(ExplainCallback):
         labelled = factor == 1
         tokens_q = self._tokens(t_query) if labelled else [None] * n
         tokens_k = self._tokens(t_key) if labelled else [None] * n
-        image = _same_size([charts.attention_heads(
+        image = images.same_size([charts.attention_heads(
             sample, tokens_q[s], tokens_k[s],
             [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2)
             for s, sample in enumerate(maps)])
@@ -190,12 +182,5 @@ class AttentionMaps(ExplainCallback):
             panels = [charts.attention_heads(r[np.newaxis], tokens[s], tokens[s],
                                              [f"sample {s}: rollout"])
                       for s, r in enumerate(result.rollout)]
-            ops.write_images(tags.ATTENTION_ROLLOUT, _same_size(panels), epoch)
+            ops.write_images(tags.ATTENTION_ROLLOUT, images.same_size(panels), epoch)
 
-
-def _same_size(panels):
-    """Panels padded (white) to one size, for one image summary."""
-    h = max(p.shape[0] for p in panels)
-    w = max(p.shape[1] for p in panels)
-    return np.stack([np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)),
-                            constant_values=255) for p in panels])

@@ -104,7 +104,7 @@ class GradientNorms(ExplainCallback):
         if self.exploding_factor == 1.0:
             raise ValueError("`exploding_factor` must be > 1, got 1.0.")
         self.stop_on_nonfinite = _validate.check_bool("stop_on_nonfinite", stop_on_nonfinite)
-        self._query_key = None  # attention query/key projections (see `_alerts`)
+        self._query_key = set()  # attention query/key projections (see `_alerts`)
         self._compute = None
         self._global_norms = []
         self._has_snapshot = False
@@ -128,7 +128,7 @@ class GradientNorms(ExplainCallback):
         self._has_snapshot = False
 
     def prepare(self):
-        self._query_key = None
+        self._query_key = attention.query_key_paths(self.model)
         self._compute, self._variables = gradients.make_gradient_statistics(self.model,
                                                                             loss=self.loss)
         if not self._variables:
@@ -200,8 +200,6 @@ class GradientNorms(ExplainCallback):
             alerts.append("training stopped (stop_on_nonfinite=True)")
         layers = list(layer_norms)
         last = layer_norms[layers[-1]]
-        if self._query_key is None:
-            self._query_key = attention.query_key_paths(self.model)
         for layer in layers[:-1]:
             norm = layer_norms[layer]
             if not np.isfinite(norm):

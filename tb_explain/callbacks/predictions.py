@@ -107,18 +107,10 @@ class Predictions(ExplainCallback):
                  calibration_bins=15, max_mistakes=8, batch_size=256, log_inputs=True,
                  vocabulary=None, privacy="off"):
         super().__init__(log_dir, freq)
-        if data is None:
-            raise ValueError("`data` is required: a labelled dataset `(x, y)` or a dict "
-                             "{name: dataset}.")
-        datasets = data if isinstance(data, dict) else {"eval": data}
-        if not datasets:
-            raise ValueError("`data` must name at least one dataset, got {}.")
-        self.datasets = {}
-        for name, dataset in datasets.items():
-            if not isinstance(name, str) or not name or "/" in name:
-                raise ValueError(f"`data` dataset names must be non-empty str without '/', "
-                                 f"got {name!r}.")
-            self.datasets[name] = self._check_dataset(name, dataset)
+        datasets = _validate.check_datasets(
+            data, "eval", "a labelled dataset `(x, y)` or a dict {name: dataset}")
+        self.datasets = {name: self._check_dataset(name, dataset)
+                         for name, dataset in datasets.items()}
         self.class_names = class_names
         self.output = output
         self.task = _validate.check_choice("task", task, predictions.TASKS)
@@ -421,11 +413,8 @@ class Predictions(ExplainCallback):
             return
         first = items[0][0][0]
         if first.ndim == 3 and first.dtype.kind == "f":  # images
-            tiles = [images.input_images(np.stack([leaves[0]]), max_tile=96)[0]
-                     for leaves, *_ in items]
-            side = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-            tiles = np.stack([np.pad(t, ((0, side[0] - t.shape[0]), (0, side[1] - t.shape[1]),
-                                         (0, 0)), constant_values=255) for t in tiles])
+            tiles = images.same_size([images.input_images(np.stack([leaves[0]]), max_tile=96)[0]
+                                      for leaves, *_ in items])
             captions = [[f"true: {self._label_text(info, t)}",
                          f"predicted: {self._label_text(info, p)}", f"confidence: {c:.3f}"]
                         for _, t, p, c in items]
@@ -440,19 +429,7 @@ class Predictions(ExplainCallback):
                            + ops.markdown_table(header, rows), epoch)
 
     def _describe(self, leaf):
-        leaf = np.asarray(leaf).ravel()
-        if leaf.dtype.kind in "iu" and self.vocabulary is not None:
-            words = []
-            for token in leaf:
-                try:
-                    words.append(str(self.vocabulary[int(token)]))
-                except (KeyError, IndexError):
-                    words.append(f"<{int(token)}>")
-            return " ".join(words)
-        shown = [f"{v:.4g}" if leaf.dtype.kind == "f" else str(v)
-                 for v in leaf[:MAX_TABLE_FEATURES]]
-        more = f" … (+{len(leaf) - MAX_TABLE_FEATURES})" if len(leaf) > MAX_TABLE_FEATURES else ""
-        return ", ".join(shown) + more
+        return describe(leaf, self.vocabulary)
 
     @staticmethod
     def _log_sequence(tag, sums, epoch):
@@ -504,6 +481,24 @@ class Predictions(ExplainCallback):
             title = "" if len(self._outputs) == 1 else f"\nOutput `{key}` ({info['task']}):\n"
             parts.append(title + "\n" + ops.markdown_table(["metric"] + datasets, rows))
         ops.write_markdown("outputs/diagnostics", "\n".join(parts), epoch)
+
+
+def describe(leaf, vocabulary=None):
+    """One sample's input as text: token strings (integer ids, through
+    `vocabulary`), else its first `MAX_TABLE_FEATURES` values."""
+    leaf = np.asarray(leaf).ravel()
+    if leaf.dtype.kind in "iu" and vocabulary is not None:
+        words = []
+        for token in leaf:
+            try:
+                words.append(str(vocabulary[int(token)]))
+            except (KeyError, IndexError):
+                words.append(f"<{int(token)}>")
+        return " ".join(words)
+    shown = [f"{v:.4g}" if leaf.dtype.kind == "f" else str(v)
+             for v in leaf[:MAX_TABLE_FEATURES]]
+    more = f" … (+{len(leaf) - MAX_TABLE_FEATURES})" if len(leaf) > MAX_TABLE_FEATURES else ""
+    return ", ".join(shown) + more
 
 
 def _buckets(values, low=None, high=None, bins=30):

@@ -9,6 +9,7 @@ import numpy as np
 from tb_explain import _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
+from tb_explain.callbacks.predictions import describe
 from tb_explain.compute import activations, dynamics, predictions
 from tb_explain.compute.attribution import _inputs, _outputs
 from tb_explain.render import charts, images
@@ -18,8 +19,6 @@ from tb_explain.summary import ops
 MAX_SUSPECTS = 16
 #: Longest side of an example's thumbnail in the Data view.
 THUMBNAIL_SIDE = 32
-#: Feature values kept per example of a non-image input (the Data view's hover).
-MAX_DESCRIBED = 12
 
 
 class TrainingDynamics(ExplainCallback):
@@ -91,12 +90,8 @@ class TrainingDynamics(ExplainCallback):
     def __init__(self, log_dir, data, freq=1, max_examples=None, batch_size=256,
                  class_names=None, privacy="off"):
         super().__init__(log_dir, freq)
-        if data is None:
-            raise ValueError("`data` is required: the tracked examples `(x, y)` or a dict "
-                             "{name: (x, y)}.")
-        datasets = data if isinstance(data, dict) else {"train": data}
-        if not datasets:
-            raise ValueError("`data` must name at least one dataset, got {}.")
+        datasets = _validate.check_datasets(
+            data, "train", "the tracked examples `(x, y)` or a dict {name: (x, y)}")
         self.max_examples = (None if max_examples is None
                              else _validate.check_int("max_examples", max_examples, 1))
         self.batch_size = _validate.check_int("batch_size", batch_size, 1)
@@ -108,9 +103,6 @@ class TrainingDynamics(ExplainCallback):
         self.datasets = {}
         labels, names, rows = [], [], []
         for name, dataset in datasets.items():
-            if not isinstance(name, str) or not name or "/" in name:
-                raise ValueError(f"`data` dataset names must be non-empty str without '/', "
-                                 f"got {name!r}.")
             x, y = self._check_dataset(name, dataset)
             self.datasets[name] = x
             labels.append(y)
@@ -358,14 +350,15 @@ class TrainingDynamics(ExplainCallback):
         ops.write_tensor(tags.DYNAMICS_EXAMPLES, meta, epoch, tags.PLUGIN_NAME, content)
         if self.privacy != "off":
             return
-        leaf = self._first_leaf(self.tracked)
+        leaves = _inputs.flatten_inputs(self._inputs_for(self.tracked))[0]
+        leaf = leaves[0]
         if leaf.ndim == 4 and leaf.dtype.kind == "f" and leaf.shape[-1] in (1, 3, 4):
             ops.write_tensor(tags.DYNAMICS_THUMBNAILS, self._thumbnails(leaf), epoch,
                              tags.PLUGIN_NAME)
         else:
             ops.write_tensor(tags.DYNAMICS_INPUTS, np.array(
-                [self._describe(self._inputs_for(self.tracked[i:i + 1]))
-                 for i in range(len(self.tracked))], dtype=object), epoch, tags.PLUGIN_NAME)
+                [_describe(leaves, i) for i in range(len(self.tracked))], dtype=object), epoch,
+                tags.PLUGIN_NAME)
 
     def _first_leaf(self, rows):
         return _inputs.flatten_inputs(self._inputs_for(rows))[0][0]
@@ -382,22 +375,9 @@ class TrainingDynamics(ExplainCallback):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         out = np.empty((len(leaf), size[1], size[0], 3), np.uint8)
         for i, sample in enumerate(leaf):
-            unit = np.nan_to_num(images.minmax_unit(sample))
-            rgb = (np.repeat(unit, 3, axis=-1) if unit.shape[-1] == 1 else unit) * 255 + 0.5
-            tile = Image.fromarray(rgb.astype(np.uint8))
+            tile = Image.fromarray(images.image_rgb(sample))
             out[i] = np.asarray(tile.resize(size, Image.BOX) if scale < 1 else tile)
         return out
-
-    @staticmethod
-    def _describe(x):
-        parts = []
-        for leaf in _inputs.flatten_inputs(x)[0]:
-            values = np.asarray(leaf).ravel()
-            text = ", ".join(f"{v:.4g}" if values.dtype.kind == "f" else str(v)
-                             for v in values[:MAX_DESCRIBED])
-            parts.append(text + (f" … (+{len(values) - MAX_DESCRIBED})"
-                                 if len(values) > MAX_DESCRIBED else ""))
-        return "; ".join(parts)
 
     def _write_suspects(self, result, record, epoch):
         top = result.ranking()[:MAX_SUSPECTS]
@@ -423,7 +403,8 @@ class TrainingDynamics(ExplainCallback):
                    f"{result.mislabel_score[i]:.3f}", f"{result.aum[i]:.3f}",
                    f"{result.confidence[i]:.3f}"]
             if self.privacy == "off":
-                row.append(self._describe(self._inputs_for(self.tracked[i:i + 1])))
+                row.append(_describe(_inputs.flatten_inputs(
+                    self._inputs_for(self.tracked[i:i + 1]))[0], 0))
             rows.append(row)
         ops.write_markdown("dynamics/suspects", f"Most likely mislabeled at epoch {epoch} "
                            f"(over {len(self._logged)} logged epochs):\n\n"
@@ -454,3 +435,8 @@ class TrainingDynamics(ExplainCallback):
         """Tracked example positions, most likely mislabeled first
         (`scores().ranking()`)."""
         return self.scores().ranking()
+
+
+def _describe(leaves, i):
+    """Example `i` of the input `leaves` as text (`predictions.describe`)."""
+    return "; ".join(describe(leaf[i]) for leaf in leaves)

@@ -215,10 +215,11 @@ def token_sums(scores, logits, labels, weights):
         log_p = np.log(np.maximum(scores, np.finfo(np.float64).tiny))
     picked = np.take_along_axis(log_p, labels[..., np.newaxis], axis=-1)[..., 0]
     correct = np.argmax(scores, axis=-1) == labels
-    w = np.ones(labels.shape) if weights is None else np.broadcast_to(
-        np.asarray(weights, np.float64).reshape(labels.shape[:1] + (-1,) * (weights.ndim > 1)
-                                                 if np.ndim(weights) > 1 else (-1, 1)),
-        labels.shape)
+    if weights is None:
+        w = np.ones(labels.shape)
+    else:  # (n, T), or (n,): one weight per sequence
+        w = np.asarray(weights, np.float64)
+        w = np.broadcast_to(w.reshape(len(w), -1), labels.shape)
     return np.array([w.sum(), -(w * picked).sum(), (w * correct).sum()])
 
 

@@ -518,16 +518,17 @@ class ExplainPlugin(base_plugin.TBPlugin):
                              if t != tags.DIAGNOSTICS]}
 
     def _own_tensors(self, ctx, eid, run, wanted):
-        """`{tag: [TensorDatum...]}` of tb_explain's own tensors `wanted` picks."""
+        """`({tag: series}, {tag: [TensorDatum...]})` of tb_explain's own
+        tensors `wanted` picks: the listing (its `plugin_content`) and the data."""
         listing = self._provider.list_tensors(
             ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
             run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
-        chosen = [t for t in listing if wanted(t)]
+        chosen = {t: series for t, series in listing.items() if wanted(t)}
         if not chosen:
-            return {}
-        return self._provider.read_tensors(
+            return {}, {}
+        return chosen, self._provider.read_tensors(
             ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME, downsample=IMAGE_STEPS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=chosen)).get(run, {})
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(chosen))).get(run, {})
 
     def dynamics(self, ctx, eid, args):
         """The Data view: per tracked example its dataset, index, label,
@@ -540,17 +541,14 @@ class ExplainPlugin(base_plugin.TBPlugin):
 
         run = self._run(ctx, eid, args)
         head = tags.DYNAMICS_RECORDS.split("{")[0]
-        data = self._own_tensors(ctx, eid, run, lambda t: t.startswith(head) or t in (
+        listing, data = self._own_tensors(ctx, eid, run, lambda t: t.startswith(head) or t in (
             tags.DYNAMICS_EXAMPLES, tags.DYNAMICS_INPUTS, tags.DYNAMICS_THUMBNAILS))
         records = {points[-1].step: points[-1].numpy for tag, points in data.items()
                    if tag.startswith(head) and points}
         if tags.DYNAMICS_EXAMPLES not in data or not records:
             return {"run": run, "examples": 0}
         meta = data[tags.DYNAMICS_EXAMPLES][-1].numpy
-        listing = self._provider.list_tensors(
-            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tags.DYNAMICS_EXAMPLES]))
-        info = json.loads(listing[run][tags.DYNAMICS_EXAMPLES].plugin_content or b"{}")
+        info = json.loads(listing[tags.DYNAMICS_EXAMPLES].plugin_content or b"{}")
         epochs = sorted(records)
         result = dynamics.Dynamics(
             epochs=np.array(epochs), records=np.stack([records[e] for e in epochs]),
@@ -582,24 +580,15 @@ class ExplainPlugin(base_plugin.TBPlugin):
         head, tail = tags.ATTENTION_ENTROPY.split("{}")
         per = self._scalars_of(ctx, eid, runs=[run], wanted=lambda t: t.startswith(head)
                                and t.endswith(tail)).get(run, {})
-        listing = self._provider.list_tensors(
-            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
         w_head, w_tail = tags.ATTENTION_WEIGHTS.split("{}")
-        weights = {t[len(w_head):-len(w_tail)] for t in listing
-                   if t.startswith(w_head) and t.endswith(w_tail)}
-        steps = {}
-        if weights:
-            data = self._own_tensors(ctx, eid, run, lambda t: t in {
-                tags.ATTENTION_WEIGHTS.format(p) for p in weights})
-            steps = {t[len(w_head):-len(w_tail)]: [d.step for d in points]
-                     for t, points in data.items()}
+        _, data = self._own_tensors(ctx, eid, run, lambda t: t == tags.ATTENTION_TOKENS or (
+            t.startswith(w_head) and t.endswith(w_tail)))
+        steps = {t[len(w_head):-len(w_tail)]: [d.step for d in points]
+                 for t, points in data.items() if t != tags.ATTENTION_TOKENS}
         tokens = None
-        if tags.ATTENTION_TOKENS in listing:
-            value = self._own_tensors(ctx, eid, run, lambda t: t == tags.ATTENTION_TOKENS)[
-                tags.ATTENTION_TOKENS][-1].numpy
+        if tags.ATTENTION_TOKENS in data:
             tokens = [[v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                       for v in row] for row in value]
+                       for v in row] for row in data[tags.ATTENTION_TOKENS][-1].numpy]
         layers = [tag[len(head):-len(tail)] for tag in per]
         order = self._layers(ctx, eid, run)
         rank = {p: i for i, p in enumerate(order)}
@@ -619,16 +608,14 @@ class ExplainPlugin(base_plugin.TBPlugin):
         except ValueError:
             raise BadRequest("`step` must be an int") from None
         tag = tags.ATTENTION_WEIGHTS.format(layer)
-        data = self._own_tensors(ctx, eid, run, lambda t: t == tag).get(tag)
+        listing, data = self._own_tensors(ctx, eid, run, lambda t: t == tag)
+        data = data.get(tag)
         if not data:
             raise BadRequest(f"no attention weights of layer {layer!r} in run {run!r}")
         at = [d for d in data if d.step == step]
         if not at:
             raise BadRequest(f"no step {step} of {tag!r} (steps {[d.step for d in data]})")
-        listing = self._provider.list_tensors(
-            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]))
-        info = json.loads(listing[run][tag].plugin_content or b"{}")
+        info = json.loads(listing[tag].plugin_content or b"{}")
         return {"run": run, "layer": layer, "step": step, "weights": at[-1].numpy.tolist(),
                 **{k: info.get(k) for k in ("factor", "query_length", "key_length")}}
 
@@ -643,7 +630,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
                 i = int(request.args.get("i", ""))
             except ValueError:
                 raise BadRequest("`i` must be an int") from None
-            data = self._own_tensors(ctx, eid, run, lambda t: t == tags.DYNAMICS_THUMBNAILS)
+            _, data = self._own_tensors(ctx, eid, run, lambda t: t == tags.DYNAMICS_THUMBNAILS)
             if not data:
                 raise BadRequest(f"run {run!r} holds no thumbnails (privacy, or no image input)")
             last = data[tags.DYNAMICS_THUMBNAILS][-1]

@@ -274,6 +274,15 @@ def signed_attribution(attr, percentile=99.0):
     return np.clip(0.5 + 0.5 * total / scale, 0.0, 1.0)
 
 
+def same_size(tiles):
+    """uint8 RGB tiles of different sizes padded with white (bottom, right)
+    to the largest, stacked: `(n, H, W, 3)`."""
+    h = max(t.shape[0] for t in tiles)
+    w = max(t.shape[1] for t in tiles)
+    return np.stack([np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)),
+                            constant_values=255) for t in tiles])
+
+
 def image_rgb(image):
     """A float image `(h, w, 1|3)` as uint8 RGB, min-max scaled."""
     unit = np.nan_to_num(minmax_unit(image))

@@ -62,9 +62,7 @@ def raw(outputs, output):
 
 def select(outputs, output):
     """The selected output as float32 `[n, units]`."""
-    if isinstance(outputs, (dict, list, tuple)):
-        outputs = outputs[output]
-    outputs = keras.ops.cast(outputs, "float32")
+    outputs = keras.ops.cast(raw(outputs, output), "float32")
     return keras.ops.reshape(outputs, (-1, int(np.prod(outputs.shape[1:]))))
 
 
