@@ -13,7 +13,8 @@ log what the model
 predicts on the train and validation sets (metrics, confusion, PR curves,
 calibration, confident mistakes, diagnostics) and how it learns each
 training example (TrainingDynamics: the Explain tab's Data view; `--flip 0.1`
-mislabels 10% of the training labels, seeded, for it to find). Logs keras's loss curves
+mislabels 10% of the training labels, seeded, for it to find). Logs the loss curves
+(the scalars keras.callbacks.TensorBoard writes, on every backend)
 and everything tb_explain logs, then prints the `tensorboard --logdir ...`
 command to browse them.
 """
@@ -130,7 +131,6 @@ def main(argv=None):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
     probe = (x_val[:8], y_val[:8]) if args.dataset == "digits" else (x_val, y_val)
     callbacks = [
-        keras.callbacks.TensorBoard(args.logdir),
         # Tables: all of the validation set, which FeatureImportance and
         # DecisionRules read whole (the probe callbacks keep its first rows).
         *tbx.explain(args.logdir, data=probe, freq=args.freq, images=True,

@@ -1,7 +1,8 @@
 """The same ratios on every Keras backend, side by side in one run.
 
 Usage:
-    python bench/backends.py [--parts ig,fit,resnet] [--repeats N] [--backends tensorflow,jax,torch]
+    python bench/backends.py [--parts ig,methods,fit,resnet] [--repeats N]
+                             [--backends tensorflow,jax,torch]
 
 Each backend runs in its own subprocess (KERAS_BACKEND is fixed when Keras
 is imported), one part after the other, so the backends' figures of a part
@@ -13,6 +14,11 @@ of runs interleaved inside one process.
   inputs (`tf.function` over a `GradientTape`, `jax.jit` over
   `jax.value_and_grad`, PyTorch autograd), fastest of the repeats each.
   Target: <= 1.25 on TensorFlow and JAX.
+- methods: SmoothGrad (50 noisy copies), occlusion (default windows) and
+  Grad-CAM on MobileNetV2 96x96 (4 images), each over its compiled floor on
+  precomputed inputs: one gradient over the 200 noisy copies, one forward
+  pass over the 900 occluded copies, one input gradient of the 4 images.
+  Targets: <= 1.25, <= 1.25, <= 1.5 on each backend.
 - fit: the demo CNN on the digits repeated 13 times, 3 epochs, the plain
   fit against `tbx.explain` at freq=1 and freq=5 (median of the repeats,
   interleaved), and beside it one plus the time inside the suite's hooks
@@ -87,6 +93,67 @@ def part_ig(repeats):
     return out
 
 
+def _forward_floor(model):
+    import keras  # noqa: PLC0415
+
+    from tb_explain import backend  # noqa: PLC0415
+
+    def forward(batch, target):
+        out = model(batch, training=False)
+        index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
+        return keras.ops.take_along_axis(out, index, axis=1)
+
+    compiled = backend.compile(forward, model.variables)
+    return lambda batch, target: backend.to_numpy(compiled(batch, target))
+
+
+def part_methods(repeats):
+    """SmoothGrad, occlusion and Grad-CAM on MobileNetV2 96x96 (4 images),
+    each over its own compiled floor on precomputed inputs (backend tensors):
+    SmoothGrad's 200 noisy copies through one gradient, occlusion's 900
+    occluded copies through one forward pass, Grad-CAM's 4 images through
+    one input gradient."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    import tb_explain as tbx  # noqa: PLC0415
+    from bench._timing import interleaved  # noqa: PLC0415
+    from tb_explain import backend  # noqa: PLC0415
+    from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    x = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
+    targets = np.argmax(backend.to_numpy(model(x, training=False)), axis=1).astype(np.int32)
+    gradient, forward = _floor(model), _forward_floor(model)
+    done = _feeding.setup(model, x, targets)
+    noise = smoothgrad.noise_for(done, 50, 0.15, 0)[0]
+    noisy = backend.to_tensor(np.repeat(x, 50, axis=0) + noise)
+    noisy_targets = backend.to_tensor(np.repeat(targets, 50))
+    size, starts = occlusion.windows([x])[0]
+    occluded = []
+    for image in x:
+        for top, left in starts:
+            copy = image.copy()
+            copy[top:top + size[0], left:left + size[1]] = 0.0
+            occluded.append(copy)
+    occluded = backend.to_tensor(np.stack(occluded))
+    occluded_targets = backend.to_tensor(np.repeat(targets, len(starts)))
+    images, image_targets = backend.to_tensor(x), backend.to_tensor(targets)
+    runs = {
+        "smoothgrad floor": lambda: gradient(noisy, noisy_targets),
+        "smoothgrad": lambda: tbx.attribute(model, x, "smoothgrad", target=targets, samples=50),
+        "occlusion floor": lambda: forward(occluded, occluded_targets),
+        "occlusion": lambda: tbx.attribute(model, x, "occlusion", target=targets),
+        "gradcam floor": lambda: gradient(images, image_targets),
+        "gradcam": lambda: tbx.attribute(model, x, "gradcam", target=targets),
+    }
+    interleaved(runs, 2)  # compile and warm up everything
+    best = {k: min(v) for k, v in interleaved(runs, repeats).items()}
+    return {m: {"ratio": best[m] / best[f"{m} floor"], "s": best[m],
+                "floor_s": best[f"{m} floor"]} for m in ("smoothgrad", "occlusion", "gradcam")}
+
+
 def part_fit(repeats):
     from bench.overhead import CONFIGS, fit_seconds  # noqa: PLC0415
     from demo_train import load_data  # noqa: PLC0415
@@ -136,7 +203,8 @@ def part_resnet(repeats):
 
 def worker(part, repeats):
     sys.path.insert(0, ROOT)
-    result = {"ig": part_ig, "fit": part_fit, "resnet": part_resnet}[part](repeats)
+    result = {"ig": part_ig, "methods": part_methods, "fit": part_fit,
+              "resnet": part_resnet}[part](repeats)
     print("RESULT " + json.dumps(result))
 
 
@@ -156,7 +224,7 @@ def run_part(backend, part, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="ig,fit,resnet")
+    parser.add_argument("--parts", default="ig,methods,fit,resnet")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backends", default="tensorflow,jax,torch")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -172,6 +240,15 @@ def main():
         for model in next(r for r in results.values() if r):
             print(f"{model:32s}" + "".join(
                 f"{results[b][model]['ratio']:12.2f}" if results[b] else f"{'-':>12s}"
+                for b in backends))
+    if "methods" in parts:
+        results = {b: run_part(b, "methods", args.repeats) for b in backends}
+        print("\nMobileNetV2 96x96, 4 images: method / its compiled floor "
+              "(targets: smoothgrad, occlusion <= 1.25; gradcam <= 1.5)")
+        print(f"{'method':32s}" + "".join(f"{b:>12s}" for b in backends))
+        for method in ("smoothgrad", "occlusion", "gradcam"):
+            print(f"{method:32s}" + "".join(
+                f"{results[b][method]['ratio']:12.2f}" if results[b] else f"{'-':>12s}"
                 for b in backends))
     if "fit" in parts:
         results = {b: run_part(b, "fit", args.repeats) for b in backends}

@@ -39,8 +39,8 @@ if not _loaded_as_tensorboard_plugin():
 
     from tb_explain.callbacks import (  # noqa: E402
         ActivationImages, AttentionMaps, Attributions, DecisionRules, Embeddings, FeatureImportance,
-        FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics,
-        WeightHistograms,
+        FeatureVisualization, GradientNorms, HParams, IntegratedGradients, ModelGraph, Predictions, TrainingCurves,
+        TrainingDynamics, WeightHistograms,
     )
     from tb_explain.compute.importance import PermutationImportance, permutation_importance  # noqa: E402,E501
     from tb_explain.compute.features import feature_visualization  # noqa: E402
@@ -59,7 +59,7 @@ __all__ = [
     "ActivationImages", "Attention", "AttentionMaps", "attention", "Attribution", "Attributions", "DecisionRules", "Embeddings",
     "FeatureImportance", "FeatureVisualization", "feature_visualization", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
-    "Probe", "RandomizationTest", "Run", "TrainingDynamics", "WeightHistograms", "attribute", "explain",
+    "Probe", "RandomizationTest", "Run", "TrainingCurves", "TrainingDynamics", "WeightHistograms", "attribute", "explain",
     "extract_rules", "integrated_gradients", "randomization_test",
     "load_run", "load_runs", "permutation_importance", "__version__",
 ]

@@ -6,7 +6,8 @@ import logging
 from tb_explain import _validate
 from tb_explain.callbacks import (
     ActivationImages, AttentionMaps, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
-    HParams, IntegratedGradients, ModelGraph, Predictions, TrainingDynamics, WeightHistograms,
+    HParams, IntegratedGradients, ModelGraph, Predictions, TrainingCurves, TrainingDynamics,
+    WeightHistograms,
 )
 from tb_explain.callbacks.base import Suite
 from tb_explain.compute import importance
@@ -19,7 +20,7 @@ from tb_explain.compute.attribution import METHODS
 #: GradientNorms comes before ActivationImages: its eager forward pass of the
 #: probe also captures the activations (`compute.activations.SharedCapture`).
 SUITE = [
-    (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
+    (TrainingCurves, None), (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
     (ActivationImages, "data"), (AttentionMaps, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
     (TrainingDynamics, "train"), (Embeddings, "datasets"),
@@ -63,7 +64,10 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             **options):
     """Returns every tb_explain callback for `log_dir`, ready for `model.fit`.
 
-    Always `ModelGraph`, `HParams` and `WeightHistograms`; with probe `data`,
+    Always `TrainingCurves` (the loss and metric curves Keras's TensorBoard
+    callback writes, on every backend; nothing when that callback is in the
+    same fit on the same `log_dir`), `ModelGraph`, `HParams` and
+    `WeightHistograms`; with probe `data`,
     also `ActivationImages`, `GradientNorms` and `IntegratedGradients`, and
     `AttentionMaps` when the model has attention layers (it leaves quietly
     otherwise); when
@@ -103,10 +107,9 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     Example:
 
     ```python
-    model.fit(x, y, epochs=30, callbacks=[
-        keras.callbacks.TensorBoard("runs/exp1"),
-        *tbx.explain("runs/exp1", data=(x_val[:8], y_val[:8]), freq=5,
-                     datasets={"train": (x, y), "val": (x_val, y_val)})])
+    model.fit(x, y, epochs=30, validation_data=(x_val, y_val),
+              callbacks=tbx.explain("runs/exp1", data=(x_val[:8], y_val[:8]), freq=5,
+                                    datasets={"train": (x, y), "val": (x_val, y_val)}))
     ```
     """
     log_dir = _validate.check_log_dir(log_dir)

@@ -52,3 +52,7 @@ ATTENTION_ENTROPY = "attention/{}/entropy"
 ATTENTION_ROLLOUT = "attention/rollout"
 ATTENTION_WEIGHTS = "attention/{}/weights"  # tb_explain tensor, for the tab
 ATTENTION_TOKENS = "attention/tokens"
+#: Training curves (`TrainingCurves`, as `keras.callbacks.TensorBoard` names
+#: them): runs under the run directory, and the loss the Health view plots.
+CURVE_RUNS = ("train", "validation")
+EPOCH_LOSS = "epoch_loss"

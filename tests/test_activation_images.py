@@ -3,10 +3,11 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 from conftest import BACKEND, TwoDense
+from tb_explain import backend
 from tb_explain.render.colormap import LUTS
 
 VIRIDIS = LUTS["viridis"]
@@ -241,7 +242,7 @@ class _Counting(keras.layers.Layer):
     calls = 0
 
     def call(self, x):
-        if tf.executing_eagerly():
+        if backend.executing_eagerly():
             _Counting.calls += 1
         return x
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 

@@ -16,8 +16,10 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from werkzeug import test as wtest
 
+from _tf import tf
 from conftest import Run, serve_tensorboard
 from dashboard_runs import HTML_NAME, write_runs
+import tb_explain as tbx
 from tb_explain import tags
 from tb_explain.dashboard.plugin import ExplainPlugin, _layers_from_summary
 
@@ -90,7 +92,8 @@ def test_is_active_and_lists_only_tb_explain_runs(client, logdir, tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     model.fit(np.zeros((4, 2)), np.zeros(4), epochs=1, verbose=0,
-              callbacks=[keras.callbacks.TensorBoard(str(keras_only))])
+              callbacks=[keras.callbacks.TensorBoard(str(keras_only)) if tf is not None
+                         else tbx.TrainingCurves(str(keras_only))])  # curves only
     assert not _plugin(keras_only).is_active()
 
 
@@ -138,6 +141,28 @@ def test_health_matrix_is_what_was_logged(client, runs, signal):
         rows = [r["name"] for r in body["rows"]]
         in_model = [r for r in rows if r in layers]
         assert in_model == [p for p in layers if p in in_model]  # model order
+
+
+def test_health_opens_with_the_loss_curves(client, logdir):
+    """The Health view's curves are the `epoch_loss` of the run's `train` and
+    `validation` runs, every epoch (Keras's callback or TrainingCurves)."""
+    _, http = client
+    root, _ = logdir
+    for name in ("lr0.01", "table"):
+        _, body = _json(http, "/health", run=name, signal="gradient_norm")
+        curves = body["curves"]
+        assert curves["tag"] == "epoch_loss"
+        train = Run(root / name / "train")
+        assert curves["train"] == [[s, _logged(train.value("epoch_loss", s))]
+                                   for s in train.steps("epoch_loss")]
+        assert len(curves["train"]) == (3 if name == "lr0.01" else 2)
+        if name == "lr0.01":
+            val = Run(root / name / "validation")
+            assert curves["validation"] == [[s, _logged(val.value("epoch_loss", s))]
+                                            for s in val.steps("epoch_loss")]
+            assert len(curves["validation"]) == 3
+        else:
+            assert curves["validation"] == []
 
 
 def test_health_alerts_of_a_divergence(client, runs):
@@ -274,7 +299,7 @@ def _check_values(frame, runs, run):
 
 
 @pytest.mark.slow
-def test_explain_tab_in_chromium(served, runs, tmp_path):
+def test_explain_tab_in_chromium(served, runs, logdir, tmp_path):
     assert CHROMIUM, "CI must install Debian's chromium (apt-get install chromium)"
     from playwright.sync_api import sync_playwright
 
@@ -300,6 +325,13 @@ def test_explain_tab_in_chromium(served, runs, tmp_path):
             frame.select_option("#run-picker", "lr0.01")
             frame.wait_for_selector('section[data-view="health"] td[data-tag]', timeout=30000)
             assert _check_values(frame, runs, "lr0.01") > 4
+            for series in ("train", "validation"):  # the loss curves above the matrix
+                shown = frame.eval_on_selector_all(
+                    f'#health-curves g[data-series="{series}"] circle',
+                    "els => els.map(e => [Number(e.dataset.step), Number(e.dataset.y)])")
+                logged = Run(logdir[0] / "lr0.01" / series)
+                assert shown == [[s, pytest.approx(float(logged.value("epoch_loss", s)))]
+                                 for s in logged.steps("epoch_loss")]
             cell = frame.query_selector('tr[data-layer="cnn/conv"] td[data-epoch="2"]')
             cell.click()
             frame.wait_for_selector("#cell-image", timeout=30000)

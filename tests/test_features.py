@@ -125,6 +125,7 @@ def test_callback_bad_input_before_the_first_epoch(tmp_path, digits):
         assert epochs == []
 
 
+@pytest.mark.needs_tensorflow  # tf-keras-vis, the reference, imports TensorFlow
 @pytest.mark.skipif(keras.backend.backend() == "torch",
                     reason="tf-keras-vis reads the model's outputs with numpy")
 def test_reaches_at_least_the_reference_activation():

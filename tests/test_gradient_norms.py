@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 
@@ -161,7 +161,7 @@ def test_nonfinite_alert_and_stop_on_nonfinite(tmp_path, tabular, read_run):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
                 k = model.get_layer("o").kernel
-                k.assign(tf.fill(k.shape, np.nan))
+                k.assign(np.full(k.shape, np.nan, "float32"))
 
     with pytest.warns(RuntimeWarning, match="non-finite gradients"):
         history = model.fit(x, y, epochs=10, verbose=0, callbacks=[
@@ -204,6 +204,7 @@ def test_probe_errors_are_clear(tmp_path, tabular):
         cb.on_train_begin()
 
 
+@pytest.mark.needs_tensorflow
 def test_probe_from_dataset_keeps_first_samples(tmp_path, tabular, read_run):
     x, y = tabular
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
@@ -237,6 +238,7 @@ def test_probe_dict_inputs_checked_by_name(tmp_path):
                   callbacks=[tbx.GradientNorms(tmp_path, data=({"a": x["a"], "b": x["a"]}, y))])
 
 
+@pytest.mark.needs_tensorflow
 def test_probe_from_unbatched_dataset(tmp_path, tabular, read_run):
     x, y = tabular
     model = _mlp()
@@ -250,6 +252,7 @@ def test_probe_from_unbatched_dataset(tmp_path, tabular, read_run):
     assert read_run(tmp_path).steps("gradients/global_norm") == [0]
 
 
+@pytest.mark.needs_tensorflow
 def test_probe_from_unbatched_dataset_recognized_by_input_rank(tmp_path, tabular):
     x, _ = tabular
     keras.utils.set_random_seed(0)

@@ -11,7 +11,7 @@ import logging
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 import zoo

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 from sklearn import metrics as skm
 from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
@@ -134,8 +134,9 @@ def test_multilabel_and_regression_outputs_of_one_model(tmp_path, read_run):
                               "value": keras.layers.Dense(1, name="value")(h)})
     model.compile("adam", {"tags": "binary_crossentropy", "value": "mse"})
     data = {"a": (x[:128], {"tags": tags[:128], "value": value[:128]}),
-            "b": tf.data.Dataset.from_tensor_slices(
-                (x[128:], {"tags": tags[128:], "value": value[128:]})).batch(50)}
+            "b": (x[128:], {"tags": tags[128:], "value": value[128:]})}
+    if tf is not None:  # streamed from a dataset where TensorFlow is installed
+        data["b"] = tf.data.Dataset.from_tensor_slices(data["b"]).batch(50)
     model.fit(x, {"tags": tags, "value": value}, epochs=2, verbose=0,
               callbacks=[tbx.Predictions(tmp_path, data, class_names={"tags": ["p", "q", "r"]})])
     run = read_run(tmp_path)
@@ -194,9 +195,11 @@ def test_bad_input_fails_before_any_epoch(tmp_path, digit_sets):
             model.fit(x, y, epochs=1, verbose=0,
                       callbacks=[spy, tbx.Predictions(tmp_path, data, **options)])
     assert epochs == []
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(8)  # no labels
-    with pytest.raises(ValueError, match=r"dataset 'eval' has no labels"):
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[spy, tbx.Predictions(tmp_path, ds)])
+    unlabelled = x if tf is None else tf.data.Dataset.from_tensor_slices(x).batch(8)
+    with pytest.raises(ValueError, match=r"dataset 'eval' (has no labels|must be \(x, y\).*"
+                                         r"without labels)"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[spy, tbx.Predictions(tmp_path, unlabelled)])
     assert epochs == []
 
 
@@ -244,3 +247,39 @@ def test_a_model_without_a_compiled_loss_gets_no_loss_card(tmp_path, read_run):
     pred = np.argmax(model.predict(table, verbose=0), axis=1)
     assert run.value("outputs/eval/accuracy") == pytest.approx(np.mean(pred == labels))
     assert "| loss | nan |" in run.text("outputs/diagnostics")
+
+
+def test_pr_curve_from_numpy_equals_tensorboards_own():
+    """`ops.pr_curve_data` (no TensorFlow) equals TensorBoard's
+    `pr_curve.summary.pb` where TensorFlow is installed, and a direct count
+    and scikit-learn's precision and recall at every threshold elsewhere."""
+    from tb_explain.summary import ops
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(500) < 0.3
+    scores = np.clip(labels * 0.3 + rng.random(500) * 0.7, 0, 1).astype(np.float32)
+    scores[:5] = [0.0, 1.0, 0.5, 0.995, 0.005]  # the ends and bucket edges
+    scores[5] = np.nan  # a diverged model's score: in no bucket, as TensorBoard's pb
+    data = ops.pr_curve_data(labels, scores, 201)
+    assert data.shape == (6, 201) and data.dtype == np.float32
+    given = labels, scores
+    labels, scores = np.delete(labels, 5), np.delete(scores, 5)
+    bucket = np.floor(scores * 200).astype(int)
+    for i in (0, 1, 57, 100, 199, 200):
+        predicted = bucket >= i
+        assert data[0, i] == (labels & predicted).sum()
+        assert data[1, i] == (~labels & predicted).sum()
+        assert data[2, i] == (~labels & ~predicted).sum()
+        assert data[3, i] == (labels & ~predicted).sum()
+        if predicted.any():
+            assert data[4, i] == pytest.approx(skm.precision_score(labels, predicted), abs=1e-6)
+        assert data[5, i] == pytest.approx(skm.recall_score(labels, predicted), abs=1e-6)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return
+    from tensorboard.plugins.pr_curve import summary as pr_summary
+    from tensorboard.util import tensor_util
+
+    value = pr_summary.pb("t", labels=given[0], predictions=given[1], num_thresholds=201).value[0]
+    np.testing.assert_array_equal(data, tensor_util.make_ndarray(value.tensor))

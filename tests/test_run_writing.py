@@ -10,7 +10,7 @@ import threading
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 
@@ -24,7 +24,8 @@ def _event_files(path):
 def test_suite_shares_one_writer_and_run_dir(tmp_path, cnn, digits, read_run):
     x, y = digits
     callbacks = tbx.explain(tmp_path / "nested" / "run", freq=2)
-    assert [type(c).__name__ for c in callbacks] == ["ModelGraph", "HParams", "WeightHistograms"]
+    assert [type(c).__name__ for c in callbacks] == ["TrainingCurves", "ModelGraph", "HParams",
+                                                      "WeightHistograms"]
     cnn.fit(x, y, epochs=3, verbose=0, callbacks=callbacks)
     run_dir = tmp_path / "nested" / "run"
     assert len(_event_files(run_dir)) == 1
@@ -71,6 +72,7 @@ def test_same_callbacks_reused_for_a_second_fit(tmp_path, cnn, digits, read_run)
     assert read_run(tmp_path).steps(KERNEL) == [0, 1, 2, 3]
 
 
+@pytest.mark.needs_tensorflow  # Keras's TensorBoard callback imports TensorFlow
 def test_beside_keras_tensorboard_with_integer_update_freq(tmp_path, cnn, digits, read_run):
     """keras's TensorBoard(update_freq=7) leaves a global record_if active."""
     x, y = digits

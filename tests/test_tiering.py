@@ -5,7 +5,7 @@ import threading
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from _tf import tf
 
 import tb_explain as tbx
 from conftest import TwoDense, small_cnn

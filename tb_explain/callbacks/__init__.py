@@ -12,8 +12,9 @@ from tb_explain.callbacks.integrated_gradients import IntegratedGradients
 from tb_explain.callbacks.model_graph import ModelGraph
 from tb_explain.callbacks.predictions import Predictions
 from tb_explain.callbacks.tabular import DecisionRules, FeatureImportance
+from tb_explain.callbacks.training_curves import TrainingCurves
 from tb_explain.callbacks.training_dynamics import TrainingDynamics
 from tb_explain.callbacks.weight_histograms import WeightHistograms
 
 __all__ = ["ActivationImages", "AttentionMaps", "Attributions", "DecisionRules", "Embeddings", "FeatureVisualization", "ExplainCallback", "LoggingFailedWarning", "NotApplicable", "FeatureImportance", "GradientNorms", "HParams", "IntegratedGradients", "ModelGraph", "Predictions",
-           "TrainingDynamics", "WeightHistograms"]
+           "TrainingCurves", "TrainingDynamics", "WeightHistograms"]

@@ -2,8 +2,6 @@
 
 import keras
 import numpy as np
-from tensorboard.plugins.pr_curve import summary as pr_summary
-from tensorboard.util import tensor_util
 
 from tb_explain import _validate, backend
 from tb_explain.callbacks.base import ExplainCallback
@@ -363,7 +361,7 @@ class Predictions(ExplainCallback):
             auc = metrics.roc_auc(positive, score)
             if np.isfinite(auc):
                 ops.write_scalar(f"{tag}/roc_auc{suffix}", auc, epoch)
-            self._write_pr_curve(f"{tag}/pr_curve{suffix}", positive, score, epoch)
+            ops.write_pr_curve(f"{tag}/pr_curve{suffix}", positive, score, epoch, PR_THRESHOLDS)
         if matrix is not None:
             ops.write_markdown(f"{tag}/confusion", self._confusion_markdown(matrix, names, epoch),
                                epoch)
@@ -385,15 +383,6 @@ class Predictions(ExplainCallback):
         lowest = np.argsort(recall, kind="stable")[:3]
         return {"accuracy": accuracy, "macro_f1": macro, "ece": ece,
                 "lowest_recall": [(columns[i][0] or names[-1], float(recall[i])) for i in lowest]}
-
-    @staticmethod
-    def _write_pr_curve(tag, positive, score, epoch):
-        proto = pr_summary.pb(tag, labels=np.asarray(positive, bool),
-                              predictions=np.clip(np.asarray(score, np.float32), 0.0, 1.0),
-                              num_thresholds=PR_THRESHOLDS)
-        value = proto.value[0]
-        ops.write_tensor(tag, tensor_util.make_ndarray(value.tensor), epoch,
-                         value.metadata.plugin_data.plugin_name, value.metadata.plugin_data.content)
 
     @staticmethod
     def _confusion_markdown(matrix, names, epoch):

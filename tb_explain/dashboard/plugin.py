@@ -384,10 +384,20 @@ class ExplainPlugin(base_plugin.TBPlugin):
             return values
 
         return {"run": run, "signal": signal, "label": label, "scale": scale,
+                "curves": self._curves(ctx, eid, run),
                 "rows": [{"name": r, "tag": pattern.format(r),
                           "values": aligned(series[r])} for r in rows],
                 "epochs": epochs, "alerts": alerts,
                 "signals": {k: v[0] for k, v in tags.SIGNALS.items()}}
+
+    def _curves(self, ctx, eid, run, tag=tags.EPOCH_LOSS):
+        """`{"tag": tag, "train": [[step, value], ...], "validation": [...]}`:
+        the training curves of `run` (`TrainingCurves`, or Keras's TensorBoard
+        callback: the `train` and `validation` runs under it)."""
+        subruns = {name: name if run == "." else f"{run}/{name}" for name in tags.CURVE_RUNS}
+        per = self._scalars_of(ctx, eid, runs=list(subruns.values()), wanted=lambda t: t == tag)
+        return {"tag": tag, **{name: per.get(full, {}).get(tag, [])
+                               for name, full in subruns.items()}}
 
     def cell(self, ctx, eid, args):
         """A layer's activation image and histogram at an epoch."""

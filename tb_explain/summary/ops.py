@@ -17,6 +17,7 @@ from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.pr_curve import metadata as pr_curve_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.util import tensor_util
@@ -137,6 +138,50 @@ def write_tensor(tag, array, step, plugin_name, content=b"", description=""):
     metadata.plugin_data.plugin_name = plugin_name
     metadata.plugin_data.content = content
     _add(tag, metadata, np.asarray(array), step)
+
+
+def pr_curve_data(labels, predictions, num_thresholds):
+    """The pr_curve plugin's `[6, num_thresholds]` float32 tensor (true and
+    false positive, true and false negative counts, precision, recall per
+    threshold), computed as TensorBoard's `pr_curve.summary.pb` computes it,
+    in numpy (that function imports TensorFlow to build its proto).
+
+    Args:
+        labels: Bool array, the ground truth.
+        predictions: Float array of scores in `[0, 1]`, shaped like `labels`.
+        num_thresholds: Thresholds evenly spread over `[0, 1]` (int >= 2).
+    """
+    labels = np.asarray(labels, bool).ravel()
+    predictions = np.clip(np.asarray(predictions, np.float32).ravel(), 0.0, 1.0)
+    with np.errstate(invalid="ignore"):  # NaN scores fall in no bucket, as in `pb`
+        buckets = np.floor(predictions * (num_thresholds - 1))
+    kept = np.isfinite(buckets)
+    buckets, labels = buckets[kept].astype(np.int64), labels[kept]
+    positive = np.bincount(buckets, weights=labels.astype(float), minlength=num_thresholds)
+    negative = np.bincount(buckets, weights=(~labels).astype(float), minlength=num_thresholds)
+    tp = np.cumsum(positive[::-1])[::-1]
+    fp = np.cumsum(negative[::-1])[::-1]
+    tn, fn = fp[0] - fp, tp[0] - tp
+    minimum = 1e-7  # the plugin's _MINIMUM_COUNT
+    precision = tp / np.maximum(minimum, tp + fp)
+    recall = tp / np.maximum(minimum, tp + fn)
+    return np.float32(np.stack((tp, fp, tn, fn, precision, recall)))
+
+
+def write_pr_curve(tag, labels, predictions, step, num_thresholds=201):
+    """Writes a PR curve for TensorBoard's PR Curves dashboard (exact tag),
+    with the pr_curve plugin's metadata, without TensorFlow.
+
+    Args:
+        tag: Summary tag.
+        labels: Bool array, the ground truth.
+        predictions: Scores in `[0, 1]` (clipped), shaped like `labels`.
+        step: Int step.
+        num_thresholds: Thresholds evenly spread over `[0, 1]`.
+    """
+    metadata = pr_curve_metadata.create_summary_metadata(
+        display_name=tag, description="", num_thresholds=num_thresholds)
+    _add(tag, metadata, pr_curve_data(labels, predictions, num_thresholds), step)
 
 
 def write_proto(summary, step):

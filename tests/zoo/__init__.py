@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
+from _tf import tf
 from keras import layers, ops
 
 

@@ -1,7 +1,8 @@
 """Feeding and chunking: what a method computes on (`setup`), the model's
 inputs inside a compiled core (`feed`), the gradient core of the gradient
 methods, and how rows are cut into chunks and summed per sample
-(`run_chunks`: indexing and float64 sums in numpy, the model pass compiled).
+(`run_chunks`: rows built, differentiated and summed per sample inside the
+compiled core; float64 sums of the chunks in numpy).
 """
 
 import dataclasses
@@ -74,26 +75,63 @@ def take_targets(outputs, key, target):
     return keras.ops.take_along_axis(selected, index, axis=1)[:, 0]
 
 
-def gradient_core(model, plan, key, holder, reduce=None):
-    """A core: `core(points, model_xs, target, weight) -> (values, f)`, with F
-    the selected output at `target` of each row (one row per point) and
-    `values[j]` each row's `reduce(dF/dpoint_j, point_j)` (default: the
-    gradient) times the row's `weight`."""
-    ops = keras.ops
+def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
+    """A core that builds its rows' points and sums their gradients per
+    sample inside the compiled function:
+    `core(xs, bases, held, targets, alphas, weights, noise, start) -> (sums, f)`.
 
-    def core(points, model_xs, target, weight):
-        def total(pts):
+    Every argument but `start` is the whole computation's, converted once:
+    `xs` the attributed inputs `[n, ...]`, `bases` the path's start points
+    (IG) or None, `held` the non-float model inputs (None for float ones),
+    `targets` `[n]`, `alphas` and `weights` `[per_sample]` (alphas: None
+    without a path), `noise` `[n * per_sample, ...]` per attributed input or
+    None. The call computes the `chunk` rows from flat index `start` (row `r`
+    is draw `r % per_sample` of sample `r // per_sample`; rows past the end
+    repeat the last with weight 0): a row's point is `xs[s]`, or
+    `bases[s] + alpha * (xs[s] - bases[s])`, plus its noise; its values are
+    `reduce(dF/dpoint, point)` (default: the gradient) times its weight,
+    summed per sample (`sums[j]`: `[segments(chunk, per_sample), ...]`, from
+    the chunk's first sample on), so only per-sample sums leave the compiled
+    function; `f` is the selected output at the target of every row."""
+    ops = keras.ops
+    count = segments(chunk, per_sample)
+
+    def core(xs, bases, held, targets, alphas, weights, noise, start):
+        n = ops.shape(xs[0])[0]
+        total = n * per_sample
+        index = ops.cast(start, "int32") + ops.arange(chunk, dtype="int32")
+        valid = index < total
+        index = ops.minimum(index, total - 1)
+        sample, step = index // per_sample, index % per_sample
+        points = []
+        for j, x in enumerate(xs):
+            rows = ops.take(x, sample, axis=0)
+            shape = (-1,) + (1,) * (len(x.shape) - 1)
+            if bases is not None:
+                base = ops.take(bases[j], sample, axis=0)
+                alpha = ops.reshape(ops.cast(ops.take(alphas, step), x.dtype), shape)
+                rows = base + alpha * (rows - base)
+            if noise is not None:
+                rows = rows + ops.take(noise[j], index, axis=0)
+            points.append(rows)
+        model_xs = [None if h is None else ops.take(h, sample, axis=0) for h in held]
+        target = ops.take(targets, sample)
+
+        def total_of(pts):
             f_rows = take_targets(model(feed(plan, pts, model_xs, holder), training=False),
                                   key, target)
             return ops.sum(f_rows), f_rows
 
-        grads, f_rows = backend.input_gradients(total, points)
-        values = []
+        grads, f_rows = backend.input_gradients(total_of, points)
+        weight = ops.where(valid, ops.take(weights, step), ops.zeros_like(ops.take(weights, step)))
+        local = sample - sample[0]
+        sums = []
         for g, p in zip(grads, points):
             value = g if reduce is None else reduce(g, p)
             shape = (-1,) + (1,) * (len(value.shape) - 1)
-            values.append(value * ops.reshape(ops.cast(weight, value.dtype), shape))
-        return values, f_rows
+            value = value * ops.reshape(ops.cast(weight, value.dtype), shape)
+            sums.append(ops.segment_sum(value, local, num_segments=count))
+        return sums, f_rows
     return core
 
 
@@ -105,32 +143,60 @@ def chunks(total_rows, chunk):
         yield np.minimum(wanted, total_rows - 1), wanted < total_rows
 
 
-def run_chunks(core, done, total_rows, chunk, sample_of, points_of, weight_of=None):
-    """Runs a core over `total_rows` rows in chunks of `chunk` rows (the last
-    one padded with copies of the last row, weight 0), and sums each row's
-    values into its sample in float64.
+def segments(chunk, per_sample):
+    """The most samples one chunk of `chunk` rows can touch, when each sample
+    owns `per_sample` contiguous rows."""
+    return int(min(chunk, -(-(chunk - 1) // per_sample) + 1))
+
+
+def held_inputs(done):
+    """The non-float model inputs (token ids, held inputs: what `feed` takes
+    from `model_xs`) as tensors; None for float inputs, whose rows a core
+    builds itself."""
+    return [None if kind == "float" else backend.to_tensor(leaf)
+            for leaf, kind in zip(done.feed, done.plan.kinds)]
+
+
+def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, alphas=None,
+               weights=None, noise=None):
+    """Runs a core (`gradient_core` of `chunk` and `per_sample`) over the
+    first `total_rows` rows in chunks, and adds the chunks' per-sample sums
+    in float64. The arrays are converted to tensors once; each call passes
+    only its first row.
 
     Args:
         core: From `gradient_core` (registered with `_cores.register_core`).
-        done: The `Setup`.
-        total_rows: Rows to run.
+        done: The `Setup` (its `xs`, `feed`, `targets`, `plan`).
+        total_rows: Rows to run: `n * per_sample`, or fewer for a warm-up
+            (whose sums then also hold rows past `total_rows`).
         chunk: Rows per call.
-        sample_of: `sample_of(index) -> samples` (numpy ints) of row indices.
-        points_of: `points_of(index, samples) -> [arrays]`, the rows' points.
-        weight_of: `weight_of(index) -> float32 weights` (None: 1 each).
+        per_sample: Rows of each sample (steps, draws).
+        xs: The attributed inputs (default `done.xs`), arrays or tensors.
+        bases: The path's start points (IG), or None.
+        alphas: `[per_sample]` path positions (with `bases`), or None.
+        weights: `[per_sample]` float32 weights (None: `1 / per_sample`).
+        noise: Per attributed input, `[n * per_sample, ...]` draws, or None.
 
     Returns:
         `(per attributed input: [n, ...] float64 sums, F of every row [total_rows])`.
     """
+    convert = backend.to_tensor
+    if weights is None:
+        weights = np.full(per_sample, 1.0 / per_sample, np.float32)
+    args = ([convert(x) for x in (done.xs if xs is None else xs)],
+            None if bases is None else [convert(b) for b in bases], held_inputs(done),
+            convert(np.asarray(done.targets)), None if alphas is None else convert(alphas),
+            convert(np.asarray(weights, np.float32)),
+            None if noise is None else [convert(e) for e in noise])
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     f_rows = []
-    for index, valid in chunks(total_rows, chunk):
-        samples = sample_of(index)
-        weight = np.ones(chunk, np.float32) if weight_of is None else weight_of(index)
-        weight = np.where(valid, weight, 0.0).astype(np.float32)
-        model_xs = [leaf[samples] for leaf in done.feed]
-        values, f = core(points_of(index, samples), model_xs, done.targets[samples], weight)
-        add_by_sample(acc, [backend.to_numpy(v) for v in values], samples)
+    for start in range(0, total_rows, chunk):
+        sums, f = core(*args, np.asarray(start, np.int32))
+        first = start // per_sample
+        last = min(start + chunk, total_rows) - 1
+        count = last // per_sample - first + 1
+        for a, value in zip(acc, sums):
+            a[first:first + count] += backend.to_numpy(value)[:count]
         f_rows.append(backend.to_numpy(f))
     return acc, np.concatenate(f_rows)[:total_rows]
 

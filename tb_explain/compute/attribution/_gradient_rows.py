@@ -1,14 +1,14 @@
 """The core of the gradient methods: gradients at many points per sample.
 
 Rows enumerate `(sample, draw)` pairs; a row's point is the sample plus its
-precomputed noise (none for plain gradients), and each row adds
-`reduce(gradient, point) / draws` to its sample's running sum, so memory is
-bounded by one chunk of rows and there is no Python loop over samples or
-noise draws. Compiled once per model, configuration and input shapes.
+precomputed noise (none for plain gradients), built inside the compiled core,
+and each row adds `reduce(gradient, point) / draws` to its sample's sum there,
+so memory is bounded by one chunk of rows and there is no Python loop over
+samples or noise draws. Compiled once per model, configuration and input
+shapes.
 """
 
 import keras
-import numpy as np
 
 from tb_explain.compute.attribution import _cores, _feeding
 
@@ -20,14 +20,14 @@ REDUCTIONS = {
 }
 
 
-def _core(model, key, plan, reduction):
-    cache_key = ("rows", key, reduction, tuple(plan.kinds),
+def _core(model, key, plan, reduction, chunk, draws):
+    cache_key = ("rows", key, reduction, chunk, draws, tuple(plan.kinds),
                  tuple(id(l) for l in plan.embeddings), plan.structure)
     per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     holder = {}
-    core = _feeding.gradient_core(model, plan, key, holder, REDUCTIONS[reduction])
+    core = _feeding.gradient_core(model, plan, key, holder, REDUCTIONS[reduction], chunk, draws)
     return _cores.register_core(model, cache_key, plan, holder, core)
 
 
@@ -46,16 +46,8 @@ def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
     Returns:
         `(per attributed input: [n, ...] float64 arrays, F at every row [n, draws])`.
     """
-    core = _core(model, done.key, done.plan, reduction)
     total_rows = done.n * draws
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
-
-    def points_of(index, samples):
-        if noise is None:
-            return [x[samples] for x in done.xs]
-        return [x[samples] + e[index].astype(x.dtype) for x, e in zip(done.xs, noise)]
-
-    acc, f = _feeding.run_chunks(
-        core, done, total_rows, chunk, lambda index: index // draws, points_of,
-        lambda index: np.full(len(index), 1.0 / draws, np.float32))
+    core = _core(model, done.key, done.plan, reduction, chunk, draws)
+    acc, f = _feeding.run_chunks(core, done, total_rows, chunk, draws, noise=noise)
     return acc, f.reshape(done.n, draws)

@@ -122,7 +122,16 @@ def _core(model, key, plan, layer, size):
 
 def _activation_shape(model, plan, layer):
     """The sample shape of `layer`'s (first) output, from one eager pass on
-    the first sample."""
+    the first sample, once per model, layer and input shapes (an eager pass
+    of a big model costs several compiled Grad-CAM calls)."""
+    key = ("gradcam shape", id(layer), plan.structure, tuple(x.shape[1:] for x in plan.leaves))
+    per_model = _cores.cache(model)
+    if key not in per_model:
+        per_model[key] = _eager_activation_shape(model, plan, layer)
+    return per_model[key]
+
+
+def _eager_activation_shape(model, plan, layer):
     seen = {}
     original = layer.call
 

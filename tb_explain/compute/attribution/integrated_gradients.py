@@ -103,15 +103,16 @@ def _baseline_sets(baseline, plan, xs):
 
 # -- the compiled core ---------------------------------------------------------
 
-def _core(model, output, plan):
-    """The IG core for `model` (the gradient core), cached per model and configuration."""
-    key = ("ig", output, tuple(plan.kinds), tuple(id(l) for l in plan.embeddings),
+def _core(model, output, plan, chunk, points):
+    """The IG core for `model` (the gradient core, interpolating inside),
+    cached per model and configuration."""
+    key = ("ig", output, chunk, points, tuple(plan.kinds), tuple(id(l) for l in plan.embeddings),
            plan.structure)
     per_model = _cores.cache(model)
     if key in per_model:
         return per_model[key]
     holder = {}  # token inputs: the interpolated embeddings their layer returns
-    core = _feeding.gradient_core(model, plan, output, holder)
+    core = _feeding.gradient_core(model, plan, output, holder, chunk=chunk, per_sample=points)
     return _cores.register_core(model, key, plan, holder, core)
 
 
@@ -137,10 +138,11 @@ class _Run:
         self.explained = done.explained
         self.key = done.key
         self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
-        self.core = _core(model, done.key, self.plan)
         self.alphas, self.weights = alphas, weights
         self.total_rows = self.n * len(alphas)
         self.chunk = _feeding.chunk_rows(self.total_rows, batch_size)
+        self.model = model
+        self.tensors = [backend.to_tensor(x) for x in self.xs]  # once per computation
 
     def path_integral(self, bases, rows=None):
         """`(weighted gradient sums per attributed input, F at every row)`
@@ -148,16 +150,10 @@ class _Run:
         `samples x points`, or the first `rows`)."""
         points = len(self.alphas)
         total_rows = self.total_rows if rows is None else rows
-        diffs = [x - b for x, b in zip(self.xs, bases)]
-
-        def points_of(index, samples):
-            alpha = self.alphas[index % points]
-            return [(b[samples] + alpha.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
-                     * d[samples]).astype(x.dtype) for x, b, d in zip(self.xs, bases, diffs)]
-
-        return _feeding.run_chunks(self.core, self, total_rows, min(self.chunk, total_rows),
-                                   lambda index: index // points, points_of,
-                                   lambda index: self.weights[index % points])
+        chunk = min(self.chunk, total_rows)
+        core = _core(self.model, self.key, self.plan, chunk, points)
+        return _feeding.run_chunks(core, self, total_rows, chunk, points, xs=self.tensors,
+                                   bases=bases, alphas=self.alphas, weights=self.weights)
 
 
 def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",

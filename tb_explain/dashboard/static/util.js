@@ -126,3 +126,64 @@ export function markdown(text, attrs = {}) {
   }
   return root;
 }
+
+// A line chart (SVG) of series [{name, points: [[step, value], ...], color}],
+// steps on x, values on y (log scale when every value is positive and they
+// span more than a factor of 20). Each point is a circle carrying its series,
+// step and value as data attributes and a title; names go in as text.
+export function lineChart(series, {id = "", width = 560, height = 200, label = ""} = {}) {
+  const ns = "http://www.w3.org/2000/svg";
+  const node = (tag, attrs = {}, text = null) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v));
+    if (text !== null) n.textContent = text;
+    return n;
+  };
+  const svg = node("svg", {width, height, class: "line-chart", role: "img",
+                           "aria-label": label || "chart"});
+  if (id) svg.setAttribute("id", id);
+  const all = series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[1])));
+  if (!all.length) return svg;
+  const values = all.map((p) => p[1]), steps = all.map((p) => p[0]);
+  let low = Math.min(...values), high = Math.max(...values);
+  const log = low > 0 && high / low > 20;
+  const f = (v) => (log ? Math.log10(v) : v);
+  if (f(high) === f(low)) { high = log ? high * 2 : high + 1; low = log ? low / 2 : low - 1; }
+  const x0 = Math.min(...steps), x1 = Math.max(x0 + 1, Math.max(...steps));
+  const left = 56, right = 120, top = 10, bottom = 28;
+  const px = (s) => left + ((s - x0) / (x1 - x0)) * (width - left - right);
+  const py = (v) => top + (1 - (f(v) - f(low)) / (f(high) - f(low))) * (height - top - bottom);
+  const ink = getComputedStyle(document.body).color || "#333";
+  svg.append(node("line", {x1: left, y1: height - bottom, x2: width - right, y2: height - bottom,
+                           stroke: ink, "stroke-opacity": 0.5}));
+  svg.append(node("line", {x1: left, y1: top, x2: left, y2: height - bottom, stroke: ink,
+                           "stroke-opacity": 0.5}));
+  for (const v of [low, high]) {
+    svg.append(node("text", {x: left - 4, y: py(v) + 4, "text-anchor": "end", "font-size": 11,
+                             fill: ink}, format(v)));
+  }
+  for (const s of [x0, x1]) {
+    svg.append(node("text", {x: px(s), y: height - bottom + 16, "text-anchor": "middle",
+                             "font-size": 11, fill: ink}, String(s)));
+  }
+  svg.append(node("text", {x: (left + width - right) / 2, y: height - 2, "text-anchor": "middle",
+                           "font-size": 11, fill: ink}, `epoch${log ? " (log scale)" : ""}`));
+  series.forEach((s, k) => {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    const group = node("g", {"data-series": s.name});
+    group.append(node("polyline", {points: pts.map((p) => `${px(p[0])},${py(p[1])}`).join(" "),
+                                   fill: "none", stroke: s.color, "stroke-width": 2}));
+    for (const [step, value] of pts) {
+      const dot = node("circle", {cx: px(step), cy: py(value), r: 3, fill: s.color,
+                                  "data-step": step, "data-y": value});
+      dot.append(node("title", {}, `${s.name} @ epoch ${step}: ${value}`));
+      group.append(dot);
+    }
+    svg.append(group);
+    svg.append(node("rect", {x: width - right + 10, y: top + 16 * k, width: 10, height: 10,
+                             fill: s.color}));
+    svg.append(node("text", {x: width - right + 26, y: top + 16 * k + 9, "font-size": 12,
+                             fill: ink}, s.name));
+  });
+  return svg;
+}

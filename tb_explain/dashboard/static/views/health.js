@@ -1,5 +1,5 @@
 // Health: layers (rows, model order) by logged epochs (columns) of one signal.
-import {el, getJSON, imageURL, ramp, section, format} from "../util.js";
+import {el, getJSON, imageURL, lineChart, ramp, section, format} from "../util.js";
 
 // Colour levels of the matrix: one CSS class per level is far cheaper than an
 // inline style per cell (a run of 300 layers by 100 epochs has 30,000).
@@ -35,6 +35,16 @@ export async function renderHealth(main, run, context) {
   root.querySelector("h2").textContent = "Health of ";
   root.querySelector("h2").append(el("code", {text: run}));
   main.append(root);
+  const curves = data.curves || {};
+  if ((curves.train || []).length || (curves.validation || []).length) {
+    root.append(el("h3", {text: "Loss"}), lineChart([
+      {name: "train", points: curves.train || [], color: "#1f77b4"},
+      {name: "validation", points: curves.validation || [], color: "#f57c00"},
+    ], {id: "health-curves", label: `${curves.tag} per epoch, train and validation`}));
+  } else {
+    root.append(el("p", {class: "muted", id: "health-curves",
+                         text: "No loss curves in this run (tbx.explain or tbx.TrainingCurves writes them)."}));
+  }
   const choose = el("select", {"aria-label": "signal", id: "signal-picker"});
   for (const [key, label] of Object.entries(data.signals)) {
     choose.append(el("option", {value: key, text: label}));
