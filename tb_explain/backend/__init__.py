@@ -9,6 +9,8 @@ Keras's own `keras/src/backend/` (one module per backend behind one API).
 The interface (each backend module defines all of it):
 
 - `to_numpy(x)`: a tensor (or numpy array) as a numpy array.
+- `gather(x, indices)`: the rows `indices` (int32, in range) of `x`, inside
+  compiled functions (one op; `keras.ops.take` adds a negative-index fix).
 - `input_gradients(fn, xs)`: `fn(xs) -> (total, aux)`, `total` a scalar;
   returns `(d total / d xs, aux)`.
 - `variable_gradients(fn, variables)`: `fn() -> (loss, aux)`; returns
@@ -91,6 +93,11 @@ def to_tensor(array):
     if isinstance(array, np.ndarray) and array.dtype.kind in "USO":
         return getattr(get(), "string_tensor", lambda a: a)(array)
     return keras.ops.convert_to_tensor(array)
+
+
+def gather(x, indices):
+    """The rows `indices` (int32 tensor, each in `[0, len(x))`) of tensor `x`."""
+    return get().gather(x, indices)
 
 
 def input_gradients(fn, xs):

@@ -23,6 +23,10 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def gather(x, indices):
+    return jax.numpy.asarray(x)[indices]
+
+
 def input_gradients(fn, xs):
     xs = [jax.numpy.asarray(x) for x in xs]
     (_, aux), grads = jax.value_and_grad(fn, has_aux=True)(xs)

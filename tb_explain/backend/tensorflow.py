@@ -18,6 +18,10 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def gather(x, indices):
+    return tf.gather(x, indices)
+
+
 def input_gradients(fn, xs):
     xs = [tf.convert_to_tensor(x) for x in xs]
     with tf.GradientTape() as tape:

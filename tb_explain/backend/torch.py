@@ -27,6 +27,10 @@ def _leaf(x):
     return convert_to_tensor(x).detach().requires_grad_(True)
 
 
+def gather(x, indices):
+    return x.index_select(0, indices)
+
+
 def input_gradients(fn, xs):
     with torch.enable_grad():
         xs = [_leaf(x) for x in xs]

@@ -82,9 +82,9 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
 
     Every argument but `start` is the whole computation's, converted once:
     `xs` the attributed inputs `[n, ...]`, `bases` the path's start points
-    (IG) or None, `held` the non-float model inputs (None for float ones),
+    (IG; None: zeros), `held` the non-float model inputs (None for float ones),
     `targets` `[n]`, `alphas` and `weights` `[per_sample]` (alphas: None
-    without a path), `noise` `[n * per_sample, ...]` per attributed input or
+    without a path: the points are the inputs), `noise` `[n * per_sample, ...]` per attributed input or
     None. The call computes the `chunk` rows from flat index `start` (row `r`
     is draw `r % per_sample` of sample `r // per_sample`; rows past the end
     repeat the last with weight 0): a row's point is `xs[s]`, or
@@ -103,19 +103,24 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
         valid = index < total
         index = ops.minimum(index, total - 1)
         sample, step = index // per_sample, index % per_sample
+        gather = backend.gather
+        alpha = None if alphas is None else gather(alphas, step)
         points = []
         for j, x in enumerate(xs):
-            rows = ops.take(x, sample, axis=0)
+            rows = gather(x, sample)
             shape = (-1,) + (1,) * (len(x.shape) - 1)
-            if bases is not None:
-                base = ops.take(bases[j], sample, axis=0)
-                alpha = ops.reshape(ops.cast(ops.take(alphas, step), x.dtype), shape)
-                rows = base + alpha * (rows - base)
+            if alpha is not None:  # on the path from the base (zeros without bases)
+                a = ops.reshape(ops.cast(alpha, x.dtype), shape)
+                if bases is None:
+                    rows = a * rows
+                else:
+                    base = gather(bases[j], sample)
+                    rows = base + a * (rows - base)
             if noise is not None:
-                rows = rows + ops.take(noise[j], index, axis=0)
+                rows = rows + gather(noise[j], index)
             points.append(rows)
-        model_xs = [None if h is None else ops.take(h, sample, axis=0) for h in held]
-        target = ops.take(targets, sample)
+        model_xs = [None if h is None else gather(h, sample) for h in held]
+        target = gather(targets, sample)
 
         def total_of(pts):
             f_rows = take_targets(model(feed(plan, pts, model_xs, holder), training=False),
@@ -123,7 +128,7 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
             return ops.sum(f_rows), f_rows
 
         grads, f_rows = backend.input_gradients(total_of, points)
-        weight = ops.where(valid, ops.take(weights, step), ops.zeros_like(ops.take(weights, step)))
+        weight = gather(weights, step) * ops.cast(valid, weights.dtype)
         local = sample - sample[0]
         sums = []
         for g, p in zip(grads, points):
@@ -172,7 +177,7 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
         chunk: Rows per call.
         per_sample: Rows of each sample (steps, draws).
         xs: The attributed inputs (default `done.xs`), arrays or tensors.
-        bases: The path's start points (IG), or None.
+        bases: The path's start points (IG; None: zeros).
         alphas: `[per_sample]` path positions (with `bases`), or None.
         weights: `[per_sample]` float32 weights (None: `1 / per_sample`).
         noise: Per attributed input, `[n * per_sample, ...]` draws, or None.

@@ -6,9 +6,11 @@ A `window` slides with `stride` over each attributed input's positions
 time; sequences and token embeddings: positions along the sequence, covering
 the whole embedding) and is replaced by `baseline`; every element gets the
 mean, over the windows that cover it, of F(x) - F(occluded x). All occluded
-copies are built inside one compiled forward function, in chunks of rows.
+copies are built, run and scored inside one compiled function, in chunks of
+rows; only per-sample sums leave it.
 """
 
+import keras
 import numpy as np
 
 from tb_explain import _validate, backend
@@ -62,32 +64,55 @@ def windows(xs, window=None, stride=None):
     return out
 
 
-def _mask(x_shape, size, start, rank):
-    """`[m, *spatial]` float32 masks (1 inside each row's window) for starts `[m, rank]`."""
-    mask = None
-    for axis in range(rank):
-        coords = np.arange(x_shape[1 + axis])[None, :]
-        inside = ((coords >= start[:, axis:axis + 1])
-                  & (coords < start[:, axis:axis + 1] + size[axis])).astype(np.float32)
-        shape = [-1] + [1] * rank
-        shape[1 + axis] = x_shape[1 + axis]
-        inside = inside.reshape(shape)
-        mask = inside if mask is None else mask * inside
-    return mask
-
-
-def _core(model, key, plan):
-    """`core(points, model_xs, target) -> F` of each row, compiled per model."""
-    cache_key = ("outputs", key, tuple(plan.kinds),
+def _core(model, key, plan, sizes, dims, chunk, positions):
+    """`core(xs, held, targets, f_x, starts, owner, baseline, start) -> (sums, f)`,
+    compiled per model, windows and chunk: the `chunk` rows (sample, window
+    position) from flat index `start` are occluded, run forward and scored
+    inside the compiled function; `sums[j]` is, per sample of the chunk (from
+    its first on), the sum over its rows of `(F(x) - F(occluded)) * mask`
+    over input j's window axes (`dims[j]`: their lengths), `f` every row's F."""
+    cache_key = ("occlusion", key, tuple(sizes), tuple(dims), chunk, positions, tuple(plan.kinds),
                  tuple(id(l) for l in plan.embeddings), plan.structure)
     per_model = _cores.cache(model)
     if cache_key in per_model:
         return per_model[cache_key]
     holder = {}
+    ops = keras.ops
+    count = _feeding.segments(chunk, positions)
 
-    def core(points, model_xs, target):
+    def core(xs, held, targets, f_x, starts, owner, baseline, start):
+        n = ops.shape(xs[0])[0]
+        total = n * positions
+        index = ops.cast(start, "int32") + ops.arange(chunk, dtype="int32")
+        valid = index < total
+        index = ops.minimum(index, total - 1)
+        sample, position = index // positions, index % positions
+        corner = backend.gather(starts, position)  # [chunk, rank]
+        points, masks = [], []
+        for j, (x, size, dim) in enumerate(zip(xs, sizes, dims)):
+            rank = len(size)
+            mask = ops.cast(ops.equal(backend.gather(owner, position), j), x.dtype)
+            mask = ops.reshape(mask, (-1,) + (1,) * rank)
+            for axis in range(rank):
+                coords = ops.arange(dim[axis], dtype="int32")[None, :]
+                low = corner[:, axis:axis + 1]
+                inside = ops.cast((coords >= low) & (coords < low + size[axis]), x.dtype)
+                shape = [-1] + [1] * rank
+                shape[1 + axis] = dim[axis]
+                mask = mask * ops.reshape(inside, shape)
+            full = ops.reshape(mask, (-1,) + dim + (1,) * (len(x.shape) - 1 - rank))
+            rows = backend.gather(x, sample)
+            points.append(rows * (1 - full) + ops.cast(baseline, x.dtype) * full)
+            masks.append(mask)
+        model_xs = [None if h is None else backend.gather(h, sample) for h in held]
         outs = model(_feeding.feed(plan, points, model_xs, holder), training=False)
-        return _feeding.take_targets(outs, key, target)
+        f = _feeding.take_targets(outs, key, backend.gather(targets, sample))
+        drop = (backend.gather(f_x, sample) - ops.cast(f, "float32")) * ops.cast(valid, "float32")
+        local = sample - sample[0]
+        sums = [ops.segment_sum(ops.reshape(drop, (-1,) + (1,) * (len(m.shape) - 1))
+                                * ops.cast(m, "float32"), local, num_segments=count)
+                for m in masks]
+        return sums, f
 
     return _cores.register_core(model, cache_key, plan, holder, core)
 
@@ -115,26 +140,22 @@ def occlusion(model, inputs, *, target=None, output=None, position="last", batch
     f_x = backend.to_numpy(_outputs.select(
         _cores.forward(model)(_inputs.model_inputs(model, done.plan)), done.key))[
         np.arange(done.n), done.targets]
-    core = _core(model, done.key, done.plan)
     positions = len(owner)
     total_rows = done.n * positions
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
+    dims = [tuple(x.shape[1:1 + len(size)]) for x, size in zip(done.xs, sizes)]
+    core = _core(model, done.key, done.plan, sizes, dims, chunk, positions)
+    convert = backend.to_tensor
+    args = ([convert(x) for x in done.xs], _feeding.held_inputs(done),
+            convert(np.asarray(done.targets)), convert(f_x.astype(np.float32)),
+            convert(starts.astype(np.int32)), convert(owner), convert(np.float32(baseline)))
     acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
-    for index, valid in _feeding.chunks(total_rows, chunk):  # rows: (sample, position)
-        sample, position = index // positions, index % positions
-        points, masks = [], []
-        for j, (x, size) in enumerate(zip(done.xs, sizes)):
-            rank = len(size)
-            mask = _mask(x.shape, size, starts[position], rank)
-            mask *= (owner[position] == j).astype(np.float32).reshape([-1] + [1] * rank)
-            full = mask.reshape(mask.shape + (1,) * (x.ndim - 1 - rank)).astype(x.dtype)
-            points.append(x[sample] * (1 - full) + np.asarray(baseline, x.dtype) * full)
-            masks.append(mask)
-        f = backend.to_numpy(core(points, [leaf[sample] for leaf in done.feed],
-                                  done.targets[sample])).astype(np.float64)
-        drop = (f_x[sample].astype(np.float32).astype(np.float64) - f) * valid
-        _feeding.add_by_sample(acc, [drop.reshape([-1] + [1] * (m.ndim - 1)) * m for m in masks],
-                               sample)
+    for start in range(0, total_rows, chunk):  # rows: (sample, position)
+        sums, _ = core(*args, np.asarray(start, np.int32))
+        first = start // positions
+        count = (min(start + chunk, total_rows) - 1) // positions - first + 1
+        for a, value in zip(acc, sums):
+            a[first:first + count] += backend.to_numpy(value)[:count]
     attributions = []
     for j, (x, (size, grid)) in enumerate(zip(done.xs, found)):
         coverage = np.zeros(x.shape[1:1 + len(size)])
