@@ -85,8 +85,8 @@ def test_compiled_once_per_model_and_shape():
         tbx.integrated_gradients(model, x, steps=steps, batch_size=8)
     cache = attribution._CACHE[model]
     (core,) = [v for k, v in cache.items() if k != "forward"]
-    assert core.compiled.compiled.experimental_get_tracing_count() == 1
-    assert cache["forward"].compiled.experimental_get_tracing_count() == 1  # F(x), F(baseline)
+    assert core.function.trace_count() == 1
+    assert cache["forward"].trace_count() == 1  # F(x), F(baseline)
 
 
 def test_targets_baselines_and_errors():

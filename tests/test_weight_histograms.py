@@ -44,7 +44,7 @@ def test_schedule_follows_freq_and_last_epoch(tmp_path, cnn, digits, read_run):
     callback.eager_events = 1  # epoch 0 eager, then compiled once for epochs 3 and 4
     cnn.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[callback])
     if keras.backend.backend() == "tensorflow":
-        assert callback._compute_fn.compiled.experimental_get_tracing_count() == 1
+        assert callback._compute_fn.trace_count() == 1
     run = read_run(tmp_path)
     assert run.steps("weights/cnn/out/kernel") == [0, 3, 4]
     assert run.steps("timing/weight_histograms_seconds") == [0, 3, 4]

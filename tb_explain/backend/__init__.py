@@ -18,11 +18,23 @@ The interface (each backend module defines all of it):
 - `compile(fn, variables)`: `fn` compiled for repeated calls on arrays of the
   same shapes (`tf.function`; `jax.jit` with the variables' current values
   passed in, so weights updated by training are read at each call; PyTorch
-  runs eagerly). `variables`: every variable `fn` reads.
+  runs eagerly). `variables`: every variable `fn` reads. `Function` (below)
+  builds on it: the one compiled-function capability the rest of tb_explain
+  uses.
 - `MODEL_ERRORS`: what a model raises on inputs it cannot take, besides
   `ValueError` and `TypeError`.
 
 and may define (the defaults here serve the backends without them):
+
+- `TRACES_GRADIENTS`: True where gradients trace their function (JAX).
+- `trace(compiled, *args)`: compiles a `compile` result for `args`' shapes
+  without running it, and returns the backend's traced function (TensorFlow:
+  the concrete function, whose graph is the op graph); without it, nothing
+  is traced ahead of a call.
+- `statistics`: a module computing `compute.stats`' statistics inside
+  compiled functions (`batched_statistics`, `norms`, `nonfinite_counts`,
+  `unit_fractions`, `zero`); without it the statistics run in numpy, outside
+  compiled functions (`Function(..., statistics=True)` then runs eagerly).
 
 - `executing_eagerly()`: False while TensorFlow traces a graph (default True).
 - `is_chief(model)`: whether this process writes, as far as the backend's own
@@ -43,13 +55,19 @@ grads, f = backend.input_gradients(lambda xs: (model(xs[0]).sum(), None), [x])
 
 import contextlib
 import importlib
+import pkgutil
 import sys
+import threading
 
 import keras
 import numpy as np
 
-#: The Keras backends tb_explain runs on.
-SUPPORTED = ("tensorflow", "jax", "torch")
+#: The Keras backends tb_explain runs on: one module of this package each
+#: (a fourth backend is one more module, found by its name).
+_FOUND = {info.name for info in pkgutil.iter_modules(__path__)} - {"distribution",
+                                                                   "tensorflow_stats"}
+SUPPORTED = tuple(n for n in ("tensorflow", "jax", "torch") if n in _FOUND) + tuple(
+    sorted(_FOUND - {"tensorflow", "jax", "torch"}))
 
 _MODULES = {}
 
@@ -128,19 +146,117 @@ def variable_gradients(fn, variables):
     return get().variable_gradients(fn, variables)
 
 
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def eager(enabled=True):
+    """Context in which `Function`s run their Python eagerly instead of their
+    compiled version (this thread only; `compute.tiering` decides when)."""
+    previous = getattr(_state, "eager", False)
+    _state.eager = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.eager = previous
+
+
+def is_eager():
+    """True inside `eager()`."""
+    return getattr(_state, "eager", False)
+
+
+def traces_gradients():
+    """Whether gradients are taken by tracing the function (JAX): values
+    seen inside it are tracers, which must not leave it."""
+    return getattr(get(), "TRACES_GRADIENTS", False)
+
+
+def graph_statistics():
+    """The active backend's in-graph statistics module (see the module
+    docstring), or None where statistics run in numpy."""
+    return getattr(get(), "statistics", None)
+
+
+class Function:
+    """A function compiled by the active backend: the one compiled-function
+    capability of tb_explain (the attribution cores, the statistics of
+    weights, gradients and activations, the forward pass of the op graph).
+
+    Calls run the compiled version, or the Python itself inside `eager()`
+    (the first events of a callback: no tracing before them). `trace(*args)`
+    compiles for `args`' shapes without running where the backend can
+    (TensorFlow's concrete function: `concrete(*args)`), and `trace_count()`
+    says how often the compiled version ran its Python (TensorFlow and JAX:
+    the traces; PyTorch, which runs eagerly: every compiled call).
+
+    Args:
+        fn: A function of tensors (nested lists allowed) returning tensors.
+        variables: The Keras variables `fn` reads (its model's `variables`).
+        statistics: Whether `fn` computes `compute.stats` statistics: it is
+            compiled only where the backend computes them inside compiled
+            functions (`graph_statistics()`), and runs eagerly elsewhere.
+        follows_eager: Whether calls inside `eager()` run the Python (else
+            they always run the compiled version).
+
+    Example:
+
+    ```python
+    f = backend.Function(lambda x: model(x, training=False), model.variables)
+    f.trace(x)      # TensorFlow: traced now, run later
+    y = f(x)
+    ```
+    """
+
+    def __init__(self, fn, variables=(), statistics=False, follows_eager=True):
+        self.python_function = fn
+        self.follows_eager = follows_eager
+        self._count = 0
+
+        def counted(*args):
+            self._count += 1
+            return fn(*args)
+
+        compiles = not statistics or graph_statistics() is not None
+        self.compiled = get().compile(counted, list(variables)) if compiles else None
+
+    def __call__(self, *args):
+        if self.compiled is None:  # statistics in numpy: its Python, as it is
+            return self.python_function(*args)
+        if self.follows_eager and is_eager():
+            return self.python_function(*args)
+        return self.compiled(*args)
+
+    def trace(self, *args):
+        """Compiles for `args` without running, where the backend can;
+        returns whether it did."""
+        return self.concrete(*args) is not None
+
+    def concrete(self, *args):
+        """The backend's traced function for `args` (TensorFlow's concrete
+        function), or None where there is none."""
+        tracer = getattr(get(), "trace", None)
+        if self.compiled is None or tracer is None:
+            return None
+        return tracer(self.compiled, *args)
+
+    def trace_count(self):
+        """How often the compiled version ran its Python (see above)."""
+        return self._count
+
+
 def compile(fn, variables=()):  # noqa: A001 (the backend's word)
-    """`fn` compiled for repeated calls (see the module docstring).
+    """`fn` compiled for repeated calls, also inside `eager()`: a `Function`
+    that does not follow it.
 
     Args:
         fn: A function of tensors (nested lists allowed) returning tensors.
         variables: The Keras variables `fn` reads (its model's `variables`).
 
     Returns:
-        A callable with `fn`'s signature; `.python_function` is `fn`.
+        A `Function` with `fn`'s signature; `.python_function` is `fn`.
     """
-    compiled = get().compile(fn, list(variables))
-    compiled.python_function = fn
-    return compiled
+    return Function(fn, variables, follows_eager=False)
 
 
 def model_errors():

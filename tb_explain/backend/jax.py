@@ -16,6 +16,9 @@ import numpy as np
 #: What a model raises on inputs it cannot take, besides ValueError/TypeError.
 MODEL_ERRORS = ()
 
+#: `jax.value_and_grad` traces its function: values seen inside are tracers.
+TRACES_GRADIENTS = True
+
 
 def to_numpy(x):
     if hasattr(x, "value") and not isinstance(x, (np.ndarray, jax.Array)):

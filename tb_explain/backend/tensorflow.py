@@ -5,6 +5,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tb_explain.backend import tensorflow_stats as statistics  # noqa: F401 (the interface)
+
 
 #: What a model raises on inputs it cannot take, besides ValueError/TypeError.
 MODEL_ERRORS = (tf.errors.InvalidArgumentError,)
@@ -33,7 +35,10 @@ def input_gradients(fn, xs):
 def variable_gradients(fn, variables):
     with tf.GradientTape() as tape:
         loss, aux = fn()
-    grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # the tf.Variables themselves: a Keras variable's dtype is a string, which
+    # the tape cannot make zeros of for a variable the loss does not use
+    sources = [getattr(v, "value", v) for v in variables]
+    grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return [tf.convert_to_tensor(g) for g in grads], aux
 
 
@@ -44,6 +49,11 @@ def compile(fn, variables):  # noqa: A001
         return compiled(*args)
     call.compiled = compiled
     return call
+
+
+def trace(compiled, *args):
+    """The concrete function of a `compile` result for `args` (traced now)."""
+    return compiled.compiled.get_concrete_function(*args)
 
 
 def is_chief(model):

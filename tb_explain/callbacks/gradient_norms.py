@@ -140,11 +140,10 @@ class GradientNorms(ExplainCallback):
         self._has_snapshot = False
         self._inputs = self.probe.tensors()
         try:  # a probe that does not fit fails here, not epochs later
-            if tiering.is_eager() or self._compute.compiled is None:
-                # the probe loss, without its gradients
+            # traced without running where the backend can (not eagerly);
+            # else the probe loss, without its gradients
+            if tiering.is_eager() or not self._compute.trace(*self._inputs, stats.zero()):
                 gradients.probe_loss(self.model, *self._inputs, loss=self.loss)
-            else:
-                self._compute.compiled.get_concrete_function(*self._inputs, stats.zero())
         except (ValueError, TypeError, *backend.model_errors()) as exc:
             raise self.probe_failed(exc) from exc
 

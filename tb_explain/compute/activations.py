@@ -146,7 +146,7 @@ def _first_tensor(output):
 def _numpy_fractions(values, kinds):
     """`(dead, saturated)` float32 `[k]`: the fraction of units zero for every
     sample and position, and of values within 0.01 of a tanh or sigmoid
-    bound (-1 for other layers); in numpy (`backend.tensorflow_stats` has the
+    bound (-1 for other layers); in numpy (`backend.graph_statistics()` has the
     graph twin)."""
     dead, saturated = [], []
     for value, kind in zip(values, kinds):
@@ -218,9 +218,8 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
         if backend.executing_eagerly():
             dead, saturated = _numpy_fractions(values, [kinds[p] for p in reached])
         else:
-            from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
-
-            dead, saturated = tensorflow_stats.unit_fractions(values, [kinds[p] for p in reached])
+            dead, saturated = backend.graph_statistics().unit_fractions(
+                values, [kinds[p] for p in reached])
         display = {p: v[..., :max_channels] if len(v.shape) >= 3 else v
                    for p, v in zip(reached, values)}
         return {"display": display, "buckets": buckets, "dead": dead, "saturated": saturated}
@@ -235,24 +234,23 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
                 stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
             yield
 
-    traced = []
+    functions = {}  # the compiled pass, made at the first compiled call
 
     def call(inputs, zero):
         if tiering.is_eager():
             with capturing():
                 return forward(inputs, zero)
-        if backend.name() != "tensorflow":  # a compiled pass, numpy statistics
-            if not traced:
-                traced.append(backend.compile(layer_outputs, model.variables))
+        if backend.graph_statistics() is None:  # a compiled pass, numpy statistics
+            if not functions:
+                functions["outputs"] = backend.compile(layer_outputs, model.variables)
             with capturing():
-                return summarize(traced[0](inputs), zero)
-        if not traced:
-            tf = backend.tensorflow_module()
-            spec = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
-            with capturing():
-                traced.append(tf.function(forward, autograph=False).get_concrete_function(
-                    spec, tf.TensorSpec([], tf.int32)))
-        return traced[0](inputs, zero)
+                return summarize(functions["outputs"](inputs), zero)
+        with capturing():  # the pass and its statistics in one compiled function
+            if not functions:
+                functions["forward"] = backend.Function(forward, model.variables,
+                                                        statistics=True)
+                functions["forward"].trace(x, stats.zero())
+            return functions["forward"](inputs, zero)
 
     def outputs_of(captured_outputs, rows):
         """The captured outputs of `reached`, their first `rows` rows."""
@@ -264,7 +262,7 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
             outputs[path] = keras.ops.cast(tensor[:rows], "float32")
         return outputs
 
-    call.traced = traced
+    call.functions = functions
     call.capturing = capturing
     call.captured = captured
     call.outputs_of = outputs_of
@@ -328,9 +326,9 @@ class SharedCapture:
         """Context of another callback's eager forward pass of `x` at `step`:
         captures the activation layers' outputs when an activation event at
         `step` is to come and `x` starts with its probe."""
-        # On JAX the other pass runs under `jax.value_and_grad`: what it
-        # captures are tracers, which must not leave it.
-        if not (tiering.is_eager() and backend.name() != "jax" and self.wants(step)
+        # Where gradients trace their function (JAX's `value_and_grad`),
+        # what the other pass captures are tracers, which must not leave it.
+        if not (tiering.is_eager() and not backend.traces_gradients() and self.wants(step)
                 and self._starts_with_x(x)):
             yield
             return

@@ -56,60 +56,47 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS, loss=None):
     - `weight_nonfinite`: NaN/Inf counts of the weights themselves;
     - `update_norms`, `previous_norms`: `||W - W_snapshot||` and
       `||W_snapshot||` per variable, against the snapshot taken by the
-      previous call (then the snapshot is refreshed).
+      previous call (then the snapshot is refreshed; the first snapshot is
+      taken here).
 
-    On TensorFlow the whole computation is one `tf.function` (traced once per
-    probe shape, run eagerly inside `tiering.eager()`); on JAX the loss and
-    gradients are one `jax.jit` over the variables' values (outside
-    `tiering.eager()`) and the statistics run in numpy; on PyTorch all runs
-    eagerly.
+    Where the backend computes statistics inside compiled functions
+    (`backend.graph_statistics()`: TensorFlow) the whole computation is one
+    `backend.Function` (run eagerly inside `tiering.eager()`); elsewhere the
+    loss and gradients are one (JAX: `jax.jit` over the variables' values,
+    outside `tiering.eager()`) and the statistics and snapshots are numpy.
+    In-graph snapshots are Keras variables, assigned inside the compiled
+    function after their reads (automatic control dependencies order them).
 
     Returns:
-        `(function, variables)`.
+        `(function, variables)`; the function is a `backend.Function`.
     """
     variables = list(model.trainable_variables)
     gradients_of = _loss_and_gradients(model, variables, loss)
-    if backend.name() == "tensorflow":
-        return _tensorflow_statistics(variables, gradients_of, bins), variables
-    compiled = backend.compile(gradients_of, model.variables)
-    snapshots = [None]
-
-    def compute(x, y, sample_weight, zero):
-        run = gradients_of if tiering.is_eager() else compiled
-        value, grads = run(x, y, sample_weight)
-        buckets, norms, nonfinite = stats.batched_statistics(grads, bins)
-        values = [backend.to_numpy(v) for v in variables]
-        if snapshots[0] is None:
-            snapshots[0] = [np.array(v) for v in values]
-        update_norms, previous_norms = stats.update_norms(values, snapshots[0])
-        snapshots[0] = [np.array(v) for v in values]
-        return {"loss": np.float64(backend.to_numpy(value)), "buckets": buckets,
-                "norms": norms, "nonfinite": nonfinite,
-                "weight_nonfinite": stats.nonfinite_counts(values),
-                "update_norms": update_norms, "previous_norms": previous_norms}
-
-    compute.compiled = None
-    compute.gradients = compiled
-    return compute, variables
-
-
-def _tensorflow_statistics(variables, gradients_of, bins):
-    """The TensorFlow version: statistics and the snapshot's update in the
-    same graph as the gradients."""
-    tf = backend.tensorflow_module()
-    snapshots = [tf.Variable(tf.convert_to_tensor(v.value), trainable=False) for v in variables]
+    in_graph = backend.graph_statistics() is not None
+    if in_graph:  # snapshots the compiled function reads and assigns
+        # from numpy copies: a Keras variable made from another's value
+        # shares its TensorFlow variable
+        snapshots = [keras.Variable(np.array(backend.to_numpy(v)), trainable=False,
+                                    name="tb_explain_snapshot") for v in variables]
+    else:  # compiled gradients, numpy statistics and snapshots
+        gradients_of = backend.Function(gradients_of, model.variables)
+        snapshots = [np.array(backend.to_numpy(v)) for v in variables]
 
     def compute(x, y, sample_weight, zero):
         value, grads = gradients_of(x, y, sample_weight)
         buckets, norms, nonfinite = stats.batched_statistics(grads, bins, zero=zero)
-        values = [tf.convert_to_tensor(v.value) for v in variables]
+        values = [keras.ops.convert_to_tensor(v.value) for v in variables]
         update_norms, previous_norms = stats.update_norms(values, snapshots)
         weight_nonfinite = stats.nonfinite_counts(values)
-        with tf.control_dependencies([update_norms, previous_norms]):
-            for s, w in zip(snapshots, values):
-                s.assign(w)
-        return {"loss": tf.cast(value, tf.float64), "buckets": buckets, "norms": norms,
-                "nonfinite": nonfinite, "weight_nonfinite": weight_nonfinite,
-                "update_norms": update_norms, "previous_norms": previous_norms}
+        if in_graph:
+            for snapshot, current in zip(snapshots, values):
+                snapshot.assign(current)
+        else:
+            snapshots[:] = [np.array(backend.to_numpy(current)) for current in values]
+        return {"loss": keras.ops.cast(value, "float64") if not backend.executing_eagerly()
+                else np.float64(backend.to_numpy(value)),
+                "buckets": buckets, "norms": norms, "nonfinite": nonfinite,
+                "weight_nonfinite": weight_nonfinite, "update_norms": update_norms,
+                "previous_norms": previous_norms}
 
-    return tiering.function(compute)
+    return tiering.function(compute), variables

@@ -2,9 +2,9 @@
 
 `batched_statistics` produces exactly the `[k, 3]` (left edge, right edge,
 count) histogram layout that TensorBoard's histogram plugin reads. It runs in
-numpy, block by block, on every backend; inside a TensorFlow graph (the
-compiled tier of `compute.tiering`) the same arithmetic runs as graph ops
-(`backend.tensorflow_stats`).
+numpy, block by block, on every backend; inside a compiled function (the
+compiled tier of `compute.tiering`, on a backend with in-graph statistics:
+`backend.graph_statistics()`) the same arithmetic runs as graph ops.
 """
 
 import threading
@@ -24,12 +24,10 @@ CHUNK_VALUES = 1 << 22
 
 def zero():
     """A 0 to pass as the `zero` argument of a function that calls
-    `batched_statistics` (see there): an int32 tensor on TensorFlow."""
-    if backend.name() == "tensorflow":
-        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
-
-        return tensorflow_stats.zero()
-    return 0
+    `batched_statistics` (see there): an int32 tensor where statistics run
+    inside compiled functions."""
+    graph = backend.graph_statistics()
+    return 0 if graph is None else graph.zero()
 
 
 def _size(tensor):
@@ -100,9 +98,7 @@ def norms(tensors, minus=None):
     (NaN/Inf propagate); in numpy when run eagerly."""
     minus = [None] * len(tensors) if minus is None else minus
     if not backend.executing_eagerly():
-        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
-
-        return tensorflow_stats.norms(tensors, minus)
+        return backend.graph_statistics().norms(tensors, minus)
 
     def norm(pair):
         t, m = pair
@@ -127,9 +123,7 @@ def update_norms(values, snapshots):
 def nonfinite_counts(tensors):
     """NaN/Inf counts (int64 `[n]`) of `tensors`; in numpy when run eagerly."""
     if not backend.executing_eagerly():
-        from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
-
-        return tensorflow_stats.nonfinite_counts(tensors)
+        return backend.graph_statistics().nonfinite_counts(tensors)
     return np.array([np.size(a) - np.count_nonzero(np.isfinite(a))
                      for a in (_numpy(t) for t in tensors)], np.int64)
 
@@ -223,7 +217,5 @@ def batched_statistics(tensors, bins=DEFAULT_BINS, chunk_values=CHUNK_VALUES, ze
         return np.zeros([0, bins, 3]), np.zeros([0]), np.zeros([0], np.int64)
     if backend.executing_eagerly():
         return _numpy_statistics(tensors, bins)
-    from tb_explain.backend import tensorflow_stats  # noqa: PLC0415
-
-    return tensorflow_stats.batched_statistics(tensors, bins, chunk_values, zero)
+    return backend.graph_statistics().batched_statistics(tensors, bins, chunk_values, zero)
 

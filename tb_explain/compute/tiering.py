@@ -18,59 +18,23 @@ the compiled graph's (ResNet50's integrated gradients: 10-36 s against
 to the calls made inside `eager()` on the calling thread only.
 """
 
-import contextlib
-import threading
-
 import numpy as np
 
 from tb_explain import backend
 from tb_explain._keras import count_params
 
-_state = threading.local()
+#: Context in which `backend.Function`s (the attribution cores, the
+#: statistics functions) run their Python eagerly (this thread only).
+eager = backend.eager
+is_eager = backend.is_eager
 
 
-@contextlib.contextmanager
-def eager(enabled=True):
-    """Context in which `function`s (and the attribution cores) run their
-    Python eagerly instead of their compiled graph (this thread only)."""
-    previous = getattr(_state, "eager", False)
-    _state.eager = bool(enabled)
-    try:
-        yield
-    finally:
-        _state.eager = previous
-
-
-def is_eager():
-    """True inside `eager()`."""
-    return getattr(_state, "eager", False)
-
-
-def function(python_function, **options):
-    """On TensorFlow, `tf.function(python_function, autograph=False,
-    **options)` that runs `python_function` directly inside `eager()`; on
-    the other backends `python_function` itself, always run eagerly (the
-    statistics functions it serves compute in numpy there, and their
-    gradient passes compile on their own through `backend.compile`).
-
-    The result has `compiled`, the `tf.function` itself (None elsewhere).
-    """
-    if backend.name() != "tensorflow":
-        def eager_call(*args, **kwargs):
-            with eager():
-                return python_function(*args, **kwargs)
-        eager_call.compiled = None
-        return eager_call
-    tf = backend.tensorflow_module()
-    compiled = tf.function(python_function, autograph=False, **options)
-
-    def call(*args, **kwargs):
-        if is_eager():
-            return python_function(*args, **kwargs)
-        return compiled(*args, **kwargs)
-
-    call.compiled = compiled
-    return call
+def function(python_function):
+    """A statistics function (`compute.stats` inside): compiled where the
+    backend computes statistics inside compiled functions (TensorFlow), run
+    eagerly elsewhere (numpy statistics; the gradient passes compile on their
+    own); inside `eager()` its Python runs directly (`backend.Function`)."""
+    return backend.Function(python_function, statistics=True)
 
 
 #: Eager events of callbacks on small models (`small_model`) and on others.

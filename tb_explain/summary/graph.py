@@ -92,7 +92,7 @@ def trace_forward_graph(model):
         warnings.warn("tb_explain: op graph skipped, the model's input shapes are unknown.")
         return None
     # The forward pass the attribution methods run: traced once for both.
-    concrete = forward(model).compiled.get_concrete_function(signature)
+    concrete = forward(model).concrete(signature)
     return concrete.graph
 
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from tb_explain import backend
 from tb_explain._keras import swapped_call
-from tb_explain.compute import tiering
 
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -30,7 +29,7 @@ def cache(model):
 def forward(model):
     """`model(x, training=False)`, compiled once per model (`backend.compile`).
 
-    On TensorFlow the same `tf.function` (`.compiled`) traces the op graph
+    On TensorFlow the same function (`.concrete`) traces the op graph
     `ModelGraph` writes (with a batch-agnostic signature), so the probe
     passes of the attribution methods reuse that trace.
     """
@@ -77,7 +76,7 @@ def register_core(model, key, plan, holder, core):
     """Caches `core` compiled for `model` under `key` (its Python runs
     eagerly inside `tiering.eager()`), with the token inputs' Embeddings
     swapped for `holder`'s values (see `_feeding.feed`) while it runs."""
-    compiled = backend.compile(core, model.variables)
+    function = backend.Function(core, model.variables)  # eager inside `tiering.eager()`
 
     def call(*args):
         # tensors of the backend (string inputs too, on TensorFlow): Keras
@@ -85,11 +84,9 @@ def register_core(model, key, plan, holder, core):
         args = keras.tree.map_structure(
             lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
         with embeddings_swapped(plan, holder):
-            if tiering.is_eager():
-                return core(*args)
-            return compiled(*args)
+            return function(*args)
 
     call.core = core
-    call.compiled = compiled
+    call.function = function
     cache(model)[key] = call
     return call

@@ -1,0 +1,123 @@
+"""The backend interface (`tb_explain/backend/`), pinned on the active
+backend: every backend module must pass this file (the suite runs it on
+TensorFlow, JAX and PyTorch), so a fourth backend is one module that does."""
+
+import keras
+import numpy as np
+import pytest
+
+from tb_explain import backend
+from tb_explain.compute import stats
+
+
+def _linear():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    model.get_layer("d").kernel.assign(np.array([[1.0, -2.0], [0.5, 3.0], [0.0, 1.0]], "float32"))
+    model.get_layer("d").bias.assign(np.array([0.25, -0.5], "float32"))
+    return model
+
+
+def test_the_active_backend_is_a_module_of_the_package():
+    assert backend.name() in backend.SUPPORTED
+    module = backend.get()
+    for name in ("to_numpy", "gather", "input_gradients", "variable_gradients", "compile",
+                 "MODEL_ERRORS"):
+        assert hasattr(module, name), name
+    assert isinstance(backend.model_errors(), tuple)
+    assert isinstance(backend.traces_gradients(), bool)
+    assert backend.executing_eagerly()
+
+
+def test_conversions_and_gather():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    tensor = backend.to_tensor(x)
+    assert backend.is_tensor(tensor)
+    np.testing.assert_array_equal(backend.to_numpy(tensor), x)
+    rows = backend.gather(tensor, backend.to_tensor(np.array([3, 0, 3], np.int32)))
+    np.testing.assert_array_equal(backend.to_numpy(rows), x[[3, 0, 3]])
+    variable = keras.Variable(x)
+    np.testing.assert_array_equal(backend.to_numpy(variable), x)
+    words = backend.to_tensor(np.array(["a", "b"]))
+    assert [str(w.decode() if isinstance(w, bytes) else w)
+            for w in np.asarray(backend.to_numpy(words)).tolist()] == ["a", "b"]
+
+
+def test_input_and_variable_gradients_equal_closed_forms():
+    model = _linear()
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+
+    def total(xs):
+        out = model(xs[0], training=False)
+        return keras.ops.sum(out[:, 1] ** 2), out
+
+    (grad,), out = backend.input_gradients(total, [x])
+    f1 = x @ kernel[:, 1] - 0.5
+    np.testing.assert_allclose(backend.to_numpy(grad), 2 * f1[:, None] * kernel[:, 1][None],
+                               rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(out)[:, 1], f1, rtol=1e-6)
+    unused = keras.Variable(np.ones(3, np.float32))
+    grads, value = backend.variable_gradients(
+        lambda: (lambda v: (v, v))(keras.ops.sum(model(x, training=False)[:, 0])),
+        [model.get_layer("d").kernel, unused])
+    expected = np.zeros_like(kernel)
+    expected[:, 0] = x.sum(axis=0)
+    np.testing.assert_allclose(backend.to_numpy(grads[0]), expected, rtol=1e-6)
+    np.testing.assert_array_equal(backend.to_numpy(grads[1]), 0.0)  # zeros, not None
+    assert float(backend.to_numpy(value)) == pytest.approx(float((x @ kernel[:, 0] + 0.25).sum()))
+
+
+def test_function_compiles_once_reads_updated_weights_and_follows_eager():
+    model = _linear()
+    x = np.ones((2, 3), np.float32)
+    fn = backend.Function(lambda a: model(a, training=False), model.variables)
+    first = backend.to_numpy(fn(x))
+    np.testing.assert_allclose(first, x @ backend.to_numpy(model.get_layer("d").kernel)
+                               + [0.25, -0.5], rtol=1e-6)
+    model.get_layer("d").bias.assign(np.array([10.0, 20.0], "float32"))  # training moved on
+    second = backend.to_numpy(fn(x))
+    np.testing.assert_allclose(second - first, np.broadcast_to([9.75, 20.5], first.shape),
+                               rtol=1e-6)
+    runs = fn.trace_count()
+    assert runs == (2 if backend.get().__name__.endswith("torch") else 1)  # torch: eager
+    with backend.eager():
+        assert backend.is_eager()
+        np.testing.assert_allclose(backend.to_numpy(fn(x)), second, rtol=1e-6)
+        with backend.eager(False):
+            assert not backend.is_eager()
+    assert not backend.is_eager()
+    assert fn.trace_count() == runs  # the eager call ran the Python, not the compiled one
+    always = backend.compile(lambda a: a * 2)
+    with backend.eager():
+        np.testing.assert_array_equal(backend.to_numpy(always(x)), 2 * x)
+    assert always.trace_count() == 1 and always.python_function(3) == 6
+
+
+def test_trace_without_running_where_the_backend_can():
+    calls = []
+    fn = backend.Function(lambda a: (calls.append(1), a + 1)[1])
+    traced = fn.trace(backend.to_tensor(np.zeros(3, np.float32)))
+    assert traced == (getattr(backend.get(), "trace", None) is not None)
+    if traced:  # traced once, and the call reuses it
+        assert fn.concrete(backend.to_tensor(np.zeros(3, np.float32))) is not None
+        np.testing.assert_array_equal(backend.to_numpy(fn(np.zeros(3, np.float32))), 1.0)
+        assert fn.trace_count() == 1
+    else:
+        assert fn.concrete(np.zeros(3)) is None and calls == []
+
+
+def test_statistics_functions_compile_only_with_in_graph_statistics():
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(5, 4)).astype(np.float32), np.array([1.0, np.nan], np.float32)]
+    fn = backend.Function(lambda zero: stats.batched_statistics(
+        [keras.ops.convert_to_tensor(a) for a in arrays], 7, zero=zero), statistics=True)
+    assert (fn.compiled is None) == (backend.graph_statistics() is None)
+    buckets, norms, nonfinite = (backend.to_numpy(t) for t in fn(stats.zero()))
+    with backend.eager():
+        eager = [backend.to_numpy(t) for t in fn(stats.zero())]
+    np.testing.assert_allclose(buckets, eager[0], rtol=1e-12)
+    np.testing.assert_array_equal(nonfinite, [0, 1])
+    np.testing.assert_allclose(norms[0], np.linalg.norm(arrays[0].astype(np.float64)), rtol=1e-7)
+    counts, _ = np.histogram(arrays[0].astype(np.float64), bins=7)
+    np.testing.assert_array_equal(buckets[0, :, 2], counts)
