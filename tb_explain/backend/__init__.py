@@ -54,6 +54,7 @@ grads, f = backend.input_gradients(lambda xs: (model(xs[0]).sum(), None), [x])
 """
 
 import contextlib
+import functools
 import importlib
 import pkgutil
 import sys
@@ -213,6 +214,7 @@ class Function:
         self.follows_eager = follows_eager
         self._count = 0
 
+        @functools.wraps(fn)  # TensorFlow keys its retracing statistics by `fn`'s code
         def counted(*args):
             self._count += 1
             return fn(*args)
