@@ -19,6 +19,29 @@ def input_gradient(model):
     return gradient
 
 
+def floor_inputs(model, x, targets, samples=50):
+    """The precomputed inputs of the SmoothGrad and occlusion floors (numpy):
+    `(noisy, noisy_targets, occluded, occluded_targets)`: `samples` noisy
+    copies of each image (SmoothGrad's own draws) and every occluded copy of
+    occlusion's default windows."""
+    import numpy as np  # noqa: PLC0415
+
+    from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # noqa: PLC0415
+
+    done = _feeding.setup(model, x, targets)
+    noise = smoothgrad.noise_for(done, samples, 0.15, 0)[0]
+    noisy = np.repeat(x, samples, axis=0) + noise
+    size, starts = occlusion.windows([x])[0]
+    occluded = []
+    for image in x:
+        for top, left in starts:
+            copy = image.copy()
+            copy[top:top + size[0], left:left + size[1]] = 0.0
+            occluded.append(copy)
+    return (noisy, np.repeat(targets, samples), np.stack(occluded),
+            np.repeat(targets, len(starts)))
+
+
 def interleaved(runs, repeats):
     """Times every callable of `runs` once per repeat, taking turns.
 

@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
-from bench._timing import input_gradient, interleaved  # noqa: E402
-from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # noqa: E402
+from bench._timing import floor_inputs, input_gradient, interleaved  # noqa: E402
 
 
 def main():
@@ -55,19 +54,8 @@ def main():
     def forward(batch, target):
         return tf.gather(model(batch, training=False), target, axis=1, batch_dims=1)
 
-    done = _feeding.setup(model, x, targets)
-    noise = smoothgrad.noise_for(done, 50, 0.15, 0)[0]
-    noisy = tf.constant(np.repeat(x, 50, axis=0) + noise)
-    noisy_targets = tf.constant(np.repeat(targets, 50))
-    size, starts = occlusion.windows([x])[0]
-    occluded = []
-    for image in x:
-        for top, left in starts:
-            copy = image.copy()
-            copy[top:top + size[0], left:left + size[1]] = 0.0
-            occluded.append(copy)
-    occluded = tf.constant(np.stack(occluded))
-    occluded_targets = tf.constant(np.repeat(targets, len(starts)))
+    noisy, noisy_targets, occluded, occluded_targets = (
+        tf.constant(a) for a in floor_inputs(model, x, targets))
     images, image_targets = tf.constant(x), tf.constant(targets)
     runs = {
         "smoothgrad floor": lambda: gradient(noisy, noisy_targets).numpy(),

@@ -117,28 +117,16 @@ def part_methods(repeats):
     import numpy as np  # noqa: PLC0415
 
     import tb_explain as tbx  # noqa: PLC0415
-    from bench._timing import interleaved  # noqa: PLC0415
+    from bench._timing import floor_inputs, interleaved  # noqa: PLC0415
     from tb_explain import backend  # noqa: PLC0415
-    from tb_explain.compute.attribution import _feeding, occlusion, smoothgrad  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
     x = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
     targets = np.argmax(backend.to_numpy(model(x, training=False)), axis=1).astype(np.int32)
     gradient, forward = _floor(model), _forward_floor(model)
-    done = _feeding.setup(model, x, targets)
-    noise = smoothgrad.noise_for(done, 50, 0.15, 0)[0]
-    noisy = backend.to_tensor(np.repeat(x, 50, axis=0) + noise)
-    noisy_targets = backend.to_tensor(np.repeat(targets, 50))
-    size, starts = occlusion.windows([x])[0]
-    occluded = []
-    for image in x:
-        for top, left in starts:
-            copy = image.copy()
-            copy[top:top + size[0], left:left + size[1]] = 0.0
-            occluded.append(copy)
-    occluded = backend.to_tensor(np.stack(occluded))
-    occluded_targets = backend.to_tensor(np.repeat(targets, len(starts)))
+    noisy, noisy_targets, occluded, occluded_targets = (
+        backend.to_tensor(a) for a in floor_inputs(model, x, targets))
     images, image_targets = backend.to_tensor(x), backend.to_tensor(targets)
     runs = {
         "smoothgrad floor": lambda: gradient(noisy, noisy_targets),

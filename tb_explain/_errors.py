@@ -1,4 +1,14 @@
-"""Errors shared by the compute functions and the callbacks."""
+"""Errors and warnings shared by the compute functions and the callbacks."""
+
+
+class SkippedWorkWarning(RuntimeWarning):
+    """tb_explain left out part of its work and said so (an op graph that
+    could not be traced, a conceptual graph the model cannot serialize).
+
+    The test suite turns it into an error (`setup.cfg`), as it does
+    `LoggingFailedWarning`: a test meets it only where it provokes it on
+    purpose and asserts it.
+    """
 
 
 class NotApplicable(ValueError):

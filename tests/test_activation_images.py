@@ -3,7 +3,6 @@ import os
 import keras
 import numpy as np
 import pytest
-from _tf import tf
 
 import tb_explain as tbx
 from conftest import BACKEND, TwoDense

@@ -3,6 +3,7 @@
 import warnings
 
 from tb_explain import backend
+from tb_explain._errors import SkippedWorkWarning
 from tb_explain._keras import has_call, is_ready
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.summary import graph, ops
@@ -80,5 +81,5 @@ class ModelGraph(ExplainCallback):
             if self.suite is not None:
                 self.suite.skip("ModelGraph (op graph)", why)
             else:
-                warnings.warn(f"tb_explain: op graph skipped: {why}.")
+                warnings.warn(f"tb_explain: op graph skipped: {why}.", SkippedWorkWarning)
         ops.write_markdown("model/summary", summary, epoch)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
+from tb_explain._errors import SkippedWorkWarning
 from tb_explain._keras import walk_layers
 from tb_explain.compute.attribution._cores import forward
 from tb_explain.summary import ops
@@ -30,7 +31,8 @@ def write_conceptual_graph(model, step=0, tag="keras"):
     try:
         json_string = model.to_json()
     except Exception as exc:  # A model that cannot serialize must not stop fit.
-        warnings.warn(f"tb_explain: conceptual graph skipped, model.to_json() failed: {exc}")
+        warnings.warn(f"tb_explain: conceptual graph skipped, model.to_json() failed: {exc}",
+                      SkippedWorkWarning)
         return False
     # The plugin name and version the Graphs dashboard reads.
     ops.write_tensor(tag, np.array(json_string.encode(), dtype=object), step,
@@ -89,7 +91,8 @@ def trace_forward_graph(model):
         return None
     signature = input_signature(model)
     if signature is None:
-        warnings.warn("tb_explain: op graph skipped, the model's input shapes are unknown.")
+        warnings.warn("tb_explain: op graph skipped, the model's input shapes are unknown.",
+                      SkippedWorkWarning)
         return None
     # The forward pass the attribution methods run: traced once for both.
     concrete = forward(model).concrete(signature)
@@ -101,7 +104,8 @@ def write_op_graph(model):
     try:
         graph = trace_forward_graph(model)
     except Exception as exc:  # Tracing must not stop fit.
-        warnings.warn(f"tb_explain: op graph skipped, tracing the forward pass failed: {exc}")
+        warnings.warn(f"tb_explain: op graph skipped, tracing the forward pass failed: {exc}",
+                      SkippedWorkWarning)
         return False
     if graph is None:
         return False

@@ -97,12 +97,7 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
     count = segments(chunk, per_sample)
 
     def core(xs, bases, held, targets, alphas, weights, noise, start):
-        n = ops.shape(xs[0])[0]
-        total = n * per_sample
-        index = ops.cast(start, "int32") + ops.arange(chunk, dtype="int32")
-        valid = index < total
-        index = ops.minimum(index, total - 1)
-        sample, step = index // per_sample, index % per_sample
+        index, valid, sample, step = chunk_index(start, chunk, per_sample, ops.shape(xs[0])[0])
         gather = backend.gather
         alpha = None if alphas is None else gather(alphas, step)
         points = []
@@ -140,12 +135,16 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
     return core
 
 
-def chunks(total_rows, chunk):
-    """Yields `(index, valid)` of each chunk of `chunk` rows: the row indices,
-    the last chunk padded with copies of the last row, and which are real."""
-    for start in range(0, total_rows, chunk):
-        wanted = np.arange(start, start + chunk)
-        yield np.minimum(wanted, total_rows - 1), wanted < total_rows
+def chunk_index(start, chunk, per_sample, n):
+    """Inside a core: `(index, valid, sample, step)` of the `chunk` rows from
+    flat index `start` (a tensor) over `n` samples of `per_sample` rows each;
+    rows past the end repeat the last one, `valid` False."""
+    ops = keras.ops
+    total = n * per_sample
+    index = ops.cast(start, "int32") + ops.arange(chunk, dtype="int32")
+    valid = index < total
+    index = ops.minimum(index, total - 1)
+    return index, valid, index // per_sample, index % per_sample
 
 
 def segments(chunk, per_sample):
@@ -204,15 +203,6 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
             a[first:first + count] += backend.to_numpy(value)[:count]
         f_rows.append(backend.to_numpy(f))
     return acc, np.concatenate(f_rows)[:total_rows]
-
-
-def add_by_sample(acc, values, samples):
-    """`acc[s] += sum of values of the rows of sample s` (rows of a sample
-    are contiguous: one `np.add.reduceat` per input)."""
-    starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]])
-    owners = samples[starts]
-    for a, v in zip(acc, values):
-        a[owners] += np.add.reduceat(v.astype(np.float64, copy=False), starts, axis=0)
 
 
 def chunk_rows(total_rows, batch_size):

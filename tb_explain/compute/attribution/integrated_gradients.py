@@ -239,8 +239,8 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     alphas, weights = _quadrature_with_ends(method, steps)
 
     run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
-    plan, n, xs, base_sets, targets = run.plan, run.n, run.xs, run.base_sets, run.targets
-    points, total_rows, chunk = len(alphas), run.total_rows, run.chunk
+    plan, n, xs, base_sets = run.plan, run.n, run.xs, run.base_sets
+    points = len(alphas)
     total = [np.zeros(x.shape, np.float64) for x in xs]
     f_x, f_base = None, np.zeros(n)
     for bases in base_sets:

@@ -81,12 +81,8 @@ def _core(model, key, plan, sizes, dims, chunk, positions):
     count = _feeding.segments(chunk, positions)
 
     def core(xs, held, targets, f_x, starts, owner, baseline, start):
-        n = ops.shape(xs[0])[0]
-        total = n * positions
-        index = ops.cast(start, "int32") + ops.arange(chunk, dtype="int32")
-        valid = index < total
-        index = ops.minimum(index, total - 1)
-        sample, position = index // positions, index % positions
+        _, valid, sample, position = _feeding.chunk_index(start, chunk, positions,
+                                                          ops.shape(xs[0])[0])
         corner = backend.gather(starts, position)  # [chunk, rank]
         points, masks = [], []
         for j, (x, size, dim) in enumerate(zip(xs, sizes, dims)):
