@@ -130,9 +130,6 @@ def explain_tab(browser, url):
             page.close()
 
 
-if __name__ == "__main__":
-    main()
-
 
 def attention_picture(log_dir):
     """docs/attention-heads.png: AttentionMaps on a tiny GPT-2 causal LM
@@ -167,3 +164,7 @@ def attention_picture(log_dir):
                                     freq=5, vocabulary=words))
     image = tbx.load_run(log_dir).images("attention/transformer_layer_1/self_attention")[-1]
     Image.fromarray(image.images[0]).save(os.path.join(ROOT, "docs", "attention-heads.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -139,7 +139,7 @@ export function lineChart(series, {id = "", width = 560, height = 200, label = "
     if (text !== null) n.textContent = text;
     return n;
   };
-  const svg = node("svg", {width, height, class: "line-chart", role: "img",
+  const svg = node("svg", {width, height, class: "line-chart", role: "img", style: "display: block",
                            "aria-label": label || "chart"});
   if (id) svg.setAttribute("id", id);
   const all = series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[1])));
