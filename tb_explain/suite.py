@@ -20,7 +20,8 @@ from tb_explain.compute.attribution import METHODS
 #: GradientNorms comes before ActivationImages: its eager forward pass of the
 #: probe also captures the activations (`compute.activations.SharedCapture`).
 SUITE = [
-    (TrainingCurves, None), (ModelGraph, None), (HParams, None), (WeightHistograms, None), (GradientNorms, "data"),
+    (TrainingCurves, None), (ModelGraph, None), (HParams, None), (WeightHistograms, None),
+    (GradientNorms, "data"),
     (ActivationImages, "data"), (AttentionMaps, "data"), (IntegratedGradients, "data"), (Attributions, "methods"),
     (FeatureImportance, "labelled table"), (DecisionRules, "table"), (Predictions, "datasets"),
     (TrainingDynamics, "train"), (Embeddings, "datasets"),

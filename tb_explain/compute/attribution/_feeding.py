@@ -84,8 +84,8 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1):
     `xs` the attributed inputs `[n, ...]`, `bases` the path's start points
     (IG; None: zeros), `held` the non-float model inputs (None for float ones),
     `targets` `[n]`, `alphas` and `weights` `[per_sample]` (alphas: None
-    without a path: the points are the inputs), `noise` `[n * per_sample, ...]` per attributed input or
-    None. The call computes the `chunk` rows from flat index `start` (row `r`
+    without a path: the points are the inputs), `noise` `[n * per_sample,
+    ...]` per attributed input or None. The call computes the `chunk` rows from flat index `start` (row `r`
     is draw `r % per_sample` of sample `r // per_sample`; rows past the end
     repeat the last with weight 0): a row's point is `xs[s]`, or
     `bases[s] + alpha * (xs[s] - bases[s])`, plus its noise; its values are
