@@ -196,13 +196,19 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
     f_rows = []
     for start in range(0, total_rows, chunk):
         sums, f = core(*args, np.asarray(start, np.int32))
-        first = start // per_sample
-        last = min(start + chunk, total_rows) - 1
-        count = last // per_sample - first + 1
-        for a, value in zip(acc, sums):
-            a[first:first + count] += backend.to_numpy(value)[:count]
+        add_chunk_sums(acc, sums, start, min(start + chunk, total_rows), per_sample)
         f_rows.append(backend.to_numpy(f))
     return acc, np.concatenate(f_rows)[:total_rows]
+
+
+def add_chunk_sums(acc, sums, start, stop, per_sample):
+    """Adds a core's per-sample sums of the rows `[start, stop)` (each sample
+    owning `per_sample` contiguous rows; `sums[j][0]` is the sample of row
+    `start`) into the float64 accumulators `acc`."""
+    first = start // per_sample
+    count = (stop - 1) // per_sample - first + 1
+    for a, value in zip(acc, sums):
+        a[first:first + count] += backend.to_numpy(value)[:count]
 
 
 def chunk_rows(total_rows, batch_size):

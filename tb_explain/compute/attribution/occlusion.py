@@ -148,10 +148,7 @@ def occlusion(model, inputs, *, target=None, output=None, position="last", batch
     acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
     for start in range(0, total_rows, chunk):  # rows: (sample, position)
         sums, _ = core(*args, np.asarray(start, np.int32))
-        first = start // positions
-        count = (min(start + chunk, total_rows) - 1) // positions - first + 1
-        for a, value in zip(acc, sums):
-            a[first:first + count] += backend.to_numpy(value)[:count]
+        _feeding.add_chunk_sums(acc, sums, start, min(start + chunk, total_rows), positions)
     attributions = []
     for j, (x, (size, grid)) in enumerate(zip(done.xs, found)):
         coverage = np.zeros(x.shape[1:1 + len(size)])
