@@ -93,3 +93,40 @@ def count_params(model):
     import numpy as np  # noqa: PLC0415
 
     return int(sum(np.prod(w.shape) for w in model.weights))
+
+
+def is_mixed(model):
+    """Whether some layer of `model` computes in float16 or bfloat16 (a
+    `mixed_float16` / `mixed_bfloat16` policy, or a layer's own dtype)."""
+    return any(_low_precision(layer) for layer in _layers_and_self(model))
+
+
+def _layers_and_self(model):
+    return [model] + [layer for _, _, layer in walk_layers(model)]
+
+
+def _low_precision(layer):
+    import keras  # noqa: PLC0415
+
+    policy = layer.__dict__.get("_dtype_policy")  # a plain policy, not quantized or a map
+    return type(policy) is keras.DTypePolicy and policy.compute_dtype in ("float16", "bfloat16")
+
+
+@contextlib.contextmanager
+def float32_compute(model):
+    """Context in which every layer of `model` that computes in float16 or
+    bfloat16 computes in float32 (its variables are float32 already under
+    Keras's mixed policies); the policies are restored after. Calls (and
+    traces) made inside compute in float32."""
+    import keras  # noqa: PLC0415
+
+    layers = [layer for layer in _layers_and_self(model) if _low_precision(layer)]
+    originals = [layer.__dict__["_dtype_policy"] for layer in layers]
+    float32 = keras.DTypePolicy("float32")
+    try:
+        for layer in layers:
+            layer.__dict__["_dtype_policy"] = float32
+        yield
+    finally:
+        for layer, policy in zip(layers, originals):
+            layer.__dict__["_dtype_policy"] = policy

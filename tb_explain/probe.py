@@ -2,8 +2,10 @@
 
 `data` is accepted in every form `model.fit` users have at hand: an array;
 `(x,)`, `(x, y)` or `(x, y, sample_weight)`; a list or dict of arrays for
-multi-input models (a dict `y` for multi-output models); or a
-`tf.data.Dataset` (its first samples). Inputs may mix numbers and strings
+multi-input models (a dict `y` for multi-output models); or a stream of
+batches `model.fit` takes (`tf.data.Dataset`, `keras.utils.PyDataset`, a
+PyTorch `DataLoader`, a grain dataset: its first samples, see
+`tb_explain.datasets`). Inputs may mix numbers and strings
 (categorical features looked up inside the model). It is capped at `max_samples`,
 materialized once as numpy arrays (so every logging event sees the same
 samples and images compare across epochs), and checked against the model in
@@ -13,7 +15,7 @@ samples and images compare across epochs), and checked against the model in
 import keras
 import numpy as np
 
-from tb_explain import _validate, backend
+from tb_explain import _validate, backend, datasets
 
 
 def strings_as_array(array):
@@ -49,7 +51,7 @@ def _to_numpy(structure, what):
     if _is_leaf(structure):
         return np.asarray(structure)
     raise TypeError(
-        f"`data` {what} must be an array, a list or a dict of arrays, got "
+        f"`data` {what} must be one of: {datasets.accepted()}; got "
         f"{type(structure).__name__}."
     )
 
@@ -73,19 +75,20 @@ def _take(structure, n):
 
 
 def _from_dataset(dataset, max_samples, batched=True):
-    """The first `max_samples` samples of a dataset of batches (or of single
+    """The first `max_samples` samples of a stream of batches (or of single
     samples, `batched=False`), as one nest of numpy arrays."""
     parts = []
     count = 0
-    for element in backend.dataset_elements(dataset):
-        element = keras.tree.map_structure(backend.to_numpy, element)
+    for element in datasets.elements(dataset):
+        element = tuple(p for p in datasets.split(element) if p is not None)
+        element = keras.tree.map_structure(backend.to_numpy_any, element)
         first = keras.tree.flatten(element)[0]
         parts.append(element)
         count += len(first) if batched and np.ndim(first) else 1
         if count >= max_samples:
             break
     if not parts:
-        raise ValueError("`data` is an empty tf.data.Dataset.")
+        raise ValueError(f"`data` is an empty {datasets.kind(dataset)}.")
     join = np.concatenate if batched else np.stack
     return keras.tree.map_structure(lambda *xs: join(xs, 0), *parts)
 
@@ -108,9 +111,9 @@ class Probe:
     def __init__(self, data, max_samples=8):
         self.max_samples = _validate.check_int("max_samples", max_samples, minimum=1)
         if data is None:
-            raise ValueError("`data` is required: an array, (x, y), or a tf.data.Dataset.")
+            raise ValueError(f"`data` is required: one of {datasets.accepted()}.")
         self._dataset = None
-        if backend.is_dataset(data):
+        if datasets.is_stream(data):
             self._dataset = data  # batched, as fit takes it; re-read in validate if not
             batched = _from_dataset(data, self.max_samples)
             if len(_length(batched)) != 1:  # first dims disagree: single samples

@@ -4,6 +4,7 @@ import inspect
 import logging
 
 from tb_explain import _validate
+from tb_explain import datasets as streams
 from tb_explain.callbacks import (
     ActivationImages, AttentionMaps, Attributions, DecisionRules, Embeddings, FeatureImportance, GradientNorms,
     HParams, IntegratedGradients, ModelGraph, Predictions, TrainingCurves, TrainingDynamics,
@@ -34,7 +35,7 @@ MIN_TABLE_ROWS = 32
 
 def _tables(data):
     """What `data` offers the tabular callbacks: `{"table", "labelled table"}` or less."""
-    if data is None or hasattr(data, "element_spec"):
+    if data is None or streams.is_stream(data):
         return set()
     x = data[0] if isinstance(data, tuple) else data
     try:
@@ -77,9 +78,10 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
     labels) and `DecisionRules` (with scikit-learn installed), which read all
     of `data` (the probe callbacks keep its first `max_samples` rows); with
     `datasets`, also `Predictions` and `Embeddings` (the Projector), and
-    `TrainingDynamics` when `datasets` has a `"train"` entry of arrays with
-    class labels (fed by Predictions' pass over it: one forward pass per
-    logged epoch serves both; a regression model leaves it out, said under
+    `TrainingDynamics` when `datasets` has a `"train"` entry with class
+    labels, arrays or a stream of batches in a fixed order (fed by
+    Predictions' pass over it: one forward pass per logged epoch serves
+    both; a regression model leaves it out, said under
     `tb_explain/skipped`).
     Options are passed to every callback that accepts them by name (for
     instance `max_samples` to all three probe callbacks); an option no
@@ -170,15 +172,17 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
 
 
 def _train_arrays(datasets):
-    """`datasets["train"]` when TrainingDynamics can track it (arrays with
-    labels), else None."""
+    """`datasets["train"]` when TrainingDynamics may track it (arrays with
+    labels, or a stream of labelled batches), else None."""
     if not isinstance(datasets, dict):
         return None
     train = datasets.get("train")
+    if streams.is_stream(train):
+        return train
     if not isinstance(train, tuple) or len(train) not in (2, 3) or train[1] is None:
         if train is not None:
             logging.getLogger("tb_explain").info(
-                "explain(): TrainingDynamics tracks datasets['train'] given as arrays (x, y); "
-                "a tf.data.Dataset cannot be tracked example by example.")
+                "explain(): TrainingDynamics tracks datasets['train'] given with labels, as "
+                "(x, y) or a stream of (x, y) batches.")
         return None
     return train

@@ -99,9 +99,30 @@ def get():
     return module
 
 
+def _widened(array):
+    """`array` as numpy; dtypes numpy lacks (ml_dtypes' bfloat16, float8)
+    become float32, so every numpy computation has a real float."""
+    array = np.asarray(array)
+    if array.dtype.kind == "V" and array.dtype.names is None:
+        return array.astype(np.float32)
+    return array
+
+
 def to_numpy(x):
-    """`x` (a backend tensor, numpy array or number) as a numpy array."""
-    return get().to_numpy(x)
+    """`x` (a backend tensor, numpy array or number) as a numpy array;
+    bfloat16 (which numpy lacks) as float32."""
+    return _widened(get().to_numpy(x))
+
+
+def to_numpy_any(x):
+    """A tensor of any framework (a PyTorch tensor from a DataLoader, a
+    TensorFlow tensor) as a numpy array, bfloat16 as float32."""
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu()
+        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    return _widened(x)
 
 
 def to_tensor(array):

@@ -17,7 +17,8 @@ def to_numpy(x):
     if hasattr(x, "value") and not isinstance(x, (np.ndarray, torch.Tensor)):
         x = x.value  # a Keras variable
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     return np.asarray(x)
 
 

@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 
-from tb_explain import _validate, backend
+from tb_explain import _validate, backend, datasets as streams
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import embeddings, predictions
@@ -49,7 +49,8 @@ class Embeddings(ExplainCallback):
     Args:
         log_dir: Directory of the run (created if missing).
         data: A dataset (an array, `(x,)`, `(x, y)`, `(x, y, sample_weight)`,
-            or a batched `tf.data.Dataset` of those), or a dict
+            or a stream of such batches: `keras.utils.PyDataset`,
+            `tf.data.Dataset`, PyTorch `DataLoader`, grain dataset), or a dict
             `{name: dataset}`; labels are optional.
         layer: The layer to embed, by `layer.path` or name (default: the
             last layer before the model's output head that gives one vector
@@ -111,7 +112,7 @@ class Embeddings(ExplainCallback):
 
     # -- setup ------------------------------------------------------------------------
     def _split(self, data):
-        if backend.is_dataset(data) or isinstance(data, tuple):
+        if streams.is_stream(data) or isinstance(data, tuple):
             return data
         return (data,)
 
@@ -120,7 +121,7 @@ class Embeddings(ExplainCallback):
         per = {}
         for name, data in self.datasets.items():
             data = self._split(data)
-            if backend.is_dataset(data):
+            if streams.is_stream(data):
                 n, labels = 0, []
                 for x, y, _ in predictions.batches(data, self.batch_size):
                     n += len(keras.tree.flatten(x)[0])

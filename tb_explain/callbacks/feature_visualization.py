@@ -105,7 +105,7 @@ class FeatureVisualization(ExplainCallback):
             model(keras.ops.zeros([1, *shape], model.inputs[0].dtype), training=False)
         usable = [(p, int(captured[p].shape[-1]), len(captured[p].shape)) for p, _ in chosen
                   if captured.get(p) is not None
-                  and keras.backend.standardize_dtype(captured[p].dtype).startswith("float")
+                  and keras.backend.is_float_dtype(captured[p].dtype)
                   and len(captured[p].shape) >= 2]
         if self.layers is not None:
             bad = [p for p, _ in chosen if p not in {u[0] for u in usable}]

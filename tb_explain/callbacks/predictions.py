@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tb_explain import _validate, backend
+from tb_explain import _validate, backend, datasets as streams
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import metrics, predictions
 from tb_explain.compute.attribution import _cores, _inputs, _outputs
@@ -70,8 +70,10 @@ class Predictions(ExplainCallback):
     Args:
         log_dir: Directory of the run (created if missing).
         data: One labelled dataset (`(x, y)`, `(x, y, sample_weight)`, or a
-            batched `tf.data.Dataset` of those), named `eval`, or a dict
-            `{name: dataset}`; the first is the reference of the diagnostics.
+            stream of such batches: `keras.utils.PyDataset`, `tf.data.Dataset`,
+            PyTorch `DataLoader`, grain dataset, read in its own batches),
+            named `eval`, or a dict `{name: dataset}`; the first is the
+            reference of the diagnostics.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         class_names: Class names (a list, or a dict of lists per output).
         output: For multi-output models, the output to report (default:
@@ -125,12 +127,13 @@ class Predictions(ExplainCallback):
 
     @staticmethod
     def _check_dataset(name, dataset):
-        if backend.is_dataset(dataset):
-            return dataset
+        if streams.is_stream(dataset):
+            return streams.check_stream(dataset, f"`data` dataset {name!r}")
         if not isinstance(dataset, tuple):
-            raise ValueError(f"`data` dataset {name!r} must be (x, y), (x, y, sample_weight) or a "
-                             f"tf.data.Dataset, got {type(dataset).__name__}: without labels "
-                             f"there is nothing to score.")
+            raise TypeError(f"`data` dataset {name!r} must be (x, y), (x, y, sample_weight) or a "
+                            f"stream of such batches ({streams.accepted()}), got "
+                            f"{type(dataset).__name__}: without labels there is nothing to "
+                            f"score.")
         try:
             x, y, weights = predictions.split(dataset)
         except ValueError as exc:
@@ -200,7 +203,7 @@ class Predictions(ExplainCallback):
             for name, (_, y, _) in first.items():
                 self._check_labels(name, key, predictions.to_numpy(predictions.part_for(y, key)))
             for name, data in self.datasets.items():  # arrays: every label, here
-                if not backend.is_dataset(data):
+                if not streams.is_stream(data):
                     self._check_labels(name, key, np.asarray(predictions.part_for(predictions.split(data)[1], key)))
         self._step = predictions.evaluation_step(model)
 
@@ -260,8 +263,9 @@ class Predictions(ExplainCallback):
             for x, y, weights in predictions.batches(data, self.batch_size):
                 outs, loss, *captured = step(x, y, weights)
                 if feed is not None:
-                    fed.append((backend.to_numpy(outs), backend.to_numpy(captured[0])
-                                if captured else None))
+                    fed.append((keras.tree.map_structure(backend.to_numpy, outs),
+                                backend.to_numpy(captured[0]) if captured else None,
+                                predictions.to_numpy(y)))
                 n = len(keras.tree.flatten(x)[0])
                 loss_sum += float(loss) * n
                 count += n
@@ -282,8 +286,11 @@ class Predictions(ExplainCallback):
                     if info["task"] != "regression":
                         self._offer_mistakes(buffers[key], info, s, t, x)
             if feed is not None:
-                feed.shared[epoch] = (np.concatenate([o for o, _ in fed]), None if fed[0][1] is None
-                                      else np.concatenate([f for _, f in fed]))
+                join = lambda *parts: np.concatenate(parts)  # noqa: E731
+                feed.shared[epoch] = (
+                    keras.tree.map_structure(join, *[o for o, _, _ in fed]),
+                    None if fed[0][1] is None else np.concatenate([f for _, f, _ in fed]),
+                    keras.tree.map_structure(join, *[t for _, _, t in fed]))
             for key, info in self._outputs.items():
                 tag = f"outputs/{dname}" + ("" if len(self._outputs) == 1 else f"/{key}")
                 if info["task"] == "sequence":
@@ -307,7 +314,7 @@ class Predictions(ExplainCallback):
     def _feed(self, dname):
         """The `TrainingDynamics` this pass over `dname` feeds, or None."""
         feed = self.feeds.get(dname)
-        if feed is None or len(self._outputs) != 1 or not feed.accepts_feed(self.model):
+        if feed is None or not feed.accepts_feed(self.model):
             return None
         return feed
 

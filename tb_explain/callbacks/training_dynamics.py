@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from tb_explain import _validate, backend, tags
+from tb_explain import datasets as streams
 from tb_explain._errors import NotApplicable
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.callbacks.predictions import describe
@@ -62,9 +63,14 @@ class TrainingDynamics(ExplainCallback):
     Args:
         log_dir: Directory of the run (created if missing).
         data: The tracked examples: `(x, y)` arrays with class labels (ids,
-            or one-hot rows), or a dict `{name: (x, y)}` (examples are then
-            concatenated in dict order; `.dataset` and `.index` say where
-            each comes from).
+            or one-hot rows), or a stream of such batches in a fixed order
+            (`keras.utils.PyDataset`, `tf.data.Dataset`, PyTorch
+            `DataLoader` without shuffling, grain dataset: read in its own
+            batches at each pass, never copied whole; a pass that meets the
+            examples in another order leaves the callback out), or a dict
+            `{name: dataset}` (examples are then concatenated in dict order;
+            `.dataset` and `.index` say where each comes from). For a
+            multi-output model, `y` is a dict (or list) of labels per output.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         max_examples: Track a seeded subset of this many examples, stratified
             by dataset and class (int >= 1), or None for all.
@@ -72,6 +78,9 @@ class TrainingDynamics(ExplainCallback):
         class_names: Names of the classes (a list), for the suspects.
         privacy: `"off"`, `"inputs"` (no example inputs written) or
             `"strict"` (nothing per example written).
+        output: For a multi-output model, the classification output to
+            follow (a key of the labels' dict, or an index of their list);
+            default: the only output whose labels are class ids.
 
     Example:
 
@@ -88,7 +97,7 @@ class TrainingDynamics(ExplainCallback):
     eager_events = 0
 
     def __init__(self, log_dir, data, freq=1, max_examples=None, batch_size=256,
-                 class_names=None, privacy="off"):
+                 class_names=None, privacy="off", output=None):
         super().__init__(log_dir, freq)
         datasets = _validate.check_datasets(
             data, "train", "the tracked examples `(x, y)` or a dict {name: (x, y)}")
@@ -100,11 +109,12 @@ class TrainingDynamics(ExplainCallback):
             raise TypeError(f"`class_names` must be a list of names, got "
                             f"{type(class_names).__name__}.")
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.output = output
         self.datasets = {}
         labels, names, rows = [], [], []
         for name, dataset in datasets.items():
             x, y = self._check_dataset(name, dataset)
-            self.datasets[name] = x
+            self.datasets[name] = x  # the inputs (a nest of arrays), or the stream
             labels.append(y)
             names.append(np.full(len(y), name, dtype=object))
             rows.append(np.arange(len(y)))
@@ -126,15 +136,27 @@ class TrainingDynamics(ExplainCallback):
         self.shared = {}
 
     # -- construction checks ------------------------------------------------------
-    @staticmethod
-    def _check_dataset(name, dataset):
+    def _check_dataset(self, name, dataset):
+        """`(inputs or stream, class ids)` of one dataset, checked."""
         where = f"`data` dataset {name!r}"
-        if backend.is_dataset(dataset):
-            raise TypeError(f"{where} is a tf.data.Dataset; TrainingDynamics tracks examples "
-                            f"by position and needs arrays `(x, y)`.")
+        if streams.is_stream(dataset):
+            streams.check_stream(dataset, where)
+            sampler = type(getattr(dataset, "sampler", None)).__name__
+            if sampler == "RandomSampler":
+                raise ValueError(f"{where} is a DataLoader that shuffles (shuffle=True): "
+                                 f"TrainingDynamics tracks examples by position, the same at "
+                                 f"every pass; give it a DataLoader without shuffling.")
+            parts = []
+            for _, y, _ in streams.batches(dataset):
+                if y is None:
+                    raise ValueError(f"{where} has no labels: its batches must be (x, y).")
+                parts.append(self._picked(where, y))
+            if not parts:
+                raise ValueError(f"{where} is an empty {streams.kind(dataset)}.")
+            return dataset, self._class_ids(where, np.concatenate(parts))
         if not isinstance(dataset, tuple) or len(dataset) not in (2, 3):
-            raise ValueError(f"{where} must be a tuple (x, y) of arrays with class labels, got "
-                             f"{type(dataset).__name__}.")
+            raise TypeError(f"{where} must be (x, y) with class labels, or a stream of such "
+                            f"batches ({streams.accepted()}), got {type(dataset).__name__}.")
         x, y = dataset[0], dataset[1]
         if y is None:
             raise ValueError(f"{where} has no labels: pass (x, y).")
@@ -142,11 +164,43 @@ class TrainingDynamics(ExplainCallback):
         if not leaves or any(not hasattr(leaf, "shape") or not leaf.shape for leaf in leaves):
             raise TypeError(f"{where}: x must be arrays (or a dict/list of arrays) with a batch "
                             f"axis.")
-        y = np.asarray(backend.to_numpy(y))
+        y = self._picked(where, y)
         lengths = {len(leaf) for leaf in leaves} | {len(y)}
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError(f"{where}: x and y must share one non-zero number of examples, "
                              f"got {sorted(lengths)}.")
+        return x, self._class_ids(where, y)
+
+    def _picked(self, where, y):
+        """The labels of the followed output, as numpy: `y` itself, or its
+        entry `output` for a multi-output model (found on first use when
+        `output` is None: the only entry holding class ids)."""
+        if not isinstance(y, (dict, list, tuple)):
+            return np.asarray(backend.to_numpy_any(y))
+        keys = list(y) if isinstance(y, dict) else list(range(len(y)))
+        if self.output is None:
+            candidates = []
+            for key in keys:
+                try:
+                    self._class_ids(where, np.asarray(backend.to_numpy_any(y[key])))
+                    candidates.append(key)
+                except ValueError:
+                    pass
+            if len(candidates) != 1:
+                raise ValueError(
+                    f"{where} has labels for the outputs {keys}, "
+                    + ("none of which are class ids: there is no classifier output to follow"
+                       if not candidates else f"and {candidates} all hold class ids: pass "
+                       f"`output=` naming the one to follow") + ".")
+            self.output = candidates[0]
+        if self.output not in keys:
+            raise ValueError(f"`output` must be one of the outputs {where} has labels for, "
+                             f"{keys}; got {self.output!r}.")
+        return np.asarray(backend.to_numpy_any(y[self.output]))
+
+    @staticmethod
+    def _class_ids(where, y):
+        """`y` (class ids or one-hot rows) as int64 class ids, checked."""
         if y.dtype.kind not in "iubf":
             raise ValueError(f"{where}: labels must be class ids or one-hot rows, got dtype "
                              f"{y.dtype}.")
@@ -156,15 +210,16 @@ class TrainingDynamics(ExplainCallback):
                 raise ValueError(f"{where}: labels of shape {y.shape[1:]} per example are not "
                                  f"one-hot rows (one 1 per row); TrainingDynamics needs one "
                                  f"class per example.")
-            return x, np.argmax(flat, axis=1).astype(np.int64)
+            return np.argmax(flat, axis=1).astype(np.int64)
         values = flat[:, 0]
-        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        if flat.shape[1] != 1 or not np.all(np.isfinite(values)) \
+                or not np.all(values == np.round(values)):
             raise ValueError(f"{where}: labels must be class ids (integers), got non-integer "
                              f"values such as {values[values != np.round(values)][:3]}: "
                              f"regression targets have no training dynamics to track.")
         if values.min() < 0:
             raise ValueError(f"{where}: labels must be class ids >= 0, got {values.min():g}.")
-        return x, values.astype(np.int64)
+        return values.astype(np.int64)
 
     def _subset(self):
         n = len(self._all_labels)
@@ -186,9 +241,11 @@ class TrainingDynamics(ExplainCallback):
     def validate_model(self):
         model = self.model
         outputs = _outputs.static_outputs(model)
-        if outputs is not None and len(keras.tree.flatten(outputs)) != 1:
+        if outputs is not None and len(keras.tree.flatten(outputs)) != 1 \
+                and self.output is None:
             raise NotApplicable("TrainingDynamics follows one classifier output; the model has "
-                                f"{len(keras.tree.flatten(outputs))}")
+                                f"{len(keras.tree.flatten(outputs))} and the labels name none "
+                                f"(pass `output=`)")
 
     def prepare(self):
         model = self.model
@@ -196,14 +253,22 @@ class TrainingDynamics(ExplainCallback):
         with self.model_checks():  # eagerly: two examples trace no compiled pass
             out = keras.tree.map_structure(backend.to_numpy, model(x, training=False))
         if isinstance(out, (list, tuple, dict)):
-            raise NotApplicable("TrainingDynamics follows one classifier output; the model "
-                                "returns several")
+            names = _outputs.output_names(out)
+            if self.output not in names:
+                raise NotApplicable(
+                    f"TrainingDynamics follows one classifier output; the model returns "
+                    f"{names}" + ("" if self.output is None else
+                                  f", not the labels' output {self.output!r}"))
+            out = _outputs.raw(out, self.output)
+        elif self.output is not None:
+            raise NotApplicable(f"TrainingDynamics: `output` {self.output!r} names one of "
+                                f"several outputs, but the model has one")
         out = np.asarray(out)
         if out.ndim != 2:
             raise NotApplicable(f"TrainingDynamics needs one class score vector per example; "
                                 f"the model outputs shape {out.shape[1:]} per example")
         units = out.shape[1]
-        task, logits = predictions.task_of(model, None, units, self.labels[:64, None])
+        task, logits = predictions.task_of(model, self.output, units, self.labels[:64, None])
         if task not in ("multiclass", "binary"):
             raise NotApplicable(f"TrainingDynamics needs a classifier (softmax, logits, or one "
                                 f"sigmoid unit); output with {units} unit(s) is {task}")
@@ -243,7 +308,7 @@ class TrainingDynamics(ExplainCallback):
         return model is self.model and self._task is not None and not self._skipped
 
     def _last_dense(self, units):
-        layer = predictions.output_layer(self.model, None)
+        layer = predictions.output_layer(self.model, self.output)
         if isinstance(layer, keras.layers.Dense) and layer.units == units:
             return layer
         dense = [lay for _, lay in activations.all_layers(self.model)
@@ -266,18 +331,59 @@ class TrainingDynamics(ExplainCallback):
         self._records = list(earlier.records)
 
     # -- data ----------------------------------------------------------------------------
+    def _chunks(self, rows):
+        """Yields the inputs (numpy nests) of the examples `rows` (ascending
+        positions in the concatenation), in chunks of at most `batch_size`
+        rows (arrays) or of the stream's own batches. A stream's labels are
+        checked against the first pass's on the way: `NotApplicable` when
+        they come in another order."""
+        start = 0
+        for name, source in self.datasets.items():
+            size = int(np.sum(self._all_dataset == name))
+            mine = rows[(rows >= start) & (rows < start + size)] - start
+            if len(mine) and not streams.is_stream(source):
+                for first in range(0, len(mine), self.batch_size):
+                    picked = mine[first:first + self.batch_size]
+                    yield keras.tree.map_structure(
+                        lambda a, p=picked: np.asarray(backend.to_numpy(a))[p], source)
+            elif len(mine):
+                yield from self._stream_chunks(name, source, start, mine)
+            start += size
+
+    def _stream_chunks(self, name, source, offset, mine):
+        position = 0
+        for x, y, _ in streams.batches(source):
+            n = len(keras.tree.flatten(x)[0])
+            self._check_order(name, offset + position, y)
+            picked = mine[(mine >= position) & (mine < position + n)] - position
+            if len(picked):
+                yield keras.tree.map_structure(
+                    lambda a, p=picked: np.asarray(backend.to_numpy(a))[p], x)
+            position += n
+            if position > mine[-1]:
+                return
+
+    def _check_order(self, name, first, y):
+        """Raises `NotApplicable` unless the labels `y` of a stream's batch
+        are the recorded labels of examples `first`, `first + 1`, ..."""
+        where = f"`data` dataset {name!r}"
+        given = self._class_ids(where, self._picked(where, y))
+        if not np.array_equal(given, self._all_labels[first:first + len(given)]):
+            raise NotApplicable(
+                f"TrainingDynamics: dataset {name!r} gave its examples in another order than "
+                f"at the first pass (shuffled?); examples are tracked by position, so give "
+                f"it a dataset in a fixed order")
+
     def _inputs_for(self, rows):
-        """The inputs of the tracked examples `rows` (positions in the concatenation)."""
-        names = self._all_dataset[rows]
-        index = self._all_index[rows]
-        parts = []
-        for name in dict.fromkeys(names):
-            picked = index[names == name]
-            parts.append(keras.tree.map_structure(
-                lambda a, p=picked: np.asarray(backend.to_numpy(a))[p], self.datasets[name]))
-        if len(parts) == 1:
-            return parts[0]
-        return keras.tree.map_structure(lambda *a: np.concatenate(a), *parts)
+        """The inputs of the tracked examples `rows` (positions in the
+        concatenation, any order)."""
+        rows = np.asarray(rows)
+        order = np.argsort(rows, kind="stable")
+        parts = list(self._chunks(rows[order]))
+        joined = parts[0] if len(parts) == 1 else keras.tree.map_structure(
+            lambda *a: np.concatenate(a), *parts)
+        back = np.argsort(order, kind="stable")
+        return keras.tree.map_structure(lambda a: a[back], joined)
 
     def _learning_rate(self):
         optimizer = getattr(self.model, "optimizer", None)
@@ -292,17 +398,21 @@ class TrainingDynamics(ExplainCallback):
         """`(z, features)` of every tracked example at `epoch`."""
         shared = self.shared.pop(epoch, None)
         self.shared.clear()
-        if shared is not None and len(shared[0]) == len(self._all_labels):
-            outs, feats = shared
-            outs = outs[self.tracked]
+        if shared is not None and len(_outputs.raw(shared[0], self.output)) \
+                == len(self._all_labels):
+            outs, feats, labels = shared
+            name = next(iter(self.datasets))
+            if streams.is_stream(self.datasets[name]):
+                self._check_order(name, 0, labels)
+            outs = _outputs.raw(outs, self.output)[self.tracked]
             feats = None if feats is None else feats[self.tracked]
         else:
             step = predictions.evaluation_step(self.model, capture=self._dense)
             out_parts, feat_parts = [], []
-            for start in range(0, len(self.tracked), self.batch_size):
-                rows = self.tracked[start:start + self.batch_size]
-                result = step(self._inputs_for(rows), None, None)
-                out_parts.append(np.asarray(backend.to_numpy(result[0])))
+            for x in self._chunks(self.tracked):
+                result = step(x, None, None)
+                out_parts.append(np.asarray(backend.to_numpy(
+                    _outputs.raw(result[0], self.output))))
                 if self._dense is not None:
                     feat_parts.append(np.asarray(backend.to_numpy(result[2])))
             outs = np.concatenate(out_parts)
@@ -313,7 +423,15 @@ class TrainingDynamics(ExplainCallback):
 
     # -- one event ------------------------------------------------------------------------
     def log_event(self, epoch):
-        z, feats = self._pass(epoch)
+        try:
+            z, feats = self._pass(epoch)
+        except NotApplicable as exc:  # a stream that changed its order
+            self._skipped = True
+            if self.suite is None:
+                raise
+            self.suite.skip(type(self).__name__, exc)
+            self.suite.report(epoch)
+            return
         record = dynamics.epoch_record(z, self.labels, feats, self._learning_rate())
         keep = [i for i, e in enumerate(self._logged) if e < epoch]
         self._logged = [self._logged[i] for i in keep] + [epoch]
@@ -350,18 +468,20 @@ class TrainingDynamics(ExplainCallback):
         ops.write_tensor(tags.DYNAMICS_EXAMPLES, meta, epoch, tags.PLUGIN_NAME, content)
         if self.privacy != "off":
             return
-        leaves = _inputs.flatten_inputs(self._inputs_for(self.tracked))[0]
-        leaf = leaves[0]
-        if leaf.ndim == 4 and leaf.dtype.kind == "f" and leaf.shape[-1] in (1, 3, 4):
-            ops.write_tensor(tags.DYNAMICS_THUMBNAILS, self._thumbnails(leaf), epoch,
+        thumbnails, texts = [], []  # a chunk at a time: no copy of every input
+        for x in self._chunks(self.tracked):
+            leaves = _inputs.flatten_inputs(x)[0]
+            leaf = leaves[0]
+            if leaf.ndim == 4 and leaf.dtype.kind == "f" and leaf.shape[-1] in (1, 3, 4):
+                thumbnails.append(self._thumbnails(leaf))
+            else:
+                texts.extend(_describe(leaves, i) for i in range(len(leaf)))
+        if thumbnails:
+            ops.write_tensor(tags.DYNAMICS_THUMBNAILS, np.concatenate(thumbnails), epoch,
                              tags.PLUGIN_NAME)
         else:
-            ops.write_tensor(tags.DYNAMICS_INPUTS, np.array(
-                [_describe(leaves, i) for i in range(len(self.tracked))], dtype=object), epoch,
-                tags.PLUGIN_NAME)
-
-    def _first_leaf(self, rows):
-        return _inputs.flatten_inputs(self._inputs_for(rows))[0][0]
+            ops.write_tensor(tags.DYNAMICS_INPUTS, np.array(texts, dtype=object), epoch,
+                             tags.PLUGIN_NAME)
 
     @staticmethod
     def _thumbnails(leaf):
@@ -385,7 +505,8 @@ class TrainingDynamics(ExplainCallback):
         predicted = record[dynamics.RECORD_ROWS.index("predicted")].astype(np.int64)
         where = [f"{result.dataset[i]}[{result.index[i]}]" for i in top]
         if self.privacy == "off":
-            leaf = self._first_leaf(self.tracked[top])
+            leaves = _inputs.flatten_inputs(self._inputs_for(self.tracked[top]))[0]
+            leaf = leaves[0]
             if leaf.ndim == 4 and leaf.dtype.kind == "f":
                 tiles = images.input_images(leaf, max_tile=96)
                 captions = [[where[j], f"given: {names[self.labels[i]]}",
@@ -403,8 +524,7 @@ class TrainingDynamics(ExplainCallback):
                    f"{result.mislabel_score[i]:.3f}", f"{result.aum[i]:.3f}",
                    f"{result.confidence[i]:.3f}"]
             if self.privacy == "off":
-                row.append(_describe(_inputs.flatten_inputs(
-                    self._inputs_for(self.tracked[i:i + 1]))[0], 0))
+                row.append(_describe(leaves, j))
             rows.append(row)
         ops.write_markdown("dynamics/suspects", f"Most likely mislabeled at epoch {epoch} "
                            f"(over {len(self._logged)} logged epochs):\n\n"

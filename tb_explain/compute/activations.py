@@ -163,7 +163,8 @@ def _numpy_fractions(values, kinds):
 
 
 def _is_number(tensor):
-    return keras.backend.standardize_dtype(tensor.dtype).startswith(("float", "int", "uint"))
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return keras.backend.is_float_dtype(dtype) or keras.backend.is_int_dtype(dtype)
 
 
 def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BINS):

@@ -49,7 +49,7 @@ def is_vector_output(tensor):
     """Whether a layer output gives one vector per sample (after pooling):
     floating point, rank >= 2, at least one unit."""
     return (tensor is not None
-            and keras.backend.standardize_dtype(tensor.dtype).startswith("float")
+            and keras.backend.is_float_dtype(tensor.dtype)
             and len(tensor.shape) >= 2 and (tensor.shape[-1] or 0) >= 1)
 
 

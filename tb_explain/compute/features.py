@@ -227,7 +227,7 @@ def feature_visualization(model, layer, units=None, *, steps=256, size=None, see
     with _capturing([(path, paths[path])], captured):
         model(probe, training=False)
     out = captured.get(path)
-    if out is None or not keras.backend.standardize_dtype(out.dtype).startswith("float") \
+    if out is None or not keras.backend.is_float_dtype(out.dtype) \
             or len(out.shape) < 2:
         raise ValueError(f"`layer` {layer!r}: its output is not a float tensor with units.")
     available = int(out.shape[-1])

@@ -13,7 +13,7 @@ import heapq
 import keras
 import numpy as np
 
-from tb_explain import backend
+from tb_explain import backend, datasets
 from tb_explain._keras import swapped_call
 from tb_explain.compute.attribution import _cores, _outputs
 
@@ -25,19 +25,16 @@ TASKS = ("auto", "multiclass", "binary", "multilabel", "regression", "sequence")
 def split(element):
     """`(x, y, sample_weight)` of a dataset element or a tuple given by the user."""
     if isinstance(element, tuple):
-        if not 1 <= len(element) <= 3:
-            raise ValueError(f"a dataset element must be (x, y) or (x, y, sample_weight), got a "
-                             f"tuple of {len(element)} elements")
-        return (tuple(element) + (None, None))[:3]
+        return datasets.split(element)
     return element, None, None
 
 
 def batches(data, batch_size):
     """Yields `(x, y, sample_weight)` batches (numpy or tensors) of `data`:
-    a tuple of arrays (sliced here) or a batched `tf.data.Dataset`."""
-    if backend.is_dataset(data):
-        for element in backend.dataset_elements(data):
-            yield split(element)
+    a tuple of arrays (sliced here) or a stream of batches
+    (`tb_explain.datasets`: read in its own batches)."""
+    if datasets.is_stream(data):
+        yield from datasets.batches(data)
         return
     x, y, weights = split(data)
     n = len(keras.tree.flatten(x)[0])

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import swapped_call
+from tb_explain._keras import float32_compute, is_mixed, swapped_call
 
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -38,6 +38,25 @@ def forward(model):
     if fn is None:
         fn = per_model["forward"] = backend.compile(lambda x: model(x, training=False),
                                                     model.variables)
+    return fn
+
+
+def explained_forward(model):
+    """`forward(model)` as the explanations see it: for a mixed-precision
+    model, a second compiled pass whose layers compute in float32
+    (`float32_compute`), so targets and the scores the attributions are
+    checked against come from the same precision as the attributions."""
+    if not is_mixed(model):
+        return forward(model)
+    per_model = cache(model)
+    fn = per_model.get("forward32")
+    if fn is None:
+        compiled = backend.compile(lambda x: model(x, training=False), model.variables)
+
+        def fn(x):
+            with float32_compute(model):
+                return compiled(x)
+        per_model["forward32"] = fn
     return fn
 
 
@@ -75,7 +94,9 @@ def embeddings_swapped(plan, holder):
 def register_core(model, key, plan, holder, core):
     """Caches `core` compiled for `model` under `key` (its Python runs
     eagerly inside `tiering.eager()`), with the token inputs' Embeddings
-    swapped for `holder`'s values (see `_feeding.feed`) while it runs."""
+    swapped for `holder`'s values (see `_feeding.feed`) while it runs, and
+    every layer computing in float32 (`float32_compute`: explanations of a
+    mixed-precision model are as precise as its float32 weights give)."""
     function = backend.Function(core, model.variables)  # eager inside `tiering.eager()`
 
     def call(*args):
@@ -83,7 +104,7 @@ def register_core(model, key, plan, holder, core):
         # refuses inputs that mix tensors and numpy arrays
         args = keras.tree.map_structure(
             lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
-        with embeddings_swapped(plan, holder):
+        with embeddings_swapped(plan, holder), float32_compute(model):
             return function(*args)
 
     call.core = core

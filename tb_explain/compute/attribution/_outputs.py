@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain.compute.attribution._cores import forward
+from tb_explain.compute.attribution._cores import explained_forward as forward
 from tb_explain.compute.attribution._inputs import model_inputs
 
 

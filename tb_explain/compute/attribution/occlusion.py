@@ -134,7 +134,7 @@ def occlusion(model, inputs, *, target=None, output=None, position="last", batch
     starts = np.concatenate([np.pad(grid, ((0, 0), (0, rank - grid.shape[1])))
                              for _, grid in found])
     f_x = backend.to_numpy(_outputs.select(
-        _cores.forward(model)(_inputs.model_inputs(model, done.plan)), done.key))[
+        _cores.explained_forward(model)(_inputs.model_inputs(model, done.plan)), done.key))[
         np.arange(done.n), done.targets]
     positions = len(owner)
     total_rows = done.n * positions
