@@ -130,3 +130,14 @@ def float32_compute(model):
     finally:
         for layer, policy in zip(layers, originals):
             layer.__dict__["_dtype_policy"] = policy
+
+
+def keras_mask(tensor):
+    """The Keras mask `tensor` carries, or None: its `_keras_mask`, which
+    Keras keeps in a side table for tensors that take no attributes (JAX
+    arrays and tracers), so `getattr` alone misses it there."""
+    try:
+        from keras.src.backend.common.masking import get_keras_mask  # noqa: PLC0415
+    except ImportError:  # another Keras layout: the attribute only
+        return getattr(tensor, "_keras_mask", None)
+    return get_keras_mask(tensor)

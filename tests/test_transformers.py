@@ -479,3 +479,64 @@ def test_bert_attention_equals_its_layers_own_scores():
     np.testing.assert_allclose(result.scores[layer.path], keras.ops.convert_to_numpy(own),
                                rtol=1e-5, atol=1e-6)
     assert np.abs(result.scores[layer.path][:2, :, :, 6:]).max() < 1e-6  # padded keys
+
+
+def _mixed_heads_model(cross=False):
+    """A MultiHeadAttention block (4 heads) then a GroupQueryAttention block
+    (2 query heads): one sequence length, different head counts; with
+    `cross`, the second block attends to a second input instead."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((5, 8), name="tokens")
+    hidden = tokens + keras.layers.MultiHeadAttention(4, 2, name="mha")(tokens, tokens)
+    context = keras.Input((5, 8), name="context") if cross else None
+    source = context if cross else hidden
+    hidden = hidden + keras.layers.GroupQueryAttention(4, 2, 1, name="gqa")(hidden, source)
+    inputs = [tokens, context] if cross else tokens
+    return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+
+def test_rollout_over_mixed_head_counts():
+    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype("float32")
+    result = tbx.attention(_mixed_heads_model(), x)
+    heads = [result.scores[p].shape[1] for p in result.layers]
+    assert heads == [4, 2]
+    assert result.rollout is not None
+    np.testing.assert_allclose(result.rollout, _rollout(
+        [result.scores[p].astype(np.float64) for p in result.layers]), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(result.rollout.sum(-1), 1.0, rtol=1e-6)
+    # cross-attention of the same length: no rollout
+    crossed = tbx.attention(_mixed_heads_model(cross=True), [x, x[::-1].copy()])
+    assert crossed.rollout is None
+
+
+def _masked_tagger():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(ids)
+    hidden = keras.layers.LSTM(8, return_sequences=True)(hidden)
+    return keras.Model(ids, keras.layers.Dense(4, activation="softmax")(hidden))
+
+
+def _masked_lm():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(ids)
+    hidden = hidden + keras.layers.MultiHeadAttention(2, 4)(hidden, hidden,
+                                                            use_causal_mask=True)
+    return keras.Model(ids, keras.layers.Dense(VOCAB)(hidden))
+
+
+@pytest.mark.parametrize("build", [_masked_tagger, _masked_lm], ids=["tagger", "lm"])
+def test_masked_sequences_are_explained_at_their_last_token(build):
+    model = build()
+    ids = _tokens()
+    ids[2, 1:] = 0  # one real token
+    last = np.array([np.flatnonzero(row).max() for row in ids])
+    assert (last < LENGTH - 1).any()
+    probs = keras.ops.convert_to_numpy(model(ids))
+    for method in ("integrated_gradients", "saliency", "occlusion"):
+        result = tbx.attribute(model, ids, method)
+        np.testing.assert_array_equal(result.position, last, err_msg=method)
+        at_last = probs[np.arange(len(ids)), last]
+        np.testing.assert_array_equal(result.target, at_last.argmax(-1), err_msg=method)
+        np.testing.assert_allclose(result.output, at_last.max(-1), rtol=1e-5, atol=1e-6)

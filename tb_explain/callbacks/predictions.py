@@ -130,10 +130,11 @@ class Predictions(ExplainCallback):
         if streams.is_stream(dataset):
             return streams.check_stream(dataset, f"`data` dataset {name!r}")
         if not isinstance(dataset, tuple):
-            raise TypeError(f"`data` dataset {name!r} must be (x, y), (x, y, sample_weight) or a "
-                            f"stream of such batches ({streams.accepted()}), got "
-                            f"{type(dataset).__name__}: without labels there is nothing to "
-                            f"score.")
+            unlabelled = hasattr(dataset, "shape") or isinstance(dataset, (list, dict))
+            raise (ValueError if unlabelled else TypeError)(
+                f"`data` dataset {name!r} must be (x, y), (x, y, sample_weight) or a stream of "
+                f"such batches ({streams.accepted()}), got {type(dataset).__name__}: without "
+                f"labels there is nothing to score.")
         try:
             x, y, weights = predictions.split(dataset)
         except ValueError as exc:

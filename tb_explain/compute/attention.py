@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import layer_path, swapped_attr
+from tb_explain._keras import keras_mask, layer_path, swapped_attr
 from tb_explain.compute.attribution import _cores
 
 ATTENTION_CLASSES = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
@@ -47,10 +47,12 @@ def query_key_paths(model):
 
 
 @contextlib.contextmanager
-def recording(layers, scores, masks, order):
+def recording(layers, scores, masks, order, crossed=None):
     """Context in which each attention layer of `layers` records the weights
     it applies (`scores[path]`, first call), the Keras query mask it gets
-    (`masks[path]`) and the order of first calls (`order`)."""
+    (`masks[path]`), the order of first calls (`order`) and, in `crossed`
+    (a set), the paths called with a value or key that is not the query
+    (cross-attention)."""
     with contextlib.ExitStack() as stack:
         for path, layer in layers:
             compute, call = layer._compute_attention, layer.call
@@ -81,7 +83,12 @@ def recording(layers, scores, masks, order):
             def called(*args, _path=path, _call=call, **kwargs):
                 if _path not in masks:  # the query's Keras mask, else the one passed
                     query = args[0] if args else kwargs.get("query")
-                    masks[_path] = getattr(query, "_keras_mask", None)
+                    value = args[1] if len(args) > 1 else kwargs.get("value")
+                    key = args[2] if len(args) > 2 else kwargs.get("key")
+                    if crossed is not None and (value is not query
+                                                or key not in (None, query)):
+                        crossed.add(_path)
+                    masks[_path] = None if query is None else keras_mask(query)
                     if masks[_path] is None:
                         masks[_path] = kwargs.get("query_mask")
                 return _call(*args, **kwargs)
@@ -99,11 +106,11 @@ def make_attention_pass(model, layers):
     fn = per_model.get(key)
     if fn is not None:
         return fn
-    order_seen = []
+    order_seen, crossed = [], set()
 
     def probe(x):
         scores, masks, order = {}, {}, []
-        with recording(layers, scores, masks, order):
+        with recording(layers, scores, masks, order, crossed):
             model(x, training=False)
         order_seen[:] = order
         return ({p: keras.ops.cast(scores[p], "float32") for p in order},
@@ -115,6 +122,7 @@ def make_attention_pass(model, layers):
         scores, masks = compiled(x)
         return list(order_seen) or list(scores), scores, masks
 
+    run.crossed = crossed  # cross-attention layers, known once traced
     per_model[key] = run
     return run
 
@@ -142,14 +150,16 @@ def rollout(stack):
     """Attention rollout (Abnar & Zuidema 2020) of `stack`, a list of
     `(n, heads, T, T)` self-attention weights from the first layer to the
     last: A~ = 0.5 mean_heads(A) + 0.5 I, rows renormalized, then
-    A~_L ... A~_1. Returns `(n, T, T)`, or None when the layers are not a
-    stack of self-attention of one length."""
+    A~_L ... A~_1. Heads are averaged first, so layers of different head
+    counts (a MultiHeadAttention block then a GroupQueryAttention one)
+    stack. Returns `(n, T, T)`, or None when the layers are not of one
+    length or not square (cross-attention)."""
     if not stack:
         return None
-    shapes = {np.shape(a) for a in stack}
+    shapes = {(np.shape(a)[0],) + tuple(np.shape(a)[2:]) for a in stack}
     if len(shapes) != 1:
         return None
-    n, _, t_query, t_key = next(iter(shapes))
+    n, t_query, t_key = next(iter(shapes))
     if t_query != t_key:
         return None
     result = np.broadcast_to(np.eye(t_query), (n, t_query, t_query)).copy()
@@ -173,8 +183,9 @@ class Attention:
             input of the same length, else all.
         entropy: `{path: (heads,)}` -sum p ln p, one mean over the unmasked
             (sample, query) pairs.
-        rollout: `(n, T, T)` attention rollout over `layers`, or None when
-            they are not a stack of self-attention of one length.
+        rollout: `(n, T, T)` attention rollout over `layers` (whatever
+            their head counts), or None when they are not all
+            self-attention of one length.
     """
 
     layers: list
@@ -251,7 +262,8 @@ def attention(model, inputs, *, layers=None):
                          f"GroupQueryAttention or a subclass).")
     x = keras.tree.map_structure(
         lambda a: backend.to_tensor(np.asarray(backend.to_numpy(a))), inputs)
-    order, scores, masks = make_attention_pass(model, chosen)(x)
+    attention_pass = make_attention_pass(model, chosen)
+    order, scores, masks = attention_pass(x)
     n = len(keras.tree.flatten(inputs)[0])
     out_scores, out_masks, out_entropy = {}, {}, {}
     for path in order:
@@ -267,4 +279,6 @@ def attention(model, inputs, *, layers=None):
         out_masks[path] = np.ones((n, s.shape[2]), bool) if mask is None else mask
         out_entropy[path] = entropy(s, out_masks[path])
     return Attention(layers=list(order), scores=out_scores, query_mask=out_masks,
-                     entropy=out_entropy, rollout=rollout([out_scores[p] for p in order]))
+                     entropy=out_entropy,
+                     rollout=None if attention_pass.crossed & set(order)
+                     else rollout([out_scores[p] for p in order]))

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import float32_compute, is_mixed, swapped_call
+from tb_explain._keras import float32_compute, is_mixed, keras_mask, swapped_call
 
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -48,15 +48,43 @@ def explained_forward(model):
     checked against come from the same precision as the attributions."""
     if not is_mixed(model):
         return forward(model)
-    per_model = cache(model)
-    fn = per_model.get("forward32")
-    if fn is None:
-        compiled = backend.compile(lambda x: model(x, training=False), model.variables)
+    return _float32_pass(model, "forward32", lambda x: model(x, training=False))
 
-        def fn(x):
-            with float32_compute(model):
-                return compiled(x)
-        per_model["forward32"] = fn
+
+def forward_and_masks(model):
+    """Compiled `x -> (outputs, masks)`: the outputs as `explained_forward`
+    gives them and, per output, the Keras mask it carries (an
+    `Embedding(mask_zero=True)` upstream), all True where it carries none.
+    A compiled function's outputs lose their `_keras_mask`: this carries it
+    out, on every backend."""
+    def run(x):
+        outputs = model(x, training=False)
+
+        def mask(output):
+            carried = keras_mask(output)
+            if carried is None or len(output.shape) < 2:
+                first = output[..., 0] if len(output.shape) >= 2 else output
+                return keras.ops.ones_like(first, dtype="bool")
+            return keras.ops.cast(carried, "bool")
+        return outputs, keras.tree.map_structure(mask, outputs)
+
+    return _float32_pass(model, "forward_masks", run)
+
+
+def _float32_pass(model, key, run):
+    """`run` compiled once per model under `key`, its layers computing in
+    float32 for a mixed-precision model."""
+    per_model = cache(model)
+    fn = per_model.get(key)
+    if fn is None:
+        compiled = backend.compile(run, model.variables)
+        if not is_mixed(model):
+            fn = compiled
+        else:
+            def fn(x):
+                with float32_compute(model):
+                    return compiled(x)
+        per_model[key] = fn
     return fn
 
 

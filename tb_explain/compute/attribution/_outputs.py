@@ -9,6 +9,7 @@ import numpy as np
 
 from tb_explain import backend
 from tb_explain.compute.attribution._cores import explained_forward as forward
+from tb_explain.compute.attribution._cores import forward_and_masks
 from tb_explain.compute.attribution._inputs import model_inputs
 
 
@@ -128,20 +129,38 @@ def check_position(position):
                      f"got {position!r}.")
 
 
-def last_positions(inputs, scores, length):
+def last_positions(inputs, scores, length, carried=None, plan=None):
     """Per sample, the last unmasked position of a sequence output: from a
-    `padding_mask` input of the output's length, else the output's Keras
-    mask, else `length - 1`."""
+    `padding_mask` input of the output's length, else the Keras mask the
+    output carried (`carried`, from `_cores.forward_and_masks`), else the
+    mask an `Embedding(mask_zero=True)` computes for a token input of the
+    output's length (the mask is lost on the way when a layer does not
+    propagate it: `x + attention(x)` on Keras tensors), else `length - 1`."""
     n = len(backend.to_numpy(scores))
     mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
-    if mask is None:
-        mask = getattr(scores, "_keras_mask", None)
+    if mask is None and carried is not None:
+        carried = np.asarray(backend.to_numpy(carried)).astype(bool)
+        mask = None if carried.all() else carried  # all True: none carried
+    if mask is None and plan is not None:
+        mask = _embedding_mask(plan, n, length)
     if mask is not None:
         mask = np.asarray(backend.to_numpy(mask)).astype(bool)
         if mask.shape == (n, length):
             last = length - 1 - np.argmax(mask[:, ::-1], axis=1)
             return np.where(mask.any(axis=1), last, length - 1).astype(np.int64)
     return np.full(n, length - 1, np.int64)
+
+
+def _embedding_mask(plan, n, length):
+    """The mask of the first `Embedding(mask_zero=True)` reading `(n,
+    length)` token ids of a model input (`compute_mask`), or None."""
+    for layer, ids in zip(plan.embeddings, plan.ids or [None] * len(plan.embeddings)):
+        if layer is None or ids is None or not getattr(layer, "mask_zero", False):
+            continue
+        ids = np.asarray(ids)
+        if ids.shape == (n, length):
+            return np.asarray(backend.to_numpy(layer.compute_mask(backend.to_tensor(ids))))
+    return None
 
 
 def outputs_and_targets(model, plan, target, output, position="last"):
@@ -161,14 +180,14 @@ def outputs_and_targets(model, plan, target, output, position="last"):
         units = output_units(model, key, plan)
         return key, targets(target, np.zeros((n, units))), None
     inputs = model_inputs(model, plan)
-    outs = forward(model)(inputs)
+    outs, masks = forward_and_masks(model)(inputs)
     key = output_key(model, outs, output)
     scores = raw(outs, key)
     if len(scores.shape) != 3:
         return key, targets(target, backend.to_numpy(select(outs, key))), None
     length, classes = int(scores.shape[1]), int(scores.shape[2])
     if position == "last":
-        where = last_positions(inputs, scores, length)
+        where = last_positions(inputs, scores, length, raw(masks, key), plan)
     else:
         if not -length <= position < length:
             raise ValueError(f"`position` must be in [{-length}, {length}) for a sequence "
