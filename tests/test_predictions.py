@@ -283,3 +283,54 @@ def test_pr_curve_from_numpy_equals_tensorboards_own():
 
     value = pr_summary.pb("t", labels=given[0], predictions=given[1], num_thresholds=201).value[0]
     np.testing.assert_array_equal(data, tensor_util.make_ndarray(value.tensor))
+
+
+def _bn_model(momentum):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(16, name="dense"),
+        keras.layers.BatchNormalization(momentum=momentum, name="bn"),
+        keras.layers.Activation("relu"), keras.layers.Dense(3, activation="softmax", name="head")])
+
+
+def _numpy_losses(model, x, y):
+    """Cross-entropy with BN's moving statistics and with the batch's own."""
+    w1, b1 = model.get_layer("dense").get_weights()
+    gamma, beta, mean, var = model.get_layer("bn").get_weights()
+    w2, b2 = model.get_layer("head").get_weights()
+    eps = model.get_layer("bn").epsilon
+    h = x.astype(np.float64) @ w1 + b1
+    losses = []
+    for m, v in ((mean, var), (h.mean(0), h.var(0))):
+        z = np.maximum((h - m) / np.sqrt(v + eps) * gamma + beta, 0) @ w2 + b2
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        if keras.backend.backend() != "tensorflow":  # TensorFlow reads the softmax's logits
+            p = np.clip(p, 1e-7, 1 - 1e-7)  # the others clip, as Keras's cross-entropy does
+        losses.append(-np.mean(np.log(p[np.arange(len(y)), y])))
+    return losses
+
+
+@pytest.mark.parametrize("momentum, alerted", [(0.99, True), (0.0, False)])
+def test_batchnorm_lag_is_measured_and_said_once(tmp_path, read_run, momentum, alerted):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(200, 6)) * 3 + 10).astype("float32")  # far from BN's initial stats
+    y = (x[:, 0] > 10).astype("int64") + (x[:, 1] > 10)
+    model = _bn_model(momentum)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=50, verbose=0,
+              callbacks=[tbx.Predictions(tmp_path, {"train": (x, y)})])
+    run = read_run(tmp_path)
+    inference, batch = _numpy_losses(model, x, y)
+    assert float(run.value("outputs/batchnorm_lag", 2)) == pytest.approx(inference / batch,
+                                                                          rel=1e-3)
+    ratios = run.values("outputs/batchnorm_lag")
+    if alerted:
+        assert float(ratios[0]) > 2  # four steps at momentum 0.99: far behind
+        texts = run.values("outputs/alerts")
+        assert len(texts) == 1  # once per fit
+        text = next(iter(texts.values())).item().decode()
+        assert "BatchNormalization lag" in text and "bn` (momentum 0.99)" in text
+    else:
+        assert all(float(r) == pytest.approx(1.0, abs=0.05) for r in ratios.values())
+        assert "outputs/alerts" not in run.tags

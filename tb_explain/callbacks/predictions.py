@@ -1,5 +1,7 @@
 """Predictions callback: what the model outputs on whole named datasets."""
 
+import logging
+
 import keras
 import numpy as np
 
@@ -14,6 +16,9 @@ from tb_explain.summary import ops
 PR_THRESHOLDS = 201
 #: Feature values shown per mistake in the Markdown table of a tabular input.
 MAX_TABLE_FEATURES = 12
+#: Inference-mode loss over batch-statistics loss above which BatchNormalization
+#: lag is reported (a fitted model with caught-up statistics gives about 1).
+BATCHNORM_LAG_FACTOR = 2.0
 
 
 class Predictions(ExplainCallback):
@@ -65,7 +70,16 @@ class Predictions(ExplainCallback):
       with the diagonal);
     - `outputs/diagnostics` (Text): every dataset's headline metrics side by
       side with their gap to the first dataset, and the classes with the
-      lowest recall per dataset.
+      lowest recall per dataset;
+    - for a model with BatchNormalization layers and a compiled loss,
+      `outputs/batchnorm_lag` (scalar): on the first batch of the first
+      dataset, the loss in inference mode (moving statistics) over the loss
+      with each BatchNormalization layer normalizing by the batch's own
+      statistics, as in training; above `BATCHNORM_LAG_FACTOR`, an alert
+      once per fit (`outputs/alerts` and a log warning) naming the layers
+      and their momentum: the moving statistics lag the weights, and every
+      inference-mode view (these metrics, training dynamics, activations)
+      shows a worse model than training does until they catch up.
 
     Args:
         log_dir: Directory of the run (created if missing).
@@ -207,6 +221,8 @@ class Predictions(ExplainCallback):
                 if not streams.is_stream(data):
                     self._check_labels(name, key, np.asarray(predictions.part_for(predictions.split(data)[1], key)))
         self._step = predictions.evaluation_step(model)
+        self._norms = predictions.batch_norms(model) if predictions.has_loss(model) else []
+        self._lag_reported = False
 
     def _check_labels(self, dataset, key, labels):
         info = self._outputs[key]
@@ -311,6 +327,35 @@ class Predictions(ExplainCallback):
             for key in self._outputs:
                 headline[(dname, key)]["loss"] = loss
         self._log_diagnostics(headline, epoch)
+        if self._norms:
+            self._log_batchnorm_lag(epoch)
+
+    def _log_batchnorm_lag(self, epoch):
+        """`outputs/batchnorm_lag`, and the alert once per fit (see the class docstring)."""
+        name, data = next(iter(self.datasets.items()))
+        x, y, weights = predictions.first_batch(data, self.batch_size)
+        inference = float(self._step(x, y, weights)[1])
+        batch = float(predictions.evaluation_step(self.model, batch_statistics=True)(
+            x, y, weights)[1])
+        ratio = inference / batch if batch > 0 else float("nan")
+        ops.write_scalar("outputs/batchnorm_lag", ratio, epoch, description=(
+            "Loss in inference mode (BatchNormalization's moving statistics) over the loss "
+            "with the batch's own statistics, on the first batch of the first dataset."))
+        if self._lag_reported or not ratio > BATCHNORM_LAG_FACTOR:
+            return
+        self._lag_reported = True
+        n = len(keras.tree.flatten(x)[0])
+        layers = ", ".join(f"`{path}` (momentum {layer.momentum:g})"
+                           for path, layer in self._norms)
+        text = (f"**BatchNormalization lag at epoch {epoch}**: on the first {n} examples of "
+                f"`{name}`, the loss in inference mode (moving statistics) is {inference:.4g}, "
+                f"{ratio:.1f}x the loss with the batch's own statistics ({batch:.4g}), as "
+                f"training sees the model. The moving statistics lag the weights in {layers}. "
+                f"Until they catch up, every inference-mode view (these metrics, validation "
+                f"loss, training dynamics, activations) shows a worse model than training "
+                f"does: read them at later epochs, or lower the momentum (0.9) for a short fit.")
+        ops.write_markdown("outputs/alerts", text, epoch)
+        logging.getLogger("tb_explain").warning("Predictions: %s", text.replace("**", ""))
 
     def _feed(self, dname):
         """The `TrainingDynamics` this pass over `dname` feeds, or None."""

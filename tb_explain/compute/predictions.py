@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend, datasets
-from tb_explain._keras import swapped_call
+from tb_explain._keras import layer_path, swapped_call, walk_layers
 from tb_explain.compute.attribution import _cores, _outputs
 
 TASKS = ("auto", "multiclass", "binary", "multilabel", "regression", "sequence")
@@ -228,22 +228,50 @@ def has_loss(model):
         type(model).compute_loss is not keras.Model.compute_loss)
 
 
-def evaluation_step(model, capture=None):
+def batch_norms(model):
+    """`[(path, layer)]` of every `BatchNormalization` layer in `model`."""
+    return [(layer_path(layer), layer) for _, _, layer in walk_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _batch_statistics_call(layer):
+    """A call for a BatchNormalization `layer` that normalizes with the
+    batch's own statistics, as in training, without touching the moving
+    statistics (no state is updated)."""
+    def call(inputs, training=None, mask=None):
+        rank = len(inputs.shape)
+        axis = layer.axis % rank
+        x = keras.ops.cast(inputs, "float32")
+        mean, variance = keras.ops.moments(x, [i for i in range(rank) if i != axis])
+        out = keras.ops.batch_normalization(
+            x, mean, variance, axis=axis, epsilon=layer.epsilon,
+            offset=None if layer.beta is None else keras.ops.cast(layer.beta, "float32"),
+            scale=None if layer.gamma is None else keras.ops.cast(layer.gamma, "float32"))
+        return keras.ops.cast(out, inputs.dtype)
+    return call
+
+
+def evaluation_step(model, capture=None, batch_statistics=False):
     """`(x, y, sample_weight) -> (outputs, loss)`, compiled once per input
     signature (batch dimension left free, so the last, smaller batch reuses
     it); `loss` is the compiled loss (`model.compute_loss`), or 0 without one
     (`has_loss(model)` says which). With a layer as `capture`, the step
     returns `(outputs, loss, inputs)`, `inputs` the first input of that
-    layer's (last) call in the same forward pass."""
+    layer's (last) call in the same forward pass. With `batch_statistics`,
+    every BatchNormalization layer normalizes with the batch's statistics
+    (as in training; the moving statistics are left as they are)."""
     per_model = _cores.cache(model)
-    key = "evaluation_step" if capture is None else ("evaluation_step", id(capture))
+    key = ("evaluation_step", None if capture is None else id(capture), batch_statistics)
     fn = per_model.get(key)
     if fn is None:
         with_loss = has_loss(model)
+        norms = batch_norms(model) if batch_statistics else []
 
         def step(x, y, sample_weight):
             captured = []
             with contextlib.ExitStack() as stack:
+                for _, layer in norms:
+                    stack.enter_context(swapped_call(layer, _batch_statistics_call(layer)))
                 if capture is not None:
                     original = capture.call
 
