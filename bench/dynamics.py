@@ -1,27 +1,43 @@
 """Finding flipped labels: TrainingDynamics against cleanlab, side by side.
 
 Usage:
-    python bench/dynamics.py [--noise 0.1 0.2] [--seeds 0 1 2] [--epochs 12] [--repeats 3]
+    python bench/dynamics.py [--data digits table] [--kinds symmetric asymmetric pair]
+                             [--noise 0.1 0.2] [--seeds 0 1 2] [--repeats 3]
 
-scikit-learn's digits (the demo's 80% training split, 1,437 images), with a
-seeded `noise` fraction of the training labels flipped to another class at
-random; the demo's CNN, trained `epochs` epochs (batch 64, Adam 1e-3) on the
-noisy labels. Three rankings of the training examples, most likely flipped
-first:
+Two datasets, each with its own model:
+
+- `digits`: scikit-learn's digits (the demo's 80% training split, 1,437
+  images), the demo's CNN, 12 epochs;
+- `table`: a 5-class table (scikit-learn's `make_classification`, 2,000
+  rows, 20 features, 6 informative, class_sep 0.8: a clean model reaches
+  about 80%), an MLP (64-32), 30 epochs;
+
+both batch 64, Adam 1e-3. Three kinds of label noise, a seeded `noise`
+fraction of the training labels each:
+
+- `symmetric`: to another class at random;
+- `asymmetric`: every class's flips go to one other class, the class it is
+  most confused with (as annotators confuse similar classes);
+- `pair`: classes paired by confusion (greedily, most confused first), the
+  flips of each go to its partner (two classes swap).
+
+"Confused with" comes from the clean labels: cross-validated logistic
+regression's confusion matrix (independent of the models compared).
+Rankings of the training examples, most likely flipped first:
 
 - `TrainingDynamics`: `ranking()` (`mislabel_score`), from one ordinary fit;
 - AUM alone (the same fit's `aum`, lowest first);
 - cleanlab: `cleanlab.rank.get_label_quality_scores` (lowest first) on
   out-of-sample probabilities from 5-fold cross-validation of the same model
   and epochs (five more fits), and `cleanlab.filter.find_label_issues`' own
-  flagged set (its precision and recall).
+  flagged set (its F1 against the flips).
 
-Each is scored by precision at k (k = number flipped) and AUROC against the
-flips (targets: TrainingDynamics >= cleanlab in each setting), as a mean over
-`seeds` (the flips and the model's initialization). Last, the fit with the
-callback against the plain fit, interleaved `repeats` times: the ratio of
-the medians (target <= 1.35). Needs `pip install "tb_explain[bench]"`
-(cleanlab, scikit-learn).
+Each ranking is scored by precision at k (k = number flipped) and AUROC
+against the flips (targets: TrainingDynamics >= cleanlab in each setting), as
+a mean over `seeds` (the flips and the model's initialization). Last, the fit
+with the callback against the plain fit (digits), interleaved `repeats`
+times: the ratio of the medians (target <= 1.35). Needs
+`pip install "tb_explain[bench]"` (cleanlab, scikit-learn).
 """
 
 import argparse
@@ -40,10 +56,71 @@ import tb_explain as tbx  # noqa: E402
 from bench._timing import interleaved  # noqa: E402
 from demo_train import build_model, flip_labels, load_data  # noqa: E402
 
+KINDS = ("symmetric", "asymmetric", "pair")
 
-def fit(x, y, epochs, seed, callbacks=()):
+
+def load_table():
+    """The 5-class table: `(x, y)` standardized."""
+    from sklearn.datasets import make_classification  # noqa: PLC0415
+
+    x, y = make_classification(n_samples=2000, n_features=20, n_informative=6, n_redundant=4,
+                               n_classes=5, n_clusters_per_class=1, class_sep=0.8,
+                               random_state=0)
+    x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+    return x, y.astype("int64")
+
+
+def build_table_model():
+    return keras.Sequential([keras.Input((20,)), keras.layers.Dense(64, activation="relu"),
+                             keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(5, activation="softmax")])
+
+
+DATA = {  # name: (loader, model, epochs)
+    "digits": (lambda: load_data()[0], build_model, 12),
+    "table": (load_table, build_table_model, 30),
+}
+
+
+def confusion_targets(x, y, classes):
+    """`(most_confused, partner)`: per class, the other class cross-validated
+    logistic regression confuses it with most, and a pairing of the classes
+    by confusion (greedy; an odd class out is paired with its most confused)."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.model_selection import cross_val_predict  # noqa: PLC0415
+
+    flat = x.reshape(len(x), -1)
+    predicted = cross_val_predict(LogisticRegression(max_iter=2000), flat, y, cv=5)
+    counts = np.zeros((classes, classes))
+    np.add.at(counts, (y, predicted), 1)
+    np.fill_diagonal(counts, -1)
+    most = counts.argmax(axis=1)
+    both = counts + counts.T
+    partner = np.full(classes, -1)
+    for flat_index in np.argsort(-both, axis=None):
+        i, j = divmod(int(flat_index), classes)
+        if i != j and partner[i] < 0 and partner[j] < 0:
+            partner[i], partner[j] = j, i
+    partner[partner < 0] = most[partner < 0]
+    return most, partner
+
+
+def add_noise(y, fraction, kind, classes, seed, targets):
+    """`y` with a seeded `fraction` of its labels flipped (see the module docstring)."""
+    if kind == "symmetric":
+        return flip_labels(y, fraction, classes, seed)
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(y), int(round(fraction * len(y))), replace=False)
+    noisy = y.copy()
+    most, partner = targets
+    noisy[flipped] = (most if kind == "asymmetric" else partner)[y[flipped]]
+    return noisy
+
+
+def fit(data, x, y, seed, callbacks=()):
     keras.utils.set_random_seed(seed)
-    model = build_model()
+    _, build, epochs = DATA[data]
+    model = build()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=list(callbacks))
     return model
@@ -60,75 +137,88 @@ def auroc(score, truth):
     return float(roc_auc_score(truth, score))
 
 
-def cross_validated(x, y, epochs, seed, folds=5):
+def set_f1(flagged, truth):
+    hits = float((flagged & truth).sum())
+    precision, recall = hits / max(flagged.sum(), 1), hits / truth.sum()
+    return 2 * precision * recall / (precision + recall) if hits else 0.0
+
+
+def cross_validated(data, x, y, classes, seed, folds=5):
     """Out-of-sample probabilities from `folds`-fold cross-validation."""
     from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
 
-    probs = np.zeros((len(y), 10))
+    probs = np.zeros((len(y), classes))
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        model = fit(x[train], y[train], epochs, seed)
+        model = fit(data, x[train], y[train], seed)
         probs[held] = model.predict(x[held], batch_size=256, verbose=0)
     return probs
 
 
-def one_setting(x, y_clean, noise, seed, epochs):
+def one_setting(data, x, y_clean, kind, noise, seed, targets):
     from cleanlab.filter import find_label_issues  # noqa: PLC0415
     from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
 
-    y = flip_labels(y_clean, noise, 10, seed)
+    classes = int(y_clean.max()) + 1
+    y = add_noise(y_clean, noise, kind, classes, seed, targets)
     truth = y != y_clean
     callback = tbx.TrainingDynamics(tempfile.mkdtemp(prefix="tbx_bench_"), (x, y))
-    fit(x, y, epochs, seed, [callback])
+    fit(data, x, y, seed, [callback])
     scores = callback.scores()
     out = {"ours": (precision_at_k(scores.ranking(), truth), auroc(scores.mislabel_score, truth))}
     aum_order = np.argsort(scores.aum, kind="stable")
     out["AUM alone"] = (precision_at_k(aum_order, truth), auroc(-scores.aum, truth))
-    probs = cross_validated(x, y, epochs, seed)
+    probs = cross_validated(data, x, y, classes, seed)
     quality = get_label_quality_scores(y, probs)
     out["cleanlab"] = (precision_at_k(np.argsort(quality, kind="stable"), truth),
                        auroc(-quality, truth))
-    issues = find_label_issues(y, probs)
-    out["cleanlab find_label_issues"] = (float(truth[issues].mean()) if issues.any() else 0.0,
-                                         float(truth[issues].sum() / truth.sum()))
+    flagged = np.zeros(len(y), bool)
+    flagged[find_label_issues(y, probs, return_indices_ranked_by="self_confidence")] = True
+    out["cleanlab set F1"] = (set_f1(flagged, truth), float(flagged.sum()))
     return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    (x, y), _ = load_data()
-    print(f"digits, {len(x)} training images, demo CNN, {args.epochs} epochs; means over seeds "
-          f"{args.seeds}")
+    print(f"means over seeds {args.seeds}; precision@k / AUROC (set: F1 / flagged count)")
     met = True
-    for noise in args.noise:
-        results = [one_setting(x, y, noise, seed, args.epochs) for seed in args.seeds]
-        print(f"\n{noise:.0%} of the labels flipped ({int(round(noise * len(y)))} examples)")
-        print(f"  {'ranking':<28} {'precision@k':>12} {'AUROC':>8}")
-        for name in results[0]:
-            p = statistics.mean(r[name][0] for r in results)
-            a = statistics.mean(r[name][1] for r in results)
-            if name == "cleanlab find_label_issues":
-                print(f"  {name:<28} precision {p:.3f}, recall {a:.3f} of its flagged set")
-            else:
-                print(f"  {name:<28} {p:12.3f} {a:8.3f}")
-        for i in (0, 1):
-            ours = statistics.mean(r["ours"][i] for r in results)
-            theirs = statistics.mean(r["cleanlab"][i] for r in results)
-            met &= ours >= theirs
-    noisy = flip_labels(y, args.noise[0], 10, args.seeds[0])
-    times = interleaved({
-        "plain": lambda: fit(x, noisy, args.epochs, 0),
-        "with TrainingDynamics": lambda: fit(x, noisy, args.epochs, 0, [tbx.TrainingDynamics(
-            tempfile.mkdtemp(prefix="tbx_bench_"), (x, noisy))]),
-    }, args.repeats)
-    plain, ours = (statistics.median(times[k]) for k in ("plain", "with TrainingDynamics"))
-    print(f"\nfit time, median of {args.repeats} interleaved: plain {plain:.2f} s, with "
-          f"TrainingDynamics {ours:.2f} s: {ours / plain:.3f}x  (target <= 1.35; cleanlab's "
-          f"route adds 5 fits)")
+    for data in args.data:
+        x, y = DATA[data][0]()
+        targets = confusion_targets(x, y, int(y.max()) + 1)
+        print(f"\n{data}: {len(x)} training examples, {DATA[data][2]} epochs; most confused "
+              f"with: {targets[0].tolist()}, pairs: {targets[1].tolist()}")
+        for kind in args.kinds:
+            for noise in args.noise:
+                results = [one_setting(data, x, y, kind, noise, seed, targets)
+                           for seed in args.seeds]
+                cells = []
+                for name in results[0]:
+                    a = statistics.mean(r[name][0] for r in results)
+                    b = statistics.mean(r[name][1] for r in results)
+                    cells.append(f"{name} {a:.3f}/{b:.3f}" if name != "cleanlab set F1"
+                                 else f"{name} {a:.3f} ({b:.0f} flagged)")
+                ok = all(statistics.mean(r["ours"][i] for r in results)
+                         >= statistics.mean(r["cleanlab"][i] for r in results) for i in (0, 1))
+                met &= ok
+                print(f"  {kind:<10} {noise:4.0%}: " + "; ".join(cells)
+                      + ("" if ok else "  <- below cleanlab"))
+    if "digits" in args.data:
+        x, y = DATA["digits"][0]()
+        noisy = flip_labels(y, args.noise[0], 10, args.seeds[0])
+        times = interleaved({
+            "plain": lambda: fit("digits", x, noisy, 0),
+            "with TrainingDynamics": lambda: fit("digits", x, noisy, 0, [tbx.TrainingDynamics(
+                tempfile.mkdtemp(prefix="tbx_bench_"), (x, noisy))]),
+        }, args.repeats)
+        plain, ours = (statistics.median(times[k]) for k in ("plain", "with TrainingDynamics"))
+        print(f"\nfit time (digits), median of {args.repeats} interleaved: plain {plain:.2f} s, "
+              f"with TrainingDynamics {ours:.2f} s: {ours / plain:.3f}x  (target <= 1.35; "
+              f"cleanlab's route adds 5 fits)")
     print(f"precision@k and AUROC >= cleanlab in every setting: {'met' if met else 'NOT met'}")
 
 
