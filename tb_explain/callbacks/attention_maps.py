@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from tb_explain import _validate, backend, tags
+from tb_explain import _threads, _validate, backend, tags
 from tb_explain._errors import NotApplicable
 from tb_explain._keras import has_call, tokenizer_lookup
 from tb_explain.callbacks.base import ExplainCallback
@@ -100,8 +100,12 @@ class AttentionMaps(ExplainCallback):
         if self._skipped:
             return
         self.probe.validate(self.model)
-        with self.model_checks():
-            attention.attention(self.model, self.probe.x, layers=[p for p, _ in self._chosen])
+        with self.model_checks():  # traces the pass `log_event` runs
+            self._summary()
+
+    def _summary(self):
+        return attention.summary(self.model, self.probe.x, layers=[p for p, _ in self._chosen],
+                                 side=charts.MAX_ATTENTION_SIDE)
 
     def _tokens(self, length):
         """Axis labels per sample: tokens (privacy "off" and known), else positions."""
@@ -130,14 +134,13 @@ class AttentionMaps(ExplainCallback):
             return lookup
         return tokenizer_lookup(self.model) or str
 
-    def _layer(self, path, scores, epoch):
-        """One layer's heads image and its weights for the Explain tab, from
-        one block average (`charts.MAX_ATTENTION_SIDE`): the weights as uint8,
-        each map scaled by its maximum."""
-        n, heads, t_query, t_key = scores.shape
-        maps, factor = charts.block_average(scores.reshape(n * heads, t_query, t_key),
-                                            charts.MAX_ATTENTION_SIDE)
-        maps = maps.reshape((n, heads) + maps.shape[1:])
+    def _layer(self, path, result):
+        """One layer's heads image, its uint8 weights for the Explain tab and
+        their metadata, from the block averages and quantization made in the
+        compiled pass (`attention.summary`, side `charts.MAX_ATTENTION_SIDE`)."""
+        maps, factor = result.maps[path], result.factor[path]
+        n, heads = maps.shape[:2]
+        t_query, t_key = result.lengths[path]
         labelled = factor == 1
         tokens_q = self._tokens(t_query) if labelled else [None] * n
         tokens_k = self._tokens(t_key) if labelled else [None] * n
@@ -145,30 +148,28 @@ class AttentionMaps(ExplainCallback):
             sample, tokens_q[s], tokens_k[s],
             [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2)
             for s, sample in enumerate(maps)])
-        peak = maps.max(axis=(2, 3), keepdims=True)
-        unit = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
-        quantized = np.round(np.nan_to_num(unit) * 255).astype(np.uint8)
-        return image, quantized, json.dumps({"factor": factor, "query_length": int(t_query),
-                                             "key_length": int(t_key)}).encode()
+        return image, result.quantized[path], json.dumps(
+            {"factor": factor, "query_length": int(t_query), "key_length": int(t_key)}).encode()
 
     def _write_tokens(self, result, epoch):
         """The probe's tokens (or positions) as text, for the Explain tab's axes."""
-        length = max(result.scores[p].shape[3] for p in result.layers)
+        length = max(result.lengths[p][1] for p in result.layers)
         ops.write_tensor(tags.ATTENTION_TOKENS, np.array(self._tokens(length), dtype=object),
                          epoch, tags.PLUGIN_NAME)
         self._written_tokens = id(self._writer)
 
     def log_event(self, epoch):
-        result = attention.attention(self.model, self.probe.x,
-                                     layers=[p for p, _ in self._chosen])
+        result = self._summary()
         for path in result.layers:
             ops.write_scalar(tags.ATTENTION_ENTROPY.format(path),
                              float(np.nanmean(result.entropy[path])), epoch,
                              description="Attention entropy (nats): -sum p ln p over keys, mean "
                                          "over unmasked queries of the probe and over heads.")
         if self.privacy != "strict":
-            for path in result.layers:
-                image, weights, content = self._layer(path, result.scores[path], epoch)
+            drawn = _threads.parallel_map(  # numpy and Pillow release the GIL
+                lambda path: self._layer(path, result), result.layers,
+                [result.maps[p].size for p in result.layers])
+            for path, (image, weights, content) in zip(result.layers, drawn):
                 ops.write_images(tags.ATTENTION.format(path), image, epoch)
                 ops.write_tensor(tags.ATTENTION_WEIGHTS.format(path), weights, epoch,
                                  tags.PLUGIN_NAME, content,

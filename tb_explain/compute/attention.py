@@ -98,10 +98,13 @@ def recording(layers, scores, masks, order, crossed=None):
         yield
 
 
-def make_attention_pass(model, layers):
+def make_attention_pass(model, layers, side=None):
     """`fn(x) -> (paths in call order, {path: scores}, {path: query mask})`,
-    compiled once per model and layer set (`backend.compile`)."""
-    key = ("attention", tuple(p for p, _ in layers))
+    compiled once per model and layer set (`backend.compile`). With `side`,
+    each layer's scores are reduced inside the compiled pass
+    (`summarize_scores`): `{path: {"maps", "quantized", "terms", "mean"}}`
+    instead of the full weights."""
+    key = ("attention", tuple(p for p, _ in layers), side)
     per_model = _cores.cache(model)
     fn = per_model.get(key)
     if fn is not None:
@@ -113,8 +116,10 @@ def make_attention_pass(model, layers):
         with recording(layers, scores, masks, order, crossed):
             model(x, training=False)
         order_seen[:] = order
-        return ({p: keras.ops.cast(scores[p], "float32") for p in order},
-                {p: masks[p] for p in order if masks.get(p) is not None})
+        weights = {p: keras.ops.cast(scores[p], "float32") for p in order}
+        if side is not None:
+            weights = {p: summarize_scores(w, side) for p, w in weights.items()}
+        return weights, {p: masks[p] for p in order if masks.get(p) is not None}
 
     compiled = backend.compile(probe, model.variables)
 
@@ -127,6 +132,50 @@ def make_attention_pass(model, layers):
     return run
 
 
+def summarize_scores(weights, side):
+    """What `AttentionMaps` writes of `(n, heads, Tq, Tk)` weights, reduced
+    inside the compiled pass (a tenth of the weights leaves it):
+
+    - `maps`: the weights averaged over `factor x factor` blocks so that
+      neither side exceeds `side` (padding counts as 0; as
+      `render.charts.block_average`);
+    - `quantized`: `maps` as uint8, each map scaled by its maximum;
+    - `terms`: `(n, heads, Tq)` -sum_k p ln p per query (for `entropy`);
+    - `mean`: `(n, Tq, Tk)` the mean over heads (for `rollout`).
+    """
+    heads, t_query, t_key = (int(d) for d in weights.shape[1:])
+    factor = -(-max(t_query, t_key) // side)
+    maps = weights
+    if factor > 1:
+        rows, cols = -(-t_query // factor), -(-t_key // factor)
+        padded = keras.ops.pad(weights, [[0, 0], [0, 0], [0, rows * factor - t_query],
+                                         [0, cols * factor - t_key]])
+        blocks = keras.ops.reshape(padded, (-1, heads, rows, factor, cols, factor))
+        maps = keras.ops.sum(keras.ops.sum(blocks, axis=5), axis=3) / float(factor * factor)
+    peak = keras.ops.max(maps, axis=(2, 3), keepdims=True)
+    unit = keras.ops.where(peak > 0, maps / keras.ops.where(peak > 0, peak, 1.0), 0.0)
+    quantized = keras.ops.cast(keras.ops.round(unit * 255.0), "uint8")
+    positive = weights > 0
+    terms = -keras.ops.sum(keras.ops.where(
+        positive, weights * keras.ops.log(keras.ops.where(positive, weights, 1.0)), 0.0),
+        axis=-1)
+    return {"maps": maps, "quantized": quantized, "terms": terms,
+            "mean": keras.ops.mean(weights, axis=1)}
+
+
+def entropy_of_terms(per_query, query_mask=None):
+    """`(heads,)` mean of `(n, heads, Tq)` per-query entropies over the
+    unmasked (sample, query) pairs (`query_mask`: `(n, Tq)` bool)."""
+    per_query = np.asarray(per_query, np.float64)
+    if query_mask is None:
+        return per_query.mean(axis=(0, 2))
+    mask = np.asarray(query_mask, bool)[:, np.newaxis, :]
+    mask = np.broadcast_to(mask, per_query.shape)
+    count = mask.sum(axis=(0, 2))
+    return np.where(count > 0, (per_query * mask).sum(axis=(0, 2)) / np.maximum(count, 1),
+                    np.nan)
+
+
 def entropy(scores, query_mask=None):
     """`(heads,)` mean over unmasked (sample, query) pairs of -sum_k p ln p.
 
@@ -137,13 +186,7 @@ def entropy(scores, query_mask=None):
     p = np.asarray(scores)
     p = p if p.dtype in (np.float32, np.float64) else p.astype(np.float32)
     terms = p * np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # 0 where p is 0
-    per_query = -terms.sum(axis=-1, dtype=np.float64)  # (n, heads, Tq)
-    if query_mask is None:
-        return per_query.mean(axis=(0, 2))
-    mask = np.asarray(query_mask, bool)[:, np.newaxis, :]
-    count = mask.sum(axis=(0, 2))
-    return np.where(count > 0, (per_query * mask).sum(axis=(0, 2)) / np.maximum(count, 1),
-                    np.nan)
+    return entropy_of_terms(-terms.sum(axis=-1, dtype=np.float64), query_mask)
 
 
 def rollout(stack):
@@ -154,17 +197,22 @@ def rollout(stack):
     counts (a MultiHeadAttention block then a GroupQueryAttention one)
     stack. Returns `(n, T, T)`, or None when the layers are not of one
     length or not square (cross-attention)."""
-    if not stack:
+    return rollout_of_means([np.asarray(a, np.float64).mean(axis=1) for a in stack])
+
+
+def rollout_of_means(means):
+    """`rollout` of the layers' head-averaged weights `(n, T, T)`."""
+    if not means:
         return None
-    shapes = {(np.shape(a)[0],) + tuple(np.shape(a)[2:]) for a in stack}
+    shapes = {np.shape(a) for a in means}
     if len(shapes) != 1:
         return None
     n, t_query, t_key = next(iter(shapes))
     if t_query != t_key:
         return None
     result = np.broadcast_to(np.eye(t_query), (n, t_query, t_query)).copy()
-    for a in stack:
-        mixed = 0.5 * np.asarray(a, np.float64).mean(axis=1) + 0.5 * np.eye(t_query)
+    for mean in means:
+        mixed = 0.5 * np.asarray(mean, np.float64) + 0.5 * np.eye(t_query)
         mixed /= mixed.sum(axis=-1, keepdims=True)
         result = mixed @ result
     return result
@@ -257,28 +305,93 @@ def attention(model, inputs, *, layers=None):
     ```
     """
     chosen = select(model, layers)
-    if not chosen:
-        raise ValueError(f"Model {model.name!r} has no attention layer (MultiHeadAttention, "
-                         f"GroupQueryAttention or a subclass).")
-    x = keras.tree.map_structure(
-        lambda a: backend.to_tensor(np.asarray(backend.to_numpy(a))), inputs)
-    attention_pass = make_attention_pass(model, chosen)
-    order, scores, masks = attention_pass(x)
-    n = len(keras.tree.flatten(inputs)[0])
+    attention_pass, x, order, scores, masks, n = _run(model, inputs, chosen)
     out_scores, out_masks, out_entropy = {}, {}, {}
     for path in order:
         s = np.asarray(backend.to_numpy(scores[path]), np.float32)
         out_scores[path] = s
-        mask = masks.get(path)
-        if mask is not None:
-            mask = np.asarray(backend.to_numpy(mask)).astype(bool)
-            if mask.shape != (n, s.shape[2]):
-                mask = None
-        if mask is None:
-            mask = _padding_mask(x, n, s.shape[2])
-        out_masks[path] = np.ones((n, s.shape[2]), bool) if mask is None else mask
+        out_masks[path] = _query_mask(masks, path, x, n, s.shape[2])
         out_entropy[path] = entropy(s, out_masks[path])
     return Attention(layers=list(order), scores=out_scores, query_mask=out_masks,
                      entropy=out_entropy,
                      rollout=None if attention_pass.crossed & set(order)
                      else rollout([out_scores[p] for p in order]))
+
+
+def _run(model, inputs, chosen, side=None):
+    if not chosen:
+        raise ValueError(f"Model {model.name!r} has no attention layer (MultiHeadAttention, "
+                         f"GroupQueryAttention or a subclass).")
+    x = keras.tree.map_structure(
+        lambda a: backend.to_tensor(np.asarray(backend.to_numpy(a))), inputs)
+    attention_pass = make_attention_pass(model, chosen, side)
+    order, scores, masks = attention_pass(x)
+    return attention_pass, x, order, scores, masks, len(keras.tree.flatten(inputs)[0])
+
+
+def _query_mask(masks, path, x, n, length):
+    """The queries a layer's entropy counts: its Keras query mask, else a
+    `padding_mask` input of the same length, else all."""
+    mask = masks.get(path)
+    if mask is not None:
+        mask = np.asarray(backend.to_numpy(mask)).astype(bool)
+        if mask.shape != (n, length):
+            mask = None
+    if mask is None:
+        mask = _padding_mask(x, n, length)
+    return np.ones((n, length), bool) if mask is None else mask
+
+
+@dataclasses.dataclass
+class AttentionSummary:
+    """What `AttentionMaps` logs, reduced inside the compiled pass (`summary`).
+
+    Attributes:
+        layers: Paths of the attention layers, in the order they run.
+        maps: `{path: (n, heads, Tq', Tk')}` float32 block-averaged weights.
+        quantized: `{path: (n, heads, Tq', Tk')}` uint8, each map over its maximum.
+        factor: `{path: int}` the block side (1: the weights as they are).
+        lengths: `{path: (Tq, Tk)}` the full lengths.
+        entropy: `{path: (heads,)}` as `Attention.entropy`.
+        rollout: as `Attention.rollout`.
+    """
+
+    layers: list
+    maps: dict
+    quantized: dict
+    factor: dict
+    lengths: dict
+    entropy: dict
+    rollout: object
+
+
+def summary(model, inputs, *, layers=None, side=64):
+    """`AttentionSummary` of the attention layers on `inputs`: the weights
+    block-averaged to at most `side` per map, quantized, their entropies and
+    rollout, all reduced inside one compiled pass (`summarize_scores`).
+
+    Example:
+
+    ```python
+    reduced = attention.summary(model, ids, side=64)
+    reduced.quantized[reduced.layers[0]].shape   # (n, heads, <= 64, <= 64)
+    ```
+    """
+    chosen = select(model, layers)
+    attention_pass, x, order, reduced, masks, n = _run(model, inputs, chosen, side)
+    out = AttentionSummary(layers=list(order), maps={}, quantized={}, factor={}, lengths={},
+                           entropy={}, rollout=None)
+    means = []
+    for path in order:
+        parts = {k: np.asarray(backend.to_numpy(v)) for k, v in reduced[path].items()}
+        t_query, t_key = parts["mean"].shape[1:]
+        out.maps[path] = parts["maps"].astype(np.float32)
+        out.quantized[path] = parts["quantized"].astype(np.uint8)
+        out.factor[path] = max(1, -(-max(t_query, t_key) // side))
+        out.lengths[path] = (int(t_query), int(t_key))
+        out.entropy[path] = entropy_of_terms(parts["terms"],
+                                             _query_mask(masks, path, x, n, t_query))
+        means.append(parts["mean"])
+    if not attention_pass.crossed & set(order):
+        out.rollout = rollout_of_means(means)
+    return out
