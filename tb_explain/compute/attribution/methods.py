@@ -5,7 +5,8 @@ A method is one module exposing a function
 `OPTIONS`; adding one is adding its module and a line here.
 """
 
-from tb_explain.compute.attribution import gradcam, gradient_x_input, occlusion, saliency, smoothgrad
+from tb_explain.compute.attribution import (
+    coalitions, gradcam, gradient_x_input, occlusion, saliency, smoothgrad)
 from tb_explain.compute.attribution.integrated_gradients import integrated_gradients
 
 #: name -> (function, options it takes besides target, output and batch_size)
@@ -16,6 +17,8 @@ METHODS = {
     "smoothgrad": (smoothgrad.smoothgrad, smoothgrad.OPTIONS),
     "gradcam": (gradcam.gradcam, gradcam.OPTIONS),
     "occlusion": (occlusion.occlusion, occlusion.OPTIONS),
+    "kernel_shap": (coalitions.kernel_shap, coalitions.OPTIONS_KERNEL),
+    "shapley": (coalitions.shapley, coalitions.OPTIONS_SHAPLEY),
 }
 
 
@@ -48,7 +51,15 @@ def attribute(model, inputs, method, *, target=None, output=None, batch_size=Non
       bilinearly to the image: `.attributions` is `(n, height, width)`;
     - `"occlusion"`: a `window` slid with `stride` and replaced by
       `baseline` (0); each element gets the mean of F(x) - F(occluded x) over
-      the windows covering it (tables: one feature at a time).
+      the windows covering it (tables: one feature at a time);
+    - `"shapley"`: exact Shapley values of feature groups (`feature_mask`,
+      M <= 16 groups; default one per feature of a table, per position of
+      a sequence, a 4 x 4 patch grid of an image) against `baseline`, from
+      all 2^M coalitions, evaluated in batched compiled passes;
+    - `"kernel_shap"`: KernelSHAP over the same groups (default image grid
+      8 x 8) from `samples` coalitions drawn from the Shapley kernel
+      (`seed`); `samples >= 2^M - 2` enumerates them all: the exact values.
+      For both, every element of a group carries the group's value.
 
     Args:
         model: A Keras model (any kind).

@@ -1,0 +1,156 @@
+"""Shapley values over feature groups (`shapley`, `kernel_shap`), against
+independent computations: Shapley's definition by permutations on the
+model's own predictions, and the closed form of linear models."""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import tb_explain as tbx
+
+
+def _mlp(features=5, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((features,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+def _by_permutations(model, x, target, groups, baseline):
+    """Shapley's definition: the mean over every order of the groups of
+    each group's marginal contribution, on `model.predict`."""
+    m = int(groups.max()) + 1
+    phi = np.zeros((len(x), m))
+    for s in range(len(x)):
+        memo = {}
+
+        def value(coalition):
+            key = frozenset(coalition)
+            if key not in memo:
+                keep = np.isin(groups, list(key))
+                point = np.where(keep, x[s], baseline[s])
+                memo[key] = float(model.predict(point[None], verbose=0)[0, target])
+            return memo[key]
+        for order in itertools.permutations(range(m)):
+            held = []
+            for g in order:
+                phi[s, g] += value(held + [g]) - value(held)
+                held.append(g)
+    return phi / math.factorial(m)
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(3, 5)).astype("float32")
+
+
+def test_shapley_is_shapleys_definition(table):
+    model = _mlp()
+    baseline = np.full_like(table, 0.5)
+    want = _by_permutations(model, table, 1, np.arange(5), baseline)
+    got = tbx.attribute(model, table, "shapley", target=1, baseline=0.5)
+    np.testing.assert_allclose(got.attributions, want, atol=1e-6)
+    f = model.predict(table, verbose=0)[:, 1]
+    f0 = model.predict(baseline, verbose=0)[:, 1]
+    np.testing.assert_allclose(got.output, f, rtol=1e-5)
+    np.testing.assert_allclose(got.attributions.sum(axis=1), f - f0, atol=1e-6)  # efficiency
+
+
+def test_groups_carry_their_value_on_every_element(table):
+    model = _mlp()
+    mask = np.array([0, 0, 1, 2, 2])
+    want = _by_permutations(model, table, 2, mask, np.zeros_like(table))
+    got = tbx.attribute(model, table, "shapley", target=2, feature_mask=mask)
+    np.testing.assert_allclose(got.attributions, want[:, mask], atol=1e-6)
+    kernel = tbx.attribute(model, table, "kernel_shap", target=2, feature_mask=mask, samples=6)
+    np.testing.assert_allclose(kernel.attributions, want[:, mask], atol=1e-6)  # all 2^3 - 2
+
+
+def test_kernel_shap_with_every_coalition_is_exact_and_sampled_is_close(table):
+    model = _mlp(seed=1)
+    want = _by_permutations(model, table, 0, np.arange(5), np.zeros_like(table))
+    exact = tbx.attribute(model, table, "kernel_shap", target=0, samples=30)
+    np.testing.assert_allclose(exact.attributions, want, atol=1e-6)
+    sampled = tbx.attribute(model, table, "kernel_shap", target=0, samples=24, seed=3)
+    again = tbx.attribute(model, table, "kernel_shap", target=0, samples=24, seed=3)
+    np.testing.assert_array_equal(sampled.attributions, again.attributions)
+    np.testing.assert_allclose(sampled.delta, 0, atol=1e-9)  # efficiency holds exactly
+    assert np.abs(sampled.attributions - want).max() < 0.25 * np.abs(want).max()
+
+
+def test_linear_models_closed_form():
+    """F = w . x + c: phi_g = sum over the group of w_j (x_j - b_j), for any
+    coalitions (KernelSHAP fits a linear function exactly)."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(1)])
+    w = model.layers[-1].get_weights()[0][:, 0].astype(np.float64)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 7)).astype("float32")
+    b = rng.normal(size=(7,)).astype("float32")
+    mask = np.array([0, 1, 1, 2, 3, 3, 3])
+    contribution = (x - b) * w
+    want = np.stack([contribution[:, mask == g].sum(axis=1) for g in range(4)], axis=1)[:, mask]
+    for method, options in (("shapley", {}), ("kernel_shap", {"samples": 6, "seed": 0})):
+        got = tbx.attribute(model, x, method, baseline=b, feature_mask=mask, **options)
+        np.testing.assert_allclose(got.attributions, want, rtol=1e-4, atol=1e-5)
+
+
+def test_tokens_are_grouped_per_token_at_their_embedding():
+    keras.utils.set_random_seed(3)
+    ids = keras.Input((4,), dtype="int32")
+    embedding = keras.layers.Embedding(10, 3)
+    hidden = keras.layers.Flatten()(embedding(ids))
+    model = keras.Model(ids, keras.layers.Dense(1)(hidden))
+    tokens = np.array([[1, 2, 3, 4], [5, 6, 0, 9]], "int32")
+    table = embedding.get_weights()[0]
+    w = model.layers[-1].get_weights()[0][:, 0].reshape(4, 3)
+    want = (table[tokens] * w).sum(axis=-1)  # against the zero embedding
+    got = tbx.attribute(model, tokens, "shapley")
+    assert got.attributions.shape == (2, 4)
+    np.testing.assert_allclose(got.attributions, want, rtol=1e-4, atol=1e-6)
+
+
+def test_images_default_to_patches_and_the_group_limit():
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(2, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(4).random((2, 8, 8, 2)).astype("float32")
+    got = tbx.attribute(model, x, "shapley")  # a 4 x 4 grid: 16 groups, 2^16 coalitions
+    patches = got.attributions.reshape(2, 4, 2, 4, 2, 2)
+    assert np.allclose(patches, patches[:, :, :1, :, :1, :1])  # constant over each patch
+    f = model.predict(x, verbose=0)
+    f0 = model.predict(np.zeros_like(x), verbose=0)
+    rows = np.arange(2)
+    np.testing.assert_allclose(patches[:, :, 0, :, 0, 0].sum(axis=(1, 2)),
+                               f[rows, got.target] - f0[rows, got.target], atol=1e-5)
+    with pytest.raises(ValueError, match="at most 16 groups"):
+        tbx.attribute(model, x, "shapley", feature_mask=np.arange(17 * 4)[:64].reshape(8, 8, 1)
+                      % 17)
+    with pytest.raises(ValueError, match="0..M-1"):
+        tbx.attribute(model, x, "shapley", feature_mask=np.full((8, 8, 1), 3))
+    with pytest.raises(ValueError, match="`samples` must be"):
+        tbx.attribute(model, x, "kernel_shap", samples=1)
+
+
+def test_explain_logs_them_for_a_table(tmp_path, read_run):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, 5)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = _mlp(seed=5)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=tbx.explain(
+        tmp_path, data=(x[:4], y[:4]), methods=["shapley", "kernel_shap"], samples=30))
+    run = read_run(tmp_path)
+    target = model.predict(x[:4], verbose=0).argmax(axis=1)
+    phi = np.stack([_by_permutations(model, x[s:s + 1], t, np.arange(5),
+                                     np.zeros((1, 5), "float32"))[0]
+                    for s, t in enumerate(target)])
+    for method in ("shapley", "kernel_shap"):
+        for j in range(5):
+            tag = next(t for t in run.tags if t.startswith(f"attributions/{method}/")
+                       and t.endswith(f"/features/feature_{j}"))
+            assert float(run.value(tag, 0)) == pytest.approx(np.abs(phi[:, j]).mean(), abs=1e-5)
