@@ -154,3 +154,33 @@ def test_explain_logs_them_for_a_table(tmp_path, read_run):
             tag = next(t for t in run.tags if t.startswith(f"attributions/{method}/")
                        and t.endswith(f"/features/feature_{j}"))
             assert float(run.value(tag, 0)) == pytest.approx(np.abs(phi[:, j]).mean(), abs=1e-5)
+
+
+def test_gradient_shap_is_expected_gradients(table):
+    """In expectation, GradientSHAP is the mean over the baselines of
+    integrated gradients from each: checked within the Monte Carlo error
+    measured over seeds."""
+    model = _mlp(seed=6)
+    baselines = np.random.default_rng(6).normal(size=(4, 5)).astype("float32")
+    want = np.mean([tbx.integrated_gradients(model, table, baseline=b, target=1,
+                                             steps=64).attributions for b in baselines], axis=0)
+    runs = np.stack([tbx.attribute(model, table, "gradient_shap", baselines=baselines,
+                                   samples=400, seed=seed, target=1).attributions
+                     for seed in range(8)])
+    error = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(runs.mean(axis=0) - want) <= 5 * error + 1e-4)
+    again = tbx.attribute(model, table, "gradient_shap", baselines=baselines, samples=400,
+                          seed=3, target=1)
+    np.testing.assert_array_equal(again.attributions, runs[3])
+    # a linear model and one baseline: exactly w * (x - b), whatever the draws
+    keras.utils.set_random_seed(7)
+    linear = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    w = linear.layers[-1].get_weights()[0][:, 0]
+    got = tbx.attribute(linear, table, "gradient_shap", baselines=baselines[:1], samples=7)
+    np.testing.assert_allclose(got.attributions, w * (table - baselines[0]), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(got.delta, 0, atol=1e-5)
+    with pytest.raises(ValueError, match="`baselines` must stack"):
+        tbx.attribute(model, table, "gradient_shap", baselines=baselines[0])
+    with pytest.raises(ValueError, match="`stdevs` must be"):
+        tbx.attribute(model, table, "gradient_shap", baselines=baselines, stdevs=-1.0)

@@ -6,7 +6,7 @@ A method is one module exposing a function
 """
 
 from tb_explain.compute.attribution import (
-    coalitions, gradcam, gradient_x_input, occlusion, saliency, smoothgrad)
+    coalitions, gradcam, gradient_shap, gradient_x_input, occlusion, saliency, smoothgrad)
 from tb_explain.compute.attribution.integrated_gradients import integrated_gradients
 
 #: name -> (function, options it takes besides target, output and batch_size)
@@ -19,6 +19,7 @@ METHODS = {
     "occlusion": (occlusion.occlusion, occlusion.OPTIONS),
     "kernel_shap": (coalitions.kernel_shap, coalitions.OPTIONS_KERNEL),
     "shapley": (coalitions.shapley, coalitions.OPTIONS_SHAPLEY),
+    "gradient_shap": (gradient_shap.gradient_shap, gradient_shap.OPTIONS),
 }
 
 
@@ -59,7 +60,11 @@ def attribute(model, inputs, method, *, target=None, output=None, batch_size=Non
     - `"kernel_shap"`: KernelSHAP over the same groups (default image grid
       8 x 8) from `samples` coalitions drawn from the Shapley kernel
       (`seed`); `samples >= 2^M - 2` enumerates them all: the exact values.
-      For both, every element of a group carries the group's value.
+      For both, every element of a group carries the group's value;
+    - `"gradient_shap"`: expected gradients, as Captum's `GradientShap`: per
+      draw (`samples`, 50) a baseline from `baselines` (`(m, ...)`; default
+      zeros), noise of std `stdevs` (0) on the input, a point at a uniform
+      position between them; the mean of dF/dpoint * (x + noise - baseline).
 
     Args:
         model: A Keras model (any kind).
