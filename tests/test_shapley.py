@@ -184,3 +184,25 @@ def test_gradient_shap_is_expected_gradients(table):
         tbx.attribute(model, table, "gradient_shap", baselines=baselines[0])
     with pytest.raises(ValueError, match="`stdevs` must be"):
         tbx.attribute(model, table, "gradient_shap", baselines=baselines, stdevs=-1.0)
+
+
+def test_the_explain_tab_lists_them(tmp_path, read_run):
+    from tensorboard import context as tb_context
+
+    from test_dashboard import _plugin
+
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(8).random((8, 8, 8, 1)).astype("float32")
+    y = np.arange(8) % 3
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[tbx.Attributions(
+        tmp_path / "run", (x[:2], y[:2]), methods=["shapley", "kernel_shap", "gradient_shap"],
+        samples=40)])
+    plugin, ctx = _plugin(tmp_path), tb_context.RequestContext()
+    body = plugin.attributions(ctx, "", {"run": "run"})
+    labels = [c["label"] for c in body["columns"]]
+    assert {"shapley", "kernel_shap", "gradient_shap"} <= set(labels)
+    assert "integrated gradients" not in labels

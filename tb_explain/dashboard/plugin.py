@@ -51,8 +51,7 @@ _PLUGINS = {"scalars": "scalars", "images": "images", "histograms": "histograms"
 
 
 #: Attribution methods with tags of their own (`attributions/<method>/...`).
-_METHODS = ("saliency", "gradient_x_input", "integrated_gradients", "smoothgrad", "gradcam",
-            "occlusion")
+_METHODS = tags.ATTRIBUTION_METHODS
 
 
 class BadRequest(ValueError):

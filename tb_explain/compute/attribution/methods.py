@@ -5,6 +5,7 @@ A method is one module exposing a function
 `OPTIONS`; adding one is adding its module and a line here.
 """
 
+from tb_explain import tags
 from tb_explain.compute.attribution import (
     coalitions, gradcam, gradient_shap, gradient_x_input, occlusion, saliency, smoothgrad)
 from tb_explain.compute.attribution.integrated_gradients import integrated_gradients
@@ -21,6 +22,11 @@ METHODS = {
     "shapley": (coalitions.shapley, coalitions.OPTIONS_SHAPLEY),
     "gradient_shap": (gradient_shap.gradient_shap, gradient_shap.OPTIONS),
 }
+
+
+if tuple(METHODS) != tags.ATTRIBUTION_METHODS:  # the tab lists the methods from tags
+    raise ImportError(f"tags.ATTRIBUTION_METHODS {tags.ATTRIBUTION_METHODS} must name "
+                      f"METHODS {tuple(METHODS)}, in order.")
 
 
 def check_method(method, options=()):
