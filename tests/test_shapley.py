@@ -2,6 +2,7 @@
 independent computations: Shapley's definition by permutations on the
 model's own predictions, and the closed form of linear models."""
 
+import importlib.util
 import itertools
 import math
 
@@ -206,3 +207,22 @@ def test_the_explain_tab_lists_them(tmp_path, read_run):
     labels = [c["label"] for c in body["columns"]]
     assert {"shapley", "kernel_shap", "gradient_shap"} <= set(labels)
     assert "integrated gradients" not in labels
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch" or importlib.util.find_spec("captum") is None,
+                    reason="Captum explains PyTorch modules (the Keras model on the torch backend)")
+def test_captum_agrees(table):
+    import torch  # noqa: PLC0415
+    from captum.attr import KernelShap, ShapleyValues  # noqa: PLC0415
+
+    model = _mlp(seed=9)
+    mask = torch.tensor([[0, 0, 1, 2, 3]])
+    inputs = torch.tensor(table)
+    forward = lambda t: model(t)  # noqa: E731
+    theirs = ShapleyValues(forward).attribute(inputs, target=1, feature_mask=mask,
+                                              baselines=0.0).detach().numpy()
+    ours = tbx.attribute(model, table, "shapley", target=1, feature_mask=mask.numpy()[0])
+    np.testing.assert_allclose(ours.attributions, theirs, atol=2e-5)  # theirs: float32 sums
+    kernel = KernelShap(forward).attribute(inputs, target=1, feature_mask=mask, baselines=0.0,
+                                           n_samples=2000).detach().numpy()
+    np.testing.assert_allclose(ours.attributions, kernel, atol=0.05)  # Captum samples
