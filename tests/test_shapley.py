@@ -226,3 +226,25 @@ def test_captum_agrees(table):
     kernel = KernelShap(forward).attribute(inputs, target=1, feature_mask=mask, baselines=0.0,
                                            n_samples=2000).detach().numpy()
     np.testing.assert_allclose(ours.attributions, kernel, atol=0.05)  # Captum samples
+
+
+def test_tables_get_shaps_summary_plot(tmp_path, read_run):
+    """`<tag>/summary`: a row per feature by mean |attribution| (largest
+    first), each probe row's point on the side of zero its sign says."""
+    keras.utils.set_random_seed(10)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.layers[-1].set_weights([np.array([[2.0], [-0.5]], "float32"), np.zeros(1, "float32")])
+    x = np.abs(np.random.default_rng(10).normal(size=(16, 2))).astype("float32") + 0.5
+    callback = tbx.Attributions(tmp_path, (x[:8], x[:8, 0]), methods=["shapley"], max_samples=8)
+    model.compile("sgd", "mse")
+    model.fit(x, x[:, 0], epochs=1, verbose=0, callbacks=[callback],
+              batch_size=16)  # one tiny step: the signs stay
+    weights = model.layers[-1].get_weights()[0][:, 0]
+    assert weights[0] > 0 > weights[1]
+    image = read_run(tmp_path).image("attributions/shapley/input/summary", 0).astype(int)
+    coloured = (np.abs(image - image.mean(axis=2, keepdims=True)).sum(axis=2) > 60)
+    zero = np.argmax((image[30:74] == 120).all(axis=2).sum(axis=0))  # the grey zero line
+    rows = [np.nonzero(coloured[30 + 22 * r: 30 + 22 * (r + 1), :zero + 200])[1]
+            for r in range(2)]
+    assert rows[0].size and rows[1].size
+    assert rows[0].mean() > zero > rows[1].mean()  # feature 0 first (|2 x| > |0.5 x|), positive

@@ -4,7 +4,7 @@ import numpy as np
 
 from tb_explain._keras import tokenizer_lookup
 from tb_explain.probe import named_leaves
-from tb_explain.render import images
+from tb_explain.render import charts, images
 from tb_explain.summary import ops
 
 
@@ -90,11 +90,17 @@ class AttributionRendering:
             flat = flat.mean(axis=0, keepdims=True)
         ops.write_images(tag + "/signed", images.signed_table(flat, 99.0, (16, 4)), epoch)
 
-    def _log_table(self, tag, name, attr, epoch, title="Integrated gradients"):
+    def _log_table(self, tag, name, attr, epoch, title="Integrated gradients", values=None):
+        """Per-feature scalars, a signed table and a ranking; with the probe's
+        `values` at privacy "off", also shap's summary plot (`<tag>/summary`:
+        every probe row's attribution per feature, coloured by its value)."""
         names = self._names(name, attr.shape[1])
         mean_abs = np.abs(attr).mean(axis=0)
         for feature, value in zip(names, mean_abs):
             ops.write_scalar(f"{tag}/features/{feature}", value, epoch)
+        if values is not None and self.privacy == "off" and np.asarray(values).dtype.kind == "f":
+            ops.write_images(tag + "/summary", charts.beeswarm(
+                attr, values, names, title=f"{title} (per probe row)"), epoch)
         order = np.argsort(-mean_abs)
         if self.privacy == "strict":  # per-feature means only, no per-sample row
             mean = attr.mean(axis=0)

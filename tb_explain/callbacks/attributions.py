@@ -172,7 +172,7 @@ class Attributions(AttributionRendering, ExplainCallback):
                 elif value.ndim == 4:
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
-                    self._log_table(tag, names[name], attr, epoch, title=title)
+                    self._log_table(tag, names[name], attr, epoch, title=title, values=value)
                 else:  # sequences (time x features) and other shapes: as IntegratedGradients
                     self._log_flat(tag, attr, epoch)
         self._log_comparison(leaves, names, results, epoch, suffix)

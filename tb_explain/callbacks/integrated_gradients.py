@@ -176,7 +176,7 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
                 elif value.ndim == 4:
                     self._log_images(tag, value, attr, epoch)
                 elif value.ndim == 2:
-                    self._log_table(tag, name, attr, epoch)
+                    self._log_table(tag, name, attr, epoch, values=value)
                     self._share_means(name, attr)
                 else:
                     self._log_flat(tag, attr, epoch)

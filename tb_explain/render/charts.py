@@ -372,3 +372,60 @@ def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10
                 draw.text((x0 - tw - 2, y0 + j * cell + (cell - th) / 2 - 2), text, fill=BLACK,
                           font=font(size))
     return np.asarray(image)
+
+
+def beeswarm(attributions, values, names, title="attribution", max_features=20, size=11):
+    """shap's summary plot: per feature (a row, ordered by mean |attribution|,
+    the largest first, at most `max_features`), every sample's attribution
+    as a point on a shared axis, spread vertically where points crowd, and
+    coloured by the feature's value on that sample (viridis over the
+    feature's 5th-95th percentile: dark low, yellow high; grey where the
+    feature does not vary)."""
+    attributions = np.asarray(attributions, np.float64)
+    values = np.asarray(values, np.float64)
+    order = np.argsort(-np.abs(attributions).mean(axis=0), kind="stable")[:max_features]
+    row_h, plot_w, top = 22, 360, 30
+    label_w = min(160, 8 + max(text_size(str(names[j]), size)[0] for j in order))
+    left = label_w + 8
+    height = top + row_h * len(order) + 44
+    image = Image.new("RGB", (left + plot_w + 104, height), WHITE)
+    draw = ImageDraw.Draw(image)
+    span = float(np.abs(attributions[:, order]).max()) or 1.0
+    x_of = lambda v: left + (v / span + 1.0) / 2.0 * plot_w  # noqa: E731
+    draw.line([x_of(0.0), top - 4, x_of(0.0), top + row_h * len(order)], fill=GREY, width=1)
+    for r, j in enumerate(order):
+        y = top + r * row_h + row_h // 2
+        draw.line([left, y, left + plot_w, y], fill=(236, 236, 236), width=1)
+        label = _shorten(str(names[j]), label_w - 8, size)
+        tw, th = text_size(label, size)
+        draw.text((left - tw - 8, y - th / 2 - 2), label, fill=BLACK, font=font(size))
+        low, high = np.percentile(values[:, j], [5, 95])
+        unit = (np.clip((values[:, j] - low) / (high - low), 0, 1) if high > low
+                else np.full(len(values), np.nan))
+        rgb = colormap.apply(unit[np.newaxis])[0]
+        rgb[~np.isfinite(unit)] = GREY
+        xs = np.round(x_of(attributions[:, j])).astype(int)
+        taken = {}
+        for i in np.argsort(xs, kind="stable"):  # crowded points alternate up and down
+            k = taken.get(xs[i] // 4, 0)
+            taken[xs[i] // 4] = k + 1
+            dy = ((k + 1) // 2) * 3 * (1 if k % 2 else -1)
+            dy = int(np.clip(dy, -row_h // 2 + 3, row_h // 2 - 3))
+            draw.ellipse([xs[i] - 2, y + dy - 2, xs[i] + 2, y + dy + 2],
+                         fill=tuple(int(c) for c in rgb[i]))
+    base = top + row_h * len(order)
+    draw.line([left, base, left + plot_w, base], fill=GREY, width=1)
+    for v in (-span, 0.0, span):
+        label = f"{v:.3g}"
+        tw, _ = text_size(label, size)
+        draw.text((x_of(v) - tw / 2, base + 4), label, fill=BLACK, font=font(size))
+    tw, _ = text_size(title, size)
+    draw.text((left + (plot_w - tw) / 2, base + size + 10), title, fill=GREY, font=font(size))
+    bar_x = left + plot_w + 24
+    bar_h = max(40, row_h * len(order) - 20)
+    bar = colormap.apply(np.linspace(1.0, 0.0, bar_h)[:, np.newaxis].repeat(12, axis=1))
+    image.paste(Image.fromarray(bar), (bar_x, top + 10))
+    draw.text((bar_x - 10, top - size - 4), "feature value", fill=GREY, font=font(size - 1))
+    draw.text((bar_x + 16, top + 6), "high", fill=BLACK, font=font(size - 1))
+    draw.text((bar_x + 16, top + bar_h - 2), "low", fill=BLACK, font=font(size - 1))
+    return np.asarray(image)
