@@ -180,14 +180,16 @@ def outputs_and_targets(model, plan, target, output, position="last"):
         units = output_units(model, key, plan)
         return key, targets(target, np.zeros((n, units))), None
     inputs = model_inputs(model, plan)
-    outs, masks = forward_and_masks(model)(inputs)
+    outs = forward(model)(inputs)
     key = output_key(model, outs, output)
     scores = raw(outs, key)
     if len(scores.shape) != 3:
         return key, targets(target, backend.to_numpy(select(outs, key))), None
     length, classes = int(scores.shape[1]), int(scores.shape[2])
     if position == "last":
-        where = last_positions(inputs, scores, length, raw(masks, key), plan)
+        padded = isinstance(inputs, dict) and "padding_mask" in inputs
+        carried = None if padded else raw(forward_and_masks(model)(inputs)[1], key)
+        where = last_positions(inputs, scores, length, carried, plan)
     else:
         if not -length <= position < length:
             raise ValueError(f"`position` must be in [{-length}, {length}) for a sequence "
