@@ -97,7 +97,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             renders data (see the README's "Privacy"), and recorded in the
             run's HParams.
         methods: Optional attribution methods for `Attributions`
-            (`["saliency", "smoothgrad", "gradcam", "occlusion"]`); their
+            (`["saliency", "smoothgrad", "gradcam", "occlusion"]`, the SHAP
+            family `"shapley"`, `"kernel_shap"`, `"gradient_shap"`); their
             options (`samples=`, `window=`...) are accepted too.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         **options: Keyword arguments of individual callbacks, such as

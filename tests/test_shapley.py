@@ -155,6 +155,15 @@ def test_explain_logs_them_for_a_table(tmp_path, read_run):
             tag = next(t for t in run.tags if t.startswith(f"attributions/{method}/")
                        and t.endswith(f"/features/feature_{j}"))
             assert float(run.value(tag, 0)) == pytest.approx(np.abs(phi[:, j]).mean(), abs=1e-5)
+    # the tab's tabular view puts them beside permutation importance, by name
+    from tensorboard import context as tb_context
+
+    from test_dashboard import _plugin
+
+    body = _plugin(tmp_path.parent).attributions(tb_context.RequestContext(), "",
+                                                  {"run": tmp_path.name})
+    labels = {f["label"] for f in body["features"]}
+    assert {"shapley (input)", "kernel_shap (input)"} <= labels
 
 
 def test_gradient_shap_is_expected_gradients(table):

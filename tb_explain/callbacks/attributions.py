@@ -42,8 +42,11 @@ class Attributions(AttributionRendering, ExplainCallback):
     Args:
         log_dir: Directory of the run (created if missing).
         data: Probe data (labels ignored), as for the other probe callbacks.
-        methods: Names of `tbx.attribute` methods. Grad-CAM needs an image
-            input: without one it is refused before training.
+        methods: Names of `tbx.attribute` methods (`tags.ATTRIBUTION_METHODS`:
+            the gradient methods, Grad-CAM, occlusion and the SHAP family
+            `shapley`, `kernel_shap`, `gradient_shap`). Grad-CAM needs an
+            image input: without one it is refused before training. Tables
+            also get shap's summary plot per method (`.../summary`).
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         max_samples: Probe samples explained (int >= 1).
         sanity_check: Whether to run the randomization test at the last epoch.
