@@ -218,8 +218,8 @@ def test_the_explain_tab_lists_them(tmp_path, read_run):
     assert "integrated gradients" not in labels
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch" or importlib.util.find_spec("captum") is None,
-                    reason="Captum explains PyTorch modules (the Keras model on the torch backend)")
+@pytest.mark.skipif(keras.backend.backend() != "torch"
+                    or importlib.util.find_spec("captum") is None, reason="Captum explains PyTorch modules (the Keras model on the torch backend)")
 def test_captum_agrees(table):
     import torch  # noqa: PLC0415
     from captum.attr import KernelShap, ShapleyValues  # noqa: PLC0415

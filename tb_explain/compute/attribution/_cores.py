@@ -119,6 +119,20 @@ def embeddings_swapped(plan, holder):
         yield
 
 
+def cached_core(model, key, plan, build):
+    """The core of `model` cached under `key` (a tuple; the inputs' plan's
+    kinds, embeddings and structure are added to it), else `build(holder)`
+    registered (`register_core`) with a new `holder` for the token inputs'
+    embeddings."""
+    cache_key = tuple(key) + (tuple(plan.kinds), tuple(id(l) for l in plan.embeddings),
+                              plan.structure)
+    per_model = cache(model)
+    if cache_key in per_model:
+        return per_model[cache_key]
+    holder = {}
+    return register_core(model, cache_key, plan, holder, build(holder))
+
+
 def register_core(model, key, plan, holder, core):
     """Caches `core` compiled for `model` under `key` (its Python runs
     eagerly inside `tiering.eager()`), with the token inputs' Embeddings

@@ -21,14 +21,8 @@ REDUCTIONS = {
 
 
 def _core(model, key, plan, reduction, chunk, draws):
-    cache_key = ("rows", key, reduction, chunk, draws, tuple(plan.kinds),
-                 tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _cores.cache(model)
-    if cache_key in per_model:
-        return per_model[cache_key]
-    holder = {}
-    core = _feeding.gradient_core(model, plan, key, holder, REDUCTIONS[reduction], chunk, draws)
-    return _cores.register_core(model, cache_key, plan, holder, core)
+    return _cores.cached_core(model, ("rows", key, reduction, chunk, draws), plan, lambda holder: (
+        _feeding.gradient_core(model, plan, key, holder, REDUCTIONS[reduction], chunk, draws)))
 
 
 def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):

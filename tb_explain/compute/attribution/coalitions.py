@@ -59,7 +59,7 @@ def _default_groups(x, token, grid):
     return np.broadcast_to(first, shape)
 
 
-def feature_groups(done, feature_mask, grid):
+def feature_groups(done, feature_mask, grid, limit=None):
     """Per attributed input, int32 group ids of one sample's shape, numbered
     0..M-1 across the inputs; and M.
 
@@ -71,17 +71,23 @@ def feature_groups(done, feature_mask, grid):
             sample's shape (a token input's: to its `(length,)` ids); ids
             0..M-1 used at least once each, shared across inputs if given.
         grid: The images' default patch grid.
+        limit: Most groups wanted: a default image grid is made coarser
+            (down to 1 x 1) while the defaults exceed it.
     """
     plan = done.plan
     token = [plan.kinds[i] == "token" for i in plan.attributed]
     if feature_mask is None:
-        groups, offset = [], 0
-        for x, is_token in zip(done.xs, token):
-            ids = _default_groups(x, is_token, grid)
-            ids = np.unique(ids, return_inverse=True)[1].reshape(ids.shape) + offset
-            offset = int(ids.max()) + 1
-            groups.append(ids.astype(np.int32))
-        return groups, offset
+        while True:  # a coarser image grid while the groups exceed `limit`
+            groups, offset = [], 0
+            for x, is_token in zip(done.xs, token):
+                ids = _default_groups(x, is_token, grid)
+                ids = np.unique(ids, return_inverse=True)[1].reshape(ids.shape) + offset
+                offset = int(ids.max()) + 1
+                groups.append(ids.astype(np.int32))
+            images = any(x.ndim == 4 and not t for x, t in zip(done.xs, token))
+            if limit is None or offset <= limit or grid == 1 or not images:
+                return groups, offset
+            grid -= 1
     masks = feature_mask if isinstance(feature_mask, (list, tuple)) else [feature_mask]
     if len(masks) != len(done.xs):
         raise ValueError(f"`feature_mask` must give one mask per attributed input "
@@ -114,15 +120,12 @@ def _core(model, key, plan, chunk, coalitions):
     """`core(xs, bases, held, targets, groups, z, start) -> f`: the `chunk`
     rows (sample, coalition) from flat index `start`, built, run forward and
     scored inside the compiled function (`z`: `[K, M]` 0/1 float32)."""
-    cache_key = ("coalitions", key, chunk, coalitions, tuple(plan.kinds),
-                 tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _cores.cache(model)
-    if cache_key in per_model:
-        return per_model[cache_key]
-    holder = {}
     ops = keras.ops
 
-    def core(xs, bases, held, targets, groups, z, start):
+    def build(holder):
+        return lambda *args: core(holder, *args)
+
+    def core(holder, xs, bases, held, targets, groups, z, start):
         _, _, sample, coalition = _feeding.chunk_index(start, chunk, coalitions,
                                                        ops.shape(xs[0])[0])
         kept = backend.gather(z, coalition)  # [chunk, M]
@@ -138,7 +141,7 @@ def _core(model, key, plan, chunk, coalitions):
         return ops.cast(_feeding.take_targets(outs, key, backend.gather(targets, sample)),
                         "float32")
 
-    return _cores.register_core(model, cache_key, plan, holder, core)
+    return _cores.cached_core(model, ("coalitions", key, chunk, coalitions), plan, build)
 
 
 def evaluate(model, done, bases, groups, z, batch_size=None):
@@ -187,9 +190,9 @@ def _spread(done, groups, phi):
     return out
 
 
-def _setup(model, inputs, target, output, position, feature_mask, baseline, grid):
+def _setup(model, inputs, target, output, position, feature_mask, baseline, grid, limit=None):
     done = _feeding.setup(model, inputs, target, output, position)
-    groups, m = feature_groups(done, feature_mask, grid)
+    groups, m = feature_groups(done, feature_mask, grid, limit)
     bases = _baseline_sets(baseline, done.plan, done.xs)[0]
     return done, groups, m, [b.astype(x.dtype) for b, x in zip(bases, done.xs)]
 
@@ -210,17 +213,21 @@ def shapley(model, inputs, *, target=None, output=None, position="last", batch_s
         feature_mask: Integer group ids broadcastable to one sample's shape
             (a list: one per attributed input; token inputs: per token),
             groups 0..M-1. Default: one group per feature of a table, per
-            position of a sequence, a 4 x 4 grid of patches of an image.
+            position of a sequence, a 4 x 4 grid of patches of an image
+            (coarser when other inputs' groups would pass 16).
         baseline: What a group absent from a coalition takes (default
             zeros; token inputs: the zero embedding; as in
             `tbx.integrated_gradients`: a number, one sample's shape or the
             inputs' shape).
     """
     done, groups, m, bases = _setup(model, inputs, target, output, position, feature_mask,
-                                    baseline, IMAGE_GRID["shapley"])
+                                    baseline, IMAGE_GRID["shapley"], MAX_GROUPS)
     if m > MAX_GROUPS:
-        raise ValueError(f"`feature_mask` has {m} groups; `shapley` enumerates 2^M coalitions "
-                         f"and takes at most {MAX_GROUPS} groups (use `kernel_shap` for more).")
+        given = ("`feature_mask` has" if feature_mask is not None
+                 else "The inputs' default groups are")
+        raise ValueError(f"{given} {m} groups; `shapley` enumerates 2^M coalitions and takes "
+                         f"at most {MAX_GROUPS} groups: pass a coarser `feature_mask`, or use "
+                         f"`kernel_shap`.")
     v = evaluate(model, done, bases, groups, _bits(m), batch_size)
     phi = shapley_from_all(v, m)
     return _result(done, groups, phi, v[:, -1], v[:, 0])

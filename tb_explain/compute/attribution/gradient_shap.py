@@ -26,16 +26,13 @@ def _core(model, key, plan, chunk, draws):
     """`core(xs, noisy, bases, alphas, held, targets, start) -> (sums, f)`:
     rows `(sample, draw)`; `noisy`, `bases` `[n * draws, ...]` per attributed
     input and `alphas` `[n * draws]` are the rows' own draws."""
-    cache_key = ("gradient_shap", key, chunk, draws, tuple(plan.kinds),
-                 tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _cores.cache(model)
-    if cache_key in per_model:
-        return per_model[cache_key]
-    holder = {}
     ops = keras.ops
     count = _feeding.segments(chunk, draws)
 
-    def core(xs, noisy, bases, alphas, held, targets, start):
+    def build(holder):
+        return lambda *args: core(holder, *args)
+
+    def core(holder, xs, noisy, bases, alphas, held, targets, start):
         index, valid, sample, _ = _feeding.chunk_index(start, chunk, draws, ops.shape(xs[0])[0])
         gather = backend.gather
         alpha = gather(alphas, index)
@@ -64,7 +61,7 @@ def _core(model, key, plan, chunk, draws):
             sums.append(ops.segment_sum(value, local, num_segments=count))
         return sums, f_rows
 
-    return _cores.register_core(model, cache_key, plan, holder, core)
+    return _cores.cached_core(model, ("gradient_shap", key, chunk, draws), plan, build)
 
 
 def _baseline_rows(baselines, done):

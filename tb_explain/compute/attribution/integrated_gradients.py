@@ -106,14 +106,8 @@ def _baseline_sets(baseline, plan, xs):
 def _core(model, output, plan, chunk, points):
     """The IG core for `model` (the gradient core, interpolating inside),
     cached per model and configuration."""
-    key = ("ig", output, chunk, points, tuple(plan.kinds), tuple(id(l) for l in plan.embeddings),
-           plan.structure)
-    per_model = _cores.cache(model)
-    if key in per_model:
-        return per_model[key]
-    holder = {}  # token inputs: the interpolated embeddings their layer returns
-    core = _feeding.gradient_core(model, plan, output, holder, chunk=chunk, per_sample=points)
-    return _cores.register_core(model, key, plan, holder, core)
+    return _cores.cached_core(model, ("ig", output, chunk, points), plan, lambda holder: (
+        _feeding.gradient_core(model, plan, output, holder, chunk=chunk, per_sample=points)))
 
 
 def _quadrature_with_ends(method, steps):

@@ -71,16 +71,13 @@ def _core(model, key, plan, sizes, dims, chunk, positions):
     inside the compiled function; `sums[j]` is, per sample of the chunk (from
     its first on), the sum over its rows of `(F(x) - F(occluded)) * mask`
     over input j's window axes (`dims[j]`: their lengths), `f` every row's F."""
-    cache_key = ("occlusion", key, tuple(sizes), tuple(dims), chunk, positions, tuple(plan.kinds),
-                 tuple(id(l) for l in plan.embeddings), plan.structure)
-    per_model = _cores.cache(model)
-    if cache_key in per_model:
-        return per_model[cache_key]
-    holder = {}
     ops = keras.ops
     count = _feeding.segments(chunk, positions)
 
-    def core(xs, held, targets, f_x, starts, owner, baseline, start):
+    def build(holder):
+        return lambda *args: core(holder, *args)
+
+    def core(holder, xs, held, targets, f_x, starts, owner, baseline, start):
         _, valid, sample, position = _feeding.chunk_index(start, chunk, positions,
                                                           ops.shape(xs[0])[0])
         corner = backend.gather(starts, position)  # [chunk, rank]
@@ -110,7 +107,8 @@ def _core(model, key, plan, sizes, dims, chunk, positions):
                 for m in masks]
         return sums, f
 
-    return _cores.register_core(model, cache_key, plan, holder, core)
+    return _cores.cached_core(model, ("occlusion", key, tuple(sizes), tuple(dims), chunk,
+                                      positions), plan, build)
 
 
 def occlusion(model, inputs, *, target=None, output=None, position="last", batch_size=None, window=None,
