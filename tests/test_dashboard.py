@@ -119,6 +119,10 @@ def test_runs_route_matches_the_logs(client, runs):
     lag = [t for t in healthy.tags if t.endswith("/alerts")]
     assert lag == ["outputs/alerts"] and by_run["lr0.01"]["alerts"] == 1
     assert "BatchNormalization lag" in healthy.text("outputs/alerts")
+    _, health = _json(http, "/health", run="lr0.01", signal="dead_fraction")
+    (alert,) = health["alerts"]  # shown as plain text: the Markdown marks dropped
+    assert alert["text"].startswith("BatchNormalization lag at epoch")
+    assert "**" not in alert["text"] and "`" not in alert["text"]
 
 
 @pytest.mark.parametrize("signal", sorted(tags.SIGNALS))

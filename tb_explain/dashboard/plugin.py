@@ -323,7 +323,8 @@ class ExplainPlugin(base_plugin.TBPlugin):
                         continue
                     group = groups.setdefault((step, kind, tag), {
                         "kind": kind, "step": step, "tag": tag, "lines": [], "layers": set()})
-                    group["lines"].append(line[:600])
+                    # shown as plain text (textContent): no Markdown emphasis or code marks
+                    group["lines"].append(line.replace("**", "").replace("`", "")[:600])
                     if known:
                         group["layers"].update(known.intersection(_TOKEN.findall(line)))
         out = []
