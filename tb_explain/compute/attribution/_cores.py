@@ -41,12 +41,22 @@ def forward(model):
     return fn
 
 
+_MIXED = weakref.WeakKeyDictionary()
+
+
+def mixed(model):
+    """`is_mixed(model)`, found once per model (its policies are set when it is built)."""
+    if model not in _MIXED:
+        _MIXED[model] = is_mixed(model)
+    return _MIXED[model]
+
+
 def explained_forward(model):
     """`forward(model)` as the explanations see it: for a mixed-precision
     model, a second compiled pass whose layers compute in float32
     (`float32_compute`), so targets and the scores the attributions are
     checked against come from the same precision as the attributions."""
-    if not is_mixed(model):
+    if not mixed(model):
         return forward(model)
     return _float32_pass(model, "forward32", lambda x: model(x, training=False))
 
@@ -78,7 +88,7 @@ def _float32_pass(model, key, run):
     fn = per_model.get(key)
     if fn is None:
         compiled = backend.compile(run, model.variables)
-        if not is_mixed(model):
+        if not mixed(model):
             fn = compiled
         else:
             def fn(x):
@@ -140,13 +150,15 @@ def register_core(model, key, plan, holder, core):
     every layer computing in float32 (`float32_compute`: explanations of a
     mixed-precision model are as precise as its float32 weights give)."""
     function = backend.Function(core, model.variables)  # eager inside `tiering.eager()`
+    low_precision = mixed(model)
 
     def call(*args):
         # tensors of the backend (string inputs too, on TensorFlow): Keras
         # refuses inputs that mix tensors and numpy arrays
         args = keras.tree.map_structure(
             lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
-        with embeddings_swapped(plan, holder), float32_compute(model):
+        with embeddings_swapped(plan, holder), (
+                float32_compute(model) if low_precision else contextlib.nullcontext()):
             return function(*args)
 
     call.core = core
