@@ -117,9 +117,8 @@ def to_numpy(x):
 def to_numpy_any(x):
     """A tensor of any framework (a PyTorch tensor from a DataLoader, a
     TensorFlow tensor) as a numpy array, bfloat16 as float32."""
-    if type(x).__module__.startswith("torch"):
-        x = x.detach().cpu()
-        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
+    if type(x).__module__.startswith("torch"):  # the PyTorch backend's own conversion
+        return importlib.import_module("tb_explain.backend.torch").to_numpy(x)
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
         x = x.numpy()
     return _widened(x)

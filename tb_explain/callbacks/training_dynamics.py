@@ -110,11 +110,12 @@ class TrainingDynamics(ExplainCallback):
                             f"{type(class_names).__name__}.")
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.output = output
-        self.datasets = {}
+        self.datasets, self._sizes = {}, {}
         labels, names, rows = [], [], []
         for name, dataset in datasets.items():
             x, y = self._check_dataset(name, dataset)
             self.datasets[name] = x  # the inputs (a nest of arrays), or the stream
+            self._sizes[name] = len(y)
             labels.append(y)
             names.append(np.full(len(y), name, dtype=object))
             rows.append(np.arange(len(y)))
@@ -339,7 +340,7 @@ class TrainingDynamics(ExplainCallback):
         they come in another order."""
         start = 0
         for name, source in self.datasets.items():
-            size = int(np.sum(self._all_dataset == name))
+            size = self._sizes[name]
             mine = rows[(rows >= start) & (rows < start + size)] - start
             if len(mine) and not streams.is_stream(source):
                 for first in range(0, len(mine), self.batch_size):
