@@ -51,12 +51,13 @@ if not _loaded_as_tensorboard_plugin():
     from tb_explain.compute.attention import Attention, attention  # noqa: E402
     from tb_explain.probe import Probe  # noqa: E402
     from tb_explain.runs import Run, load_run, load_runs  # noqa: E402
+    from tb_explain.comparison import Comparison, compare  # noqa: E402
     from tb_explain.suite import explain  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationImages", "Attention", "AttentionMaps", "attention", "Attribution", "Attributions", "DecisionRules", "Embeddings",
+    "ActivationImages", "Attention", "Comparison", "compare", "AttentionMaps", "attention", "Attribution", "Attributions", "DecisionRules", "Embeddings",
     "FeatureImportance", "FeatureVisualization", "feature_visualization", "GradientNorms",
     "HParams", "IntegratedGradients", "ModelGraph", "PermutationImportance", "Predictions",
     "Probe", "RandomizationTest", "Run", "TrainingCurves", "TrainingDynamics", "WeightHistograms", "attribute", "explain",

@@ -2,7 +2,15 @@
 
 Usage:
     tb-explain compare RUN [RUN ...] [--format text|markdown|csv|json]
+    tb-explain compare A B [--epoch E] [--epoch-b F]
+    tb-explain compare A --epoch E --epoch-b F
     tb-explain summary RUN [--format text|json]
+
+`compare` prints a table of the runs' figures; given two run directories
+(or one with `--epoch-b`: two epochs of it) in the text or markdown format,
+it then prints `tbx.compare`'s Markdown report: the metrics, the largest
+gradient health ratios, the CKA of each layer with itself, and the
+disagreement counts per dataset.
 
 A RUN is a run directory written by tb_explain (keras's `train/` and
 `validation/` sub-runs beside it are read too), or a root directory, which
@@ -156,6 +164,20 @@ def _summary_text(info):
     return "\n".join(lines)
 
 
+def _pair(args, experiments):
+    """The two runs a report compares (`(run, None)`: two epochs of one), or
+    None: two run directories named as two arguments, or one run with
+    `--epoch-b`."""
+    runs = list(experiments.values())
+    if len(args.runs) == 2 and len(runs) == 2:
+        return runs[0], runs[1]
+    if len(args.runs) == 1 and len(runs) == 1 and args.epoch_b is not None:
+        return runs[0], None
+    if args.epoch is not None or args.epoch_b is not None:
+        raise ValueError("--epoch and --epoch-b need two runs (A B), or one run and --epoch-b.")
+    return None
+
+
 def main(argv=None):
     """Entry point of the `tb-explain` console script."""
     parser = argparse.ArgumentParser(
@@ -164,6 +186,10 @@ def main(argv=None):
     compare = commands.add_parser("compare", help="side-by-side table of runs")
     compare.add_argument("runs", nargs="+", metavar="RUN")
     compare.add_argument("--format", choices=["text", "markdown", "csv", "json"], default="text")
+    compare.add_argument("--epoch", type=int, default=None,
+                         help="A's epoch (default: the last both runs logged)")
+    compare.add_argument("--epoch-b", type=int, default=None, dest="epoch_b",
+                         help="B's epoch (default: --epoch); with one run, its other epoch")
     summary = commands.add_parser("summary", help="describe one run")
     summary.add_argument("run", metavar="RUN")
     summary.add_argument("--format", choices=["text", "json"], default="text")
@@ -174,7 +200,14 @@ def main(argv=None):
             for path in args.runs:
                 experiments.update(_experiments(path))
             rows = [describe(path, run) for path, run in experiments.items()]
+            pair = _pair(args, experiments)
             print(render(rows, args.format))
+            if pair is not None and args.format in ("text", "markdown"):
+                from tb_explain.comparison import compare as compare_runs  # noqa: PLC0415
+
+                print()
+                print(compare_runs(*pair, epoch=args.epoch, epoch_b=args.epoch_b).report(),
+                      end="")
         else:
             experiments = _experiments(args.run)
             if len(experiments) != 1:

@@ -145,29 +145,17 @@ class Run:
             (the same scores as the callback's `scores()`), or None when the
             run holds none (no TrainingDynamics, or privacy `"strict"`).
         """
-        import json  # noqa: PLC0415
+        from tb_explain import reader  # noqa: PLC0415
 
-        from tb_explain import tags  # noqa: PLC0415
-        from tb_explain.compute import dynamics  # noqa: PLC0415
+        return reader.dynamics(self.source)
 
-        if tags.DYNAMICS_EXAMPLES not in self._kinds:
-            return None
-        head = tags.DYNAMICS_RECORDS.split("{")[0]
-        records = {}
-        for tag in self._kinds:
-            if tag.startswith(head):
-                event = self._acc.Tensors(tag)[-1]
-                records[event.step] = tensor_util.make_ndarray(event.tensor_proto)
-        if not records:
-            return None
-        meta = tensor_util.make_ndarray(self._acc.Tensors(tags.DYNAMICS_EXAMPLES)[-1].tensor_proto)
-        info = json.loads(self._acc.SummaryMetadata(tags.DYNAMICS_EXAMPLES).plugin_data.content)
-        epochs = sorted(records)
-        names = np.array(info["datasets"], dtype=object)
-        return dynamics.Dynamics(
-            epochs=np.array(epochs, np.int64), records=np.stack([records[e] for e in epochs]),
-            labels=meta[0].astype(np.int64), dataset=names[meta[1]], index=meta[2].astype(np.int64),
-            class_names=list(info["class_names"]))
+    @property
+    def source(self):
+        """This run as a `tb_explain.reader` source (what `tbx.compare` and
+        the Explain tab's parsers read)."""
+        from tb_explain import reader  # noqa: PLC0415
+
+        return reader.AccumulatorSource(self._acc)
 
     @property
     def has_graph(self):

@@ -8,7 +8,7 @@ silently empty a view.
 #: First tag segments tb_explain writes (TensorBoard groups cards by them).
 PREFIXES = ("weights/", "gradients/", "activations/", "attributions/", "outputs/",
             "importance/", "rules/", "timing/", "model/", "tb_explain/", "dynamics/",
-            "attention/")
+            "attention/", "similarity/")
 
 #: Health signals: `(label, tag pattern, scale)`; `{}` is a `layer.path`
 #: (`variable.path` for the weight norm), scale `log` or `linear`.
@@ -51,6 +51,11 @@ DYNAMICS_EXAMPLES = "dynamics/examples"
 DYNAMICS_THUMBNAILS = "dynamics/thumbnails"
 DYNAMICS_INPUTS = "dynamics/inputs"
 DYNAMICS_REGION = "dynamics/region/{}"
+#: Per logged epoch (one tag each, so TensorBoard's sampling keeps every
+#: epoch): the probe's packed Gram matrices per layer (`ActivationImages`),
+#: and each dataset's predicted classes and correctness (`Predictions`).
+SIMILARITY_GRAM = "similarity/gram/{:06d}"
+PREDICTED = "outputs/{}/predicted/{:06d}"  # dataset (and "/<output>"), epoch
 ATTENTION = "attention/{}"  # layer path
 ATTENTION_ENTROPY = "attention/{}/entropy"
 ATTENTION_ROLLOUT = "attention/rollout"

@@ -1,13 +1,18 @@
 """ActivationImages callback."""
 
+import keras
 import numpy as np
 
-from tb_explain import _validate, backend
+from tb_explain import _validate, backend, tags
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import activations, stats, tiering
+from tb_explain.compute import activations, similarity, stats, tiering
 from tb_explain.probe import Probe, named_leaves
 from tb_explain.render import images
-from tb_explain.summary import ops
+from tb_explain.summary import metadata, ops
+
+
+#: Rows of the similarity probe sent through the model at once.
+GRAM_CHUNK = 128
 
 
 class ActivationImages(ExplainCallback):
@@ -32,7 +37,12 @@ class ActivationImages(ExplainCallback):
     - `activations/<path>/saturated_fraction` (Scalars), for tanh and sigmoid
       layers: fraction of values within 0.01 of the bounds;
     - `activations/input` (or `activations/input/<name>`): the probe itself,
-      unless `log_inputs=False` (probes can be private data).
+      unless `log_inputs=False` (probes can be private data);
+    - `similarity/gram/<epoch>` (a tb_explain tensor, one tag per epoch): each
+      layer's centred Gram matrix on the first `similarity_samples` rows of
+      `data` (`compute.similarity`), what `tbx.compare` needs for the linear
+      CKA between two runs' layers; n (n + 1) bytes per layer (n rows: 512
+      rows, 263 kB), with a fingerprint of those rows.
 
     By default, inputs, pure reshapes and dropout are skipped, and big models
     keep at most `max_layers` layers: block outputs first (a conv or BN that
@@ -60,6 +70,10 @@ class ActivationImages(ExplainCallback):
             written only with at least `min_samples` samples (raise
             `max_samples`); histograms and fractions stay.
         min_samples: Samples an aggregate needs at `privacy="strict"` (int >= 2).
+        similarity_samples: Rows of `data` (at most) whose Gram matrices are
+            logged for `tbx.compare` (int >= 0; 0 logs none). Fewer than 2
+            rows log none. Not written at `privacy="strict"` (they relate
+            examples to one another).
 
     Example:
 
@@ -73,9 +87,17 @@ class ActivationImages(ExplainCallback):
     needs_call = True
 
     def __init__(self, log_dir, data, freq=1, layers=None, max_samples=4, max_channels=16,
-                 max_layers=32, log_inputs=True, privacy="off", min_samples=8):
+                 max_layers=32, log_inputs=True, privacy="off", min_samples=8,
+                 similarity_samples=similarity.MAX_SAMPLES):
         super().__init__(log_dir, freq)
         self.probe = Probe(data, max_samples=max_samples)
+        self.similarity_samples = _validate.check_int("similarity_samples", similarity_samples,
+                                                      minimum=0)
+        self._similar = None
+        if self.similarity_samples >= 2:
+            similar = Probe(data, max_samples=self.similarity_samples)
+            if len(keras.tree.flatten(similar.x)[0]) >= 2:
+                self._similar = similar
         if layers is not None:
             if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
                 raise TypeError(
@@ -112,6 +134,12 @@ class ActivationImages(ExplainCallback):
             raise ValueError(
                 f"ActivationImages: none of the selected layers of {self.model.name!r} is "
                 "called by the model's forward pass.")
+        self._features = None
+        if self._similar is not None and self.privacy != "strict":
+            chosen = [(p, layer) for p, layer in selection if p in self._paths]
+            self._features = similarity.make_layer_features(self.model, chosen)
+            self._similar_x = self._similar.tensors()[0]
+            self._similar_id = similarity.fingerprint(self._similar.x)
         # A GradientNorms of the same run logging first can capture for us.
         self._capture = activations.SharedCapture(self._fn, self._x, self._wants_capture)
         self._writer.shared.setdefault("activation_captures", {})[id(self.model)] = self._capture
@@ -147,6 +175,27 @@ class ActivationImages(ExplainCallback):
                 ops.write_scalar(tag + "/saturated_fraction", saturated[i], epoch)
         if self.privacy == "off":
             self._log_inputs(epoch)
+        if self._features is not None:
+            self._log_grams(epoch)
+
+    def _log_grams(self, epoch):
+        """`similarity/gram/<epoch>`: every layer's packed Gram matrix."""
+        x = self._similar_x
+        n = len(keras.tree.flatten(x)[0])
+        parts = {}
+        for start in range(0, n, GRAM_CHUNK):
+            chunk = x if n <= GRAM_CHUNK else keras.tree.map_structure(
+                lambda t: t[start:start + GRAM_CHUNK], x)
+            for path, value in self._features(chunk).items():
+                parts.setdefault(path, []).append(backend.to_numpy(value))
+        paths = [p for p in self._paths if p in parts]
+        packed, constant = zip(*(similarity.pack(np.concatenate(parts[p])) for p in paths))
+        ops.write_tensor(
+            tags.SIMILARITY_GRAM.format(epoch), np.stack(packed), epoch, tags.PLUGIN_NAME,
+            metadata.content("gram", layers=paths, n=n, probe=self._similar_id,
+                             constant=[p for p, c in zip(paths, constant) if c]),
+            description="tb_explain: each layer's centred Gram matrix on the probe (packed, "
+                        "unit norm), for tbx.compare's CKA.")
 
     def _log_inputs(self, epoch):
         for name, value in named_leaves(self.probe.x):

@@ -1,7 +1,5 @@
 """AttentionMaps callback: which token attends to which, epoch after epoch."""
 
-import json
-
 import numpy as np
 
 from tb_explain import _threads, _validate, backend, tags
@@ -11,7 +9,7 @@ from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attention
 from tb_explain.probe import Probe
 from tb_explain.render import charts, images
-from tb_explain.summary import ops
+from tb_explain.summary import metadata, ops
 
 
 class AttentionMaps(ExplainCallback):
@@ -148,14 +146,14 @@ class AttentionMaps(ExplainCallback):
             sample, tokens_q[s], tokens_k[s],
             [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2)
             for s, sample in enumerate(maps)])
-        return image, result.quantized[path], json.dumps(
-            {"factor": factor, "query_length": int(t_query), "key_length": int(t_key)}).encode()
+        return image, result.quantized[path], metadata.content(
+            "attention_weights", factor=factor, query_length=int(t_query), key_length=int(t_key))
 
     def _write_tokens(self, result, epoch):
         """The probe's tokens (or positions) as text, for the Explain tab's axes."""
         length = max(result.lengths[p][1] for p in result.layers)
         ops.write_tensor(tags.ATTENTION_TOKENS, np.array(self._tokens(length), dtype=object),
-                         epoch, tags.PLUGIN_NAME)
+                         epoch, tags.PLUGIN_NAME, metadata.content("attention_tokens"))
         self._written_tokens = id(self._writer)
 
     def log_event(self, epoch):

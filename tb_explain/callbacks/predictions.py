@@ -5,12 +5,12 @@ import logging
 import keras
 import numpy as np
 
-from tb_explain import _validate, backend, datasets as streams
+from tb_explain import _validate, backend, datasets as streams, tags
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import metrics, predictions
+from tb_explain.compute import metrics, predictions, similarity
 from tb_explain.compute.attribution import _cores, _inputs, _outputs
 from tb_explain.render import charts, images
-from tb_explain.summary import ops
+from tb_explain.summary import metadata, ops
 
 #: Thresholds of the PR curves (TensorBoard's default).
 PR_THRESHOLDS = 201
@@ -68,6 +68,12 @@ class Predictions(ExplainCallback):
       targets, as scikit-learn does), `outputs/<d>/residuals` (histogram of
       predicted - true) and `outputs/<d>/predicted_vs_true` (2-D density
       with the diagonal);
+    - `outputs/<d>/predicted/<epoch>` (a tb_explain tensor, one tag per
+      epoch; classification): per example, the predicted class (-1 for
+      multilabel outputs) and whether the prediction is right, int32
+      `(2, n)`, with a fingerprint of the dataset's inputs and labels:
+      what `tbx.compare` needs to say which examples two runs disagree on
+      (not written at `privacy="strict"`);
     - `outputs/diagnostics` (Text): every dataset's headline metrics side by
       side with their gap to the first dataset, and the classes with the
       lowest recall per dataset;
@@ -100,8 +106,9 @@ class Predictions(ExplainCallback):
         log_inputs: Whether raw inputs may be written (the mistakes); False
             is `privacy="inputs"`.
         privacy: `"off"` writes the mistakes; `"inputs"` and `"strict"`
-            write no input (no mistakes gallery or table); every other tag is
-            an aggregate over the dataset and stays.
+            write no input (no mistakes gallery or table); `"strict"` writes
+            no per-example result either (`outputs/<d>/predicted`); every
+            other tag is an aggregate over the dataset and stays.
         vocabulary: Token strings by id, for token inputs in the mistakes.
 
     Example:
@@ -223,6 +230,7 @@ class Predictions(ExplainCallback):
         self._step = predictions.evaluation_step(model)
         self._norms = predictions.batch_norms(model) if predictions.has_loss(model) else []
         self._lag_reported = False
+        self._prints = {}  # dataset -> fingerprint of its inputs and labels (first pass)
 
     def _check_labels(self, dataset, key, labels):
         info = self._outputs[key]
@@ -277,7 +285,10 @@ class Predictions(ExplainCallback):
             step = self._step if feed is None else predictions.evaluation_step(
                 self.model, capture=feed.capture_layer)
             fed = []
+            fingerprint = None if dname in self._prints else similarity.Fingerprint()
             for x, y, weights in predictions.batches(data, self.batch_size):
+                if fingerprint is not None:
+                    fingerprint.add((predictions.to_numpy(x), predictions.to_numpy(y)))
                 outs, loss, *captured = step(x, y, weights)
                 if feed is not None:
                     fed.append((keras.tree.map_structure(backend.to_numpy, outs),
@@ -302,6 +313,8 @@ class Predictions(ExplainCallback):
                     labels[key].append(t)
                     if info["task"] != "regression":
                         self._offer_mistakes(buffers[key], info, s, t, x)
+            if fingerprint is not None:
+                self._prints[dname] = fingerprint.hexdigest()
             if feed is not None:
                 join = lambda *parts: np.concatenate(parts)  # noqa: E731
                 feed.shared[epoch] = (
@@ -319,6 +332,8 @@ class Predictions(ExplainCallback):
                     values = self._log_regression(tag, s, t, epoch)
                 else:
                     values = self._log_classification(tag, info, s, t, buffers[key], epoch)
+                    if self.privacy != "strict":
+                        self._log_predicted(tag, info, s, t, self._prints[dname], epoch)
                 headline[(dname, key)] = values
             with_loss = predictions.has_loss(self.model)
             loss = loss_sum / max(count, 1) if with_loss else np.nan
@@ -436,6 +451,21 @@ class Predictions(ExplainCallback):
         lowest = np.argsort(recall, kind="stable")[:3]
         return {"accuracy": accuracy, "macro_f1": macro, "ece": ece,
                 "lowest_recall": [(columns[i][0] or names[-1], float(recall[i])) for i in lowest]}
+
+    @staticmethod
+    def _log_predicted(tag, info, probs, labels, fingerprint, epoch):
+        """`outputs/<d>/predicted/<epoch>`: predicted class and correctness per example."""
+        predicted, truth, _ = predictions.decisions(info["task"], info["units"], probs, labels)
+        correct = (predicted == truth).reshape(len(probs), -1).all(axis=1)
+        classes = np.full(len(probs), -1) if info["task"] == "multilabel" else predicted
+        name = tag[len("outputs/"):]
+        ops.write_tensor(
+            tags.PREDICTED.format(name, epoch), np.stack([classes, correct]).astype(np.int32),
+            epoch, tags.PLUGIN_NAME,
+            metadata.content("predicted", dataset=name, n=len(probs), data=fingerprint,
+                             class_names=list(info["names"]), rows=["predicted", "correct"]),
+            description="tb_explain: per example, the predicted class and whether it is right "
+                        "(for tbx.compare).")
 
     @staticmethod
     def _confusion_markdown(matrix, names, epoch):

@@ -1,6 +1,5 @@
 """TrainingDynamics callback: how the model learns each training example."""
 
-import json
 import logging
 
 import keras
@@ -14,7 +13,7 @@ from tb_explain.callbacks.predictions import describe
 from tb_explain.compute import activations, dynamics, predictions
 from tb_explain.compute.attribution import _inputs, _outputs
 from tb_explain.render import charts, images
-from tb_explain.summary import ops
+from tb_explain.summary import metadata, ops
 
 #: Suspects shown per logged epoch.
 MAX_SUSPECTS = 16
@@ -452,7 +451,7 @@ class TrainingDynamics(ExplainCallback):
             self._write_examples(epoch)
             self._written_examples = id(self._writer)
         ops.write_tensor(tags.DYNAMICS_RECORDS.format(epoch), record, epoch, tags.PLUGIN_NAME,
-                         json.dumps({"rows": list(dynamics.RECORD_ROWS)}).encode(),
+                         metadata.content("dynamics_records", rows=list(dynamics.RECORD_ROWS)),
                          description="tb_explain training dynamics: per-example records.")
         self._write_suspects(result, record, epoch)
 
@@ -464,8 +463,8 @@ class TrainingDynamics(ExplainCallback):
         meta = np.stack([self.labels, np.array([datasets.index(d) for d in
                                                 self._all_dataset[self.tracked]]),
                          self._all_index[self.tracked]]).astype(np.int64)
-        content = json.dumps({"datasets": datasets, "class_names": self._names(),
-                              "rows": ["label", "dataset", "index"]}).encode()
+        content = metadata.content("dynamics_examples", datasets=datasets,
+                                   class_names=self._names(), rows=["label", "dataset", "index"])
         ops.write_tensor(tags.DYNAMICS_EXAMPLES, meta, epoch, tags.PLUGIN_NAME, content)
         if self.privacy != "off":
             return
@@ -479,10 +478,10 @@ class TrainingDynamics(ExplainCallback):
                 texts.extend(_describe(leaves, i) for i in range(len(leaf)))
         if thumbnails:
             ops.write_tensor(tags.DYNAMICS_THUMBNAILS, np.concatenate(thumbnails), epoch,
-                             tags.PLUGIN_NAME)
+                             tags.PLUGIN_NAME, metadata.content("dynamics_thumbnails"))
         else:
             ops.write_tensor(tags.DYNAMICS_INPUTS, np.array(texts, dtype=object), epoch,
-                             tags.PLUGIN_NAME)
+                             tags.PLUGIN_NAME, metadata.content("dynamics_inputs"))
 
     @staticmethod
     def _thumbnails(leaf):

@@ -24,7 +24,7 @@ from tensorboard.backend import http_util
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 
-from tb_explain import tags
+from tb_explain import reader, tags
 
 logger = logging.getLogger(__name__)
 PLUGIN_NAME = tags.PLUGIN_NAME
@@ -35,7 +35,8 @@ _FILES = {
     "/util.js": ("util.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
     **{f"/views/{v}.js": (f"views/{v}.js", "text/javascript")
-       for v in ("health", "attributions", "outputs", "runs", "data", "attention")},
+       for v in ("health", "attributions", "outputs", "runs", "data", "attention",
+                 "compare")},
 }
 #: Lines of one alert card shown in the timeline (the rest are counted).
 ALERT_LINES = 6
@@ -67,16 +68,7 @@ def _finite(value):
     return value
 
 
-def _layers_from_summary(text):
-    """Layer paths, in model order, from the `model/summary` Markdown table."""
-    paths = []
-    for line in text.splitlines():
-        if not line.startswith("| ") or line.startswith("| layer") or line.startswith("|---"):
-            continue
-        cell = line[2:].split(" | ", 1)[0].replace("&nbsp;", "").strip()
-        if cell:
-            paths.append(cell)
-    return paths
+_layers_from_summary = reader.layers_from_summary
 
 
 class ExplainPlugin(base_plugin.TBPlugin):
@@ -96,6 +88,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
                      "/cell": self._route(self.cell), "/attributions":
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
                      "/dynamics": self._route(self.dynamics),
+                     "/compare": self._route(self.compare),
                      "/attention": self._route(self.attention),
                      "/attention_weights": self._route(self.attention_weights),
                      "/thumbnail": self._thumbnail_app, "/image": self._image_app})
@@ -166,23 +159,22 @@ class ExplainPlugin(base_plugin.TBPlugin):
 
     def _texts(self, ctx, eid, run, wanted):
         """`{tag: [[step, text], ...]}` of the run's Text cards `wanted` picks."""
+        return self._texts_of(ctx, eid, [run], wanted).get(run, {})
+
+    def _texts_of(self, ctx, eid, runs, wanted):
+        """`{run: {tag: [[step, text], ...]}}` of the Text cards `wanted`
+        picks, of several runs in one read."""
         listing = self._provider.list_tensors(
             ctx, experiment_id=eid, plugin_name="text",
-            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
-        chosen = [t for t in listing if wanted(t)]
+            run_tag_filter=provider.RunTagFilter(runs=runs))
+        chosen = sorted({t for series in listing.values() for t in series if wanted(t)})
         if not chosen:
             return {}
         data = self._provider.read_tensors(
             ctx, experiment_id=eid, plugin_name="text", downsample=SCALAR_POINTS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=chosen)).get(run, {})
-        out = {}
-        for tag, points in data.items():
-            out[tag] = []
-            for d in points:
-                value = d.numpy.reshape(-1)[0] if d.numpy.size else b""
-                out[tag].append([d.step, value.decode("utf-8", "replace")
-                                 if isinstance(value, bytes) else str(value)])
-        return out
+            run_tag_filter=provider.RunTagFilter(runs=runs, tags=chosen))
+        return {run: {tag: [[d.step, reader._text(d.numpy)] for d in points]
+                      for tag, points in per.items()} for run, per in data.items()}
 
     def _explain_runs(self, ctx, eid):
         """Names of the runs that hold tb_explain data (timing scalars: every
@@ -243,13 +235,22 @@ class ExplainPlugin(base_plugin.TBPlugin):
         # only the last point of each series: final metrics, the worst layer now
         scalars = self._scalars_of(ctx, eid, runs=names, points=1, wanted=lambda t: (
             t.startswith("outputs/") and t.count("/") == 2) or t.startswith(head))
+        # every run's alerts and layer order in one read each (not one per run)
+        texts = self._texts_of(ctx, eid, names, lambda t: t.endswith("/alerts") or t in (
+            tags.SKIPPED, tags.MODEL_SUMMARY))
+        completeness = self._scalars_of(ctx, eid, runs=names, wanted=lambda t: t.startswith(
+            tags.COMPLETENESS))
         rows = []
         for run in names:
             per = scalars.get(run, {})
             metrics = {tag: {"step": pts[-1][0], "value": pts[-1][1]}
                        for tag, pts in per.items() if tag.startswith("outputs/") and pts}
-            alerts = self._alerts(ctx, eid, run)
-            layers = self._layers(ctx, eid, run) if signal.startswith("gradient") else None
+            own = texts.get(run, {})
+            alerts = self._alerts(ctx, eid, run, completeness.get(run, {}), texts={
+                t: v for t, v in own.items() if t != tags.MODEL_SUMMARY})
+            summary = own.get(tags.MODEL_SUMMARY)
+            layers = (reader.layers_from_summary(summary[-1][1]) if summary else []) \
+                if signal.startswith("gradient") else None
             rows.append({"run": run, "hparams": hparams.get(run, {}), "metrics": metrics,
                          "alerts": sum(a["count"] for a in alerts),
                          "worst": self._worst(per, signal, layers)})
@@ -301,11 +302,14 @@ class ExplainPlugin(base_plugin.TBPlugin):
         return {"layer": tag[len(head):len(tag) - len(tail)], "tag": tag, "step": last[0],
                 "value": last[1]}
 
-    def _alerts(self, ctx, eid, run, scalars=None, layers=()):
+    def _alerts(self, ctx, eid, run, scalars=None, layers=(), texts=None):
         """Alerts of a run, by step: one `{kind, step, tag, text, count,
         layers}` per kind of a Text card at a step (`count` lines; `text`
-        the first few), `layers` the names of `layers` its lines mention."""
-        texts = self._texts(ctx, eid, run, lambda t: t.endswith("/alerts") or t == tags.SKIPPED)
+        the first few), `layers` the names of `layers` its lines mention
+        (`texts`: the run's alert cards, when already read)."""
+        if texts is None:
+            texts = self._texts(ctx, eid, run, lambda t: t.endswith("/alerts")
+                                or t == tags.SKIPPED)
         known = set(layers)
         groups = {}
         for tag, points in texts.items():
@@ -550,37 +554,89 @@ class ExplainPlugin(base_plugin.TBPlugin):
         from tb_explain.compute import dynamics  # noqa: PLC0415
 
         run = self._run(ctx, eid, args)
-        head = tags.DYNAMICS_RECORDS.split("{")[0]
-        listing, data = self._own_tensors(ctx, eid, run, lambda t: t.startswith(head) or t in (
-            tags.DYNAMICS_EXAMPLES, tags.DYNAMICS_INPUTS, tags.DYNAMICS_THUMBNAILS))
-        records = {points[-1].step: points[-1].numpy for tag, points in data.items()
-                   if tag.startswith(head) and points}
-        if tags.DYNAMICS_EXAMPLES not in data or not records:
+        source = reader.ProviderSource(self._provider, ctx, eid, run)
+        result = reader.dynamics(source)
+        if result is None:
             return {"run": run, "examples": 0}
-        meta = data[tags.DYNAMICS_EXAMPLES][-1].numpy
-        info = json.loads(listing[tags.DYNAMICS_EXAMPLES].plugin_content or b"{}")
-        epochs = sorted(records)
-        result = dynamics.Dynamics(
-            epochs=np.array(epochs), records=np.stack([records[e] for e in epochs]),
-            labels=meta[0].astype(np.int64), dataset=np.array(info["datasets"],
-                                                                dtype=object)[meta[1]],
-            index=meta[2].astype(np.int64), class_names=info["class_names"])
+        info = source.tensor_tags(tags.DYNAMICS_EXAMPLES)[tags.DYNAMICS_EXAMPLES]
+        epochs = result.epochs.tolist()
+        listed = source.tensor_tags("dynamics/")
+        extra = source.tensors([tags.DYNAMICS_INPUTS] if tags.DYNAMICS_INPUTS in listed else [])
+        positions = {name: i for i, name in enumerate(info["datasets"])}
+
         def rounded(values, decimals=5):
             return [_finite(v) for v in np.round(np.asarray(values, np.float64), decimals)]
         body = {"run": run, "examples": len(result), "epochs": epochs,
                 "datasets": info["datasets"], "class_names": info["class_names"],
-                "dataset": meta[1].tolist(), "index": meta[2].tolist(),
-                "label": meta[0].tolist(), "predicted": result.predicted[-1].tolist(),
+                "dataset": [positions[d] for d in result.dataset], "index": result.index.tolist(),
+                "label": result.labels.tolist(), "predicted": result.predicted[-1].tolist(),
                 "scores": {name: rounded(value) for name, value in result.scores().items()},
                 "probability": [rounded(row, 4) for row in result.probability],
                 "regions": list(dynamics.REGIONS), "region": result.region.tolist(),
                 "thresholds": {"variability": dynamics.AMBIGUOUS_VARIABILITY,
                                "confidence": dynamics.EASY_CONFIDENCE},
-                "thumbnails": tags.DYNAMICS_THUMBNAILS in data}
-        if tags.DYNAMICS_INPUTS in data:
+                "thumbnails": tags.DYNAMICS_THUMBNAILS in listed}
+        if tags.DYNAMICS_INPUTS in extra:
             body["inputs"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                              for v in data[tags.DYNAMICS_INPUTS][-1].numpy.reshape(-1)]
+                              for v in extra[tags.DYNAMICS_INPUTS][-1][1].reshape(-1)]
         return body
+
+    def compare(self, ctx, eid, args):
+        """The Compare view's two-run part: `tbx.compare`'s numbers for runs
+        `a` and `b` (default `a`: two of its epochs) at `epoch` / `epoch_b`,
+        as `Comparison.to_json()`; with `examples`, per dataset the first rows
+        each run alone gets right, with both predictions (and the Data view's
+        thumbnail position where the run tracked that row)."""
+        from tb_explain import comparison  # noqa: PLC0415
+
+        known = self._explain_runs(ctx, eid)
+        a = args.get("a")
+        if not a:
+            raise BadRequest("missing parameter `a`")
+        b = args.get("b") or a
+        for name in (a, b):
+            if name not in known:
+                raise BadRequest(f"unknown run {name!r} (no tb_explain data)")
+        epochs = {}
+        for key in ("epoch", "epoch_b"):
+            value = args.get(key)
+            try:
+                epochs[key] = None if value in (None, "") else int(value)
+            except ValueError:
+                raise BadRequest(f"`{key}` must be an int, got {value!r}") from None
+        source_a = reader.ProviderSource(self._provider, ctx, eid, a)
+        source_b = source_a if b == a else reader.ProviderSource(self._provider, ctx, eid, b)
+        try:
+            result = comparison.from_sources(source_a, source_b, same=a == b, names=(a, b),
+                                          **epochs)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        body = result.to_json()
+        tracked = reader.tracked(source_a) if tags.DYNAMICS_THUMBNAILS in source_a.tensor_tags(
+            "dynamics/") else {}
+        body["examples"] = {name: self._disagreeing(name, d, tracked)
+                            for name, d in result.disagreement.items()}
+        return body
+
+    #: Rows per side the Compare view's disagreement table lists.
+    DISAGREEING_ROWS = 100
+
+    def _disagreeing(self, dataset, d, tracked):
+        """Rows of one dataset's disagreement for the table: index, side,
+        both predictions (class names), and the position of A's thumbnail
+        of that row (`tracked`: `(dataset, row) -> position`) or None."""
+        names = d.class_names
+
+        def label(c):
+            return names[c] if 0 <= c < len(names) else str(c)
+
+        rows = []
+        for side, indices in (("a_only", d.a_only), ("b_only", d.b_only)):
+            for i in indices[:self.DISAGREEING_ROWS]:
+                rows.append({"i": int(i), "side": side, "a": label(int(d.predicted_a[i])),
+                             "b": label(int(d.predicted_b[i])),
+                             "thumbnail": tracked.get((dataset, int(i)))})
+        return rows
 
     def attention(self, ctx, eid, args):
         """The Attention view: the attention layers (run order, from their
