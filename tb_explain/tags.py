@@ -19,6 +19,7 @@ SIGNALS = {
     "saturated_fraction": ("saturated fraction", "activations/{}/saturated_fraction", "linear"),
     "weight_norm": ("weight norm", "weights/{}/norm", "log"),
     "attention_entropy": ("attention entropy", "attention/{}/entropy", "log"),
+    "cka_previous": ("CKA to the previous epoch", "similarity/{}/cka_previous", "linear"),
 }
 
 #: Text cards of alerts (`<prefix>/alerts`), and the events that failed.
@@ -56,6 +57,9 @@ DYNAMICS_REGION = "dynamics/region/{}"
 #: and each dataset's predicted classes and correctness (`Predictions`).
 SIMILARITY_GRAM = "similarity/gram/{:06d}"
 PREDICTED = "outputs/{}/predicted/{:06d}"  # dataset (and "/<output>"), epoch
+#: Linear CKA of a layer with itself at the previous logged epoch: near 1,
+#: the layer's representation stopped changing.
+CKA_PREVIOUS = "similarity/{}/cka_previous"
 ATTENTION = "attention/{}"  # layer path
 ATTENTION_ENTROPY = "attention/{}/entropy"
 ATTENTION_ROLLOUT = "attention/rollout"

@@ -472,3 +472,108 @@ def test_data_view_in_chromium(served, client):
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_overlay_route_is_what_was_logged(client, logdir):
+    _, http = client
+    root, _ = logdir
+    status, body = _json(http, "/overlay")
+    assert status == 200 and sorted(body["runs"]) == sorted(
+        r["run"] for r in _json(http, "/list")[1]["runs"])
+    status, body = http.get("/overlay", query_string=[("run", "lr0.001"), ("run", "lr0.01")]
+                            ).status_code, json.loads(http.get("/overlay", query_string=[
+                                ("run", "lr0.001"), ("run", "lr0.01")]).data)
+    assert body["runs"] == ["lr0.001", "lr0.01"]
+    for name in body["runs"]:
+        assert body["hparams"][name]["learning_rate"] == pytest.approx(float(name[2:]))
+        train = Run(root / name / "train")
+        assert body["curves"][name]["train"] == [[s, _logged(train.value(tags.EPOCH_LOSS, s))]
+                                                 for s in train.steps(tags.EPOCH_LOSS)]
+        own = Run(root / name)
+        for tag, per in body["metrics"].items():
+            assert per[name] == [[s, _logged(own.value(tag, s))] for s in own.steps(tag)]
+    assert "outputs/val/accuracy" in body["metrics"]
+    tag = "weights/cnn/conv/kernel"
+    assert body["histograms"][tag] == 2
+    query = [("run", "lr0.001"), ("run", "lr0.01"), ("tag", tag), ("step", "0")]
+    body = json.loads(http.get("/overlay", query_string=query).data)
+    assert body["histogram"]["step"] == 0 and body["histogram"]["steps"] == [0, 2]
+    for name in ("lr0.001", "lr0.01"):
+        np.testing.assert_array_equal(body["histogram"]["runs"][name],
+                                      Run(root / name).value(tag, 0))
+    bad = json.loads(http.get("/overlay", query_string=[("run", "lr0.01"), ("tag", "weights/x")]
+                              ).data)
+    assert "no chosen run logged it" in bad["error"]
+    body = json.loads(http.get("/overlay", query_string=[("tag", tag)]).data)
+    assert sorted(body["histogram"]["runs"]) == ["lr0.001", "lr0.01"]  # the runs that have it
+    assert "unknown run 'nope'" in _json(http, "/overlay", run="nope")[1]["error"]
+
+
+@pytest.mark.slow
+def test_compare_view_in_chromium(served, client, tmp_path):
+    assert CHROMIUM, "CI must install Debian's chromium (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    _, http = client
+    _, expected = _json(http, "/compare", a="lr0.01", b="lr0.001")
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox",
+                                                                    "--disable-gpu"])
+        try:
+            for theme in ("light", "dark"):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{served}/data/plugin_entry.html?name=tb_explain&theme={theme}")
+                page.wait_for_selector("#run-picker option", state="attached")
+                page.select_option("#run-picker", "lr0.01")
+                page.click('nav button[data-view="compare"]')
+                page.wait_for_selector("#cka-table td[data-value]", timeout=60000)
+                page.select_option("#compare-b", "lr0.001")
+                page.wait_for_function("() => document.querySelector('#compare-title') && "
+                                       "document.querySelector('#compare-title').textContent == "
+                                       "'lr0.01 at epoch 2 (A) vs lr0.001 at epoch 2 (B)'")
+                page.wait_for_selector("#cka-table td[data-value]")
+                page.wait_for_selector("#health-ratio-table tr[data-layer]")
+                page.wait_for_selector("#compare-disagreement p[data-dataset]")
+                shown = page.eval_on_selector_all("#cka-table td[data-value]", "els => els.map("
+                                                  "e => [e.dataset.a, e.dataset.b, e.dataset.value])")
+                cka = expected["cka"]
+                assert len(shown) == len(cka["layers_a"]) * len(cka["layers_b"])
+                for a, b, value in shown:
+                    assert float(value) == cka["matrix"][cka["layers_a"].index(a)][
+                        cka["layers_b"].index(b)]
+                ratios = page.eval_on_selector_all(
+                    "#health-ratio-table tr[data-layer]", "els => els.map(e => [e.dataset.layer, "
+                    "e.querySelector('td').dataset.value])")
+                assert {k: float(v) for k, v in ratios} == expected["health"]
+                for name, d in expected["disagreement"].items():
+                    text = page.text_content(f'#compare-disagreement p[data-dataset="{name}"]')
+                    assert f"A right and B wrong: {len(d['a_only'])}" in text
+                    rows = page.eval_on_selector_all(
+                        f'table[data-dataset="{name}"] tr[data-row]', "els => els.map(e => "
+                        "Number(e.dataset.row))")
+                    assert rows == (d["a_only"][:100] + d["b_only"][:100])
+                # many runs: one curve per ticked run; the differing hyperparameter only
+                series = page.eval_on_selector_all("#overlay-train g[data-series]",
+                                                   "els => els.map(e => e.dataset.series)")
+                assert set(series) >= {"lr0.001", "lr0.01"}
+                heads = page.eval_on_selector_all("#hparams-table th", "els => els.map(e => "
+                                                  "e.textContent)")
+                assert "learning_rate" in heads and "optimizer" not in heads
+                page.uncheck("#only-differing")
+                heads = page.eval_on_selector_all("#hparams-table th", "els => els.map(e => "
+                                                  "e.textContent)")
+                assert "optimizer" in heads
+                page.select_option('select[aria-label="histogram"]', "weights/cnn/conv/kernel")
+                page.wait_for_selector("#overlay-histogram g[data-series]")
+                # two epochs of one run
+                page.select_option("#compare-b", "lr0.01")
+                page.wait_for_function("() => document.querySelector('#compare-title')"
+                                       " && document.querySelector('#compare-title').textContent"
+                                       ".includes('epoch 0 (B)')")
+                page.screenshot(path=str(tmp_path / f"compare_{theme}.png"), full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    assert not errors, errors

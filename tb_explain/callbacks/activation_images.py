@@ -42,7 +42,10 @@ class ActivationImages(ExplainCallback):
       layer's centred Gram matrix on the first `similarity_samples` rows of
       `data` (`compute.similarity`), what `tbx.compare` needs for the linear
       CKA between two runs' layers; n (n + 1) bytes per layer (n rows: 512
-      rows, 263 kB), with a fingerprint of those rows.
+      rows, 263 kB), with a fingerprint of those rows;
+    - `similarity/<path>/cka_previous` (Scalars): the linear CKA of the layer
+      with itself at the previous logged epoch (from the second event on):
+      near 1, its representation stopped changing.
 
     By default, inputs, pure reshapes and dropout are skipped, and big models
     keep at most `max_layers` layers: block outputs first (a conv or BN that
@@ -94,6 +97,7 @@ class ActivationImages(ExplainCallback):
         self.similarity_samples = _validate.check_int("similarity_samples", similarity_samples,
                                                       minimum=0)
         self._similar = None
+        self._previous_grams = {}  # path -> packed Gram matrix of the last event
         if self.similarity_samples >= 2:
             similar = Probe(data, max_samples=self.similarity_samples)
             if len(keras.tree.flatten(similar.x)[0]) >= 2:
@@ -190,6 +194,14 @@ class ActivationImages(ExplainCallback):
                 parts.setdefault(path, []).append(backend.to_numpy(value))
         paths = [p for p in self._paths if p in parts]
         packed, constant = zip(*(similarity.pack(np.concatenate(parts[p])) for p in paths))
+        previous = self._previous_grams
+        for path, now in zip(paths, packed):
+            if path in previous:
+                value = similarity.cka(previous[path][None], now[None])[0, 0]
+                ops.write_scalar(tags.CKA_PREVIOUS.format(path), value, epoch, description=(
+                    "Linear CKA of the layer's outputs on the probe with its outputs at the "
+                    "previous logged epoch: near 1, the representation stopped changing."))
+        self._previous_grams = dict(zip(paths, packed))
         ops.write_tensor(
             tags.SIMILARITY_GRAM.format(epoch), np.stack(packed), epoch, tags.PLUGIN_NAME,
             metadata.content("gram", layers=paths, n=n, probe=self._similar_id,

@@ -89,6 +89,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
                      "/dynamics": self._route(self.dynamics),
                      "/compare": self._route(self.compare),
+                     "/overlay": self._route(self.overlay),
                      "/attention": self._route(self.attention),
                      "/attention_weights": self._route(self.attention_weights),
                      "/thumbnail": self._thumbnail_app, "/image": self._image_app})
@@ -616,6 +617,75 @@ class ExplainPlugin(base_plugin.TBPlugin):
             "dynamics/") else {}
         body["examples"] = {name: self._disagreeing(name, d, tracked)
                             for name, d in result.disagreement.items()}
+        return body
+
+    #: Runs the Compare view overlays at most.
+    OVERLAY_RUNS = 50
+    #: Headline metrics overlaid per dataset (`outputs/<dataset>/<metric>`).
+    OVERLAY_METRICS = ("accuracy", "loss", "macro_f1", "mae")
+
+    def overlay(self, ctx, eid, args):
+        """The Compare view's many-run part, for the runs `run` (repeated;
+        default: every tb_explain run, at most `OVERLAY_RUNS`): each one's
+        hyperparameters, training curves (`epoch_loss`, train and
+        validation) and headline metrics per dataset, every epoch; the weight
+        histogram tags any of them logged (with how many runs did); with
+        `tag` (and `step`, default the last step every run that logged the
+        tag logged), that histogram of each run that has it at `step`."""
+        known = self._explain_runs(ctx, eid)
+        runs = args.getlist("run") if hasattr(args, "getlist") else []
+        runs = runs or known[-self.OVERLAY_RUNS:]
+        if len(runs) > self.OVERLAY_RUNS:
+            raise BadRequest(f"at most {self.OVERLAY_RUNS} runs at once, got {len(runs)}")
+        for name in runs:
+            if name not in known:
+                raise BadRequest(f"unknown run {name!r} (no tb_explain data)")
+        subruns = {run: {c: c if run == "." else f"{run}/{c}" for c in tags.CURVE_RUNS}
+                   for run in runs}
+        curves = self._scalars_of(ctx, eid, runs=[s for per in subruns.values()
+                                                  for s in per.values()],
+                                  wanted=lambda t: t == tags.EPOCH_LOSS)
+        metrics = self._scalars_of(ctx, eid, runs=runs, wanted=lambda t: t.startswith(
+            "outputs/") and t.count("/") == 2 and t.rsplit("/", 1)[1] in self.OVERLAY_METRICS)
+        by_tag = {}
+        for run, per in metrics.items():
+            for tag, points in per.items():
+                by_tag.setdefault(tag, {})[run] = points
+        listing = self._provider.list_tensors(
+            ctx, experiment_id=eid, plugin_name="histograms",
+            run_tag_filter=provider.RunTagFilter(runs=runs))
+        logged = {}  # weight histogram tag -> the runs that logged it
+        for run in runs:
+            for tag in listing.get(run, {}):
+                if tag.startswith("weights/"):
+                    logged.setdefault(tag, []).append(run)
+        body = {"runs": runs, "hparams": self._hparams(ctx, eid, runs),
+                "curves": {run: {c: curves.get(sub, {}).get(tags.EPOCH_LOSS, [])
+                                 for c, sub in subruns[run].items()} for run in runs},
+                "metrics": dict(sorted(by_tag.items())),
+                "histograms": {tag: len(have) for tag, have in sorted(logged.items())}}
+        tag = args.get("tag")
+        if tag:
+            if tag not in logged:
+                raise BadRequest(f"unknown histogram tag {tag!r}: no chosen run logged it")
+            have = logged[tag]
+            data = self._provider.read_tensors(
+                ctx, experiment_id=eid, plugin_name="histograms", downsample=SCALAR_POINTS,
+                run_tag_filter=provider.RunTagFilter(runs=have, tags=[tag]))
+            per = {run: {d.step: d.numpy for d in data.get(run, {}).get(tag, [])}
+                   for run in have}
+            every = sorted(set().union(*per.values()))
+            shared = set.intersection(*(set(v) for v in per.values())) if per else set()
+            step = args.get("step")
+            try:
+                step = (max(shared or every) if step in (None, "") else int(step))
+            except (TypeError, ValueError):
+                raise BadRequest(f"`step` must be an int, got {step!r}") from None
+            if step not in every:
+                raise BadRequest(f"no step {step} of {tag!r} (steps {every})")
+            body["histogram"] = {"tag": tag, "step": step, "steps": every, "runs": {
+                run: [[_finite(v) for v in row] for row in values[step].tolist()]
+                for run, values in per.items() if step in values}}
         return body
 
     #: Rows per side the Compare view's disagreement table lists.

@@ -6,11 +6,12 @@ import {renderOutputs} from "./views/outputs.js";
 import {renderRuns} from "./views/runs.js";
 import {renderData} from "./views/data.js";
 import {renderAttention} from "./views/attention.js";
+import {renderCompare} from "./views/compare.js";
 
 const VIEWS = [["health", "Health", renderHealth], ["attributions", "Attributions", renderAttributions],
                ["outputs", "Outputs", renderOutputs], ["data", "Data", renderData],
                ["attention", "Attention", renderAttention],
-               ["runs", "Runs", renderRuns]];
+               ["runs", "Runs", renderRuns], ["compare", "Compare", renderCompare]];
 
 function followTheme() {
   let dark = false;

@@ -131,7 +131,8 @@ export function markdown(text, attrs = {}) {
 // steps on x, values on y (log scale when every value is positive and they
 // span more than a factor of 20). Each point is a circle carrying its series,
 // step and value as data attributes and a title; names go in as text.
-export function lineChart(series, {id = "", width = 560, height = 200, label = ""} = {}) {
+export function lineChart(series, {id = "", width = 560, height = 200, label = "", legend = true,
+                                   xLabel = "epoch"} = {}) {
   const ns = "http://www.w3.org/2000/svg";
   const node = (tag, attrs = {}, text = null) => {
     const n = document.createElementNS(ns, tag);
@@ -150,7 +151,7 @@ export function lineChart(series, {id = "", width = 560, height = 200, label = "
   const f = (v) => (log ? Math.log10(v) : v);
   if (f(high) === f(low)) { high = log ? high * 2 : high + 1; low = log ? low / 2 : low - 1; }
   const x0 = Math.min(...steps), x1 = Math.max(x0 + 1, Math.max(...steps));
-  const left = 56, right = 120, top = 10, bottom = 28;
+  const left = 56, right = legend ? 120 : 12, top = 10, bottom = 28;
   const px = (s) => left + ((s - x0) / (x1 - x0)) * (width - left - right);
   const py = (v) => top + (1 - (f(v) - f(low)) / (f(high) - f(low))) * (height - top - bottom);
   const ink = getComputedStyle(document.body).color || "#333";
@@ -164,10 +165,10 @@ export function lineChart(series, {id = "", width = 560, height = 200, label = "
   }
   for (const s of [x0, x1]) {
     svg.append(node("text", {x: px(s), y: height - bottom + 16, "text-anchor": "middle",
-                             "font-size": 11, fill: ink}, String(s)));
+                             "font-size": 11, fill: ink}, Number.isInteger(s) ? String(s) : format(s)));
   }
   svg.append(node("text", {x: (left + width - right) / 2, y: height - 2, "text-anchor": "middle",
-                           "font-size": 11, fill: ink}, `epoch${log ? " (log scale)" : ""}`));
+                           "font-size": 11, fill: ink}, `${xLabel}${log ? " (log scale)" : ""}`));
   series.forEach((s, k) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     const group = node("g", {"data-series": s.name});
@@ -176,10 +177,11 @@ export function lineChart(series, {id = "", width = 560, height = 200, label = "
     for (const [step, value] of pts) {
       const dot = node("circle", {cx: px(step), cy: py(value), r: 3, fill: s.color,
                                   "data-step": step, "data-y": value});
-      dot.append(node("title", {}, `${s.name} @ epoch ${step}: ${value}`));
+      dot.append(node("title", {}, `${s.name} @ ${xLabel} ${step}: ${value}`));
       group.append(dot);
     }
     svg.append(group);
+    if (!legend) return;
     svg.append(node("rect", {x: width - right + 10, y: top + 16 * k, width: 10, height: 10,
                              fill: s.color}));
     svg.append(node("text", {x: width - right + 26, y: top + 16 * k + 9, "font-size": 12,
