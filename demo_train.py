@@ -138,10 +138,12 @@ def main(argv=None):
     if args.flip:
         y = flip_labels(y, args.flip, classes=10 if args.dataset == "digits" else 2)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
-    probe = (x_val[:8], y_val[:8]) if args.dataset == "digits" else (x_val, y_val)
+    probe = (x_val[:256], y_val[:256]) if args.dataset == "digits" else (x_val, y_val)
     callbacks = [
-        # Tables: all of the validation set, which FeatureImportance and
-        # DecisionRules read whole (the probe callbacks keep its first rows).
+        # The probe callbacks keep its first rows (4 images, 32 for gradients);
+        # ActivationImages' Gram matrices use up to 512 rows (what
+        # `tb-explain compare` needs for the CKA between two runs' layers), and
+        # for tables FeatureImportance and DecisionRules read all of it.
         *tbx.explain(args.logdir, data=probe, freq=args.freq, images=True,
                      steps=32, datasets={"train": (x, y), "validation": (x_val, y_val)},
                      **options),
@@ -155,7 +157,9 @@ def main(argv=None):
     print(f"\nLogged to {args.logdir}. Browse it with:\n\n    tensorboard --logdir {root}\n\n"
           "The EXPLAIN tab tells the run's story (its Data view: the training examples the\n"
           "model finds hardest or mislabeled); PROJECTOR shows how the hidden layer "
-          "arranges\nthe train and validation points at each logged epoch.\n")
+          "arranges\nthe train and validation points at each logged epoch. Train again with "
+          "another --logdir\n(and, say, --flip 0.1) and compare the two runs: the Explain tab's "
+          "Compare view, or\n\n    tb-explain compare RUN_A RUN_B\n")
 
 
 if __name__ == "__main__":

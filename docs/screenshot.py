@@ -1,10 +1,11 @@
 """Regenerates the README's screenshots of the demo's logs in TensorBoard:
 docs/images-dashboard.png (Images), docs/pr-curves-dashboard.png (PR Curves),
 docs/attributions-comparison.png (the attribution methods side by side) and the
-Explain tab's five views, light and dark (docs/explain-<view>[-dark].png; the
+Explain tab's views, light and dark (docs/explain-<view>[-dark].png; the
 demo's digits and cancer runs, so the Runs view compares two; the Data view
 and docs/dynamics-data-map.png on a third digits run with 10% of its
-training labels flipped, `--flip 0.1`), and docs/attention-heads.png
+training labels flipped, `--flip 0.1`, which the Compare view compares with
+the first), and docs/attention-heads.png
 (AttentionMaps on a tiny keras_hub GPT-2).
 
 Usage (needs Debian's chromium and the test extra's playwright):
@@ -83,7 +84,7 @@ def main():
 EXPLAIN_VIEWS = (("health", "digits", 'tr[data-layer="digits_cnn/conv2"] td[data-epoch="2"]'),
                  ("attributions", "digits", None), ("outputs", "digits", None),
                  ("runs", "digits", None), ("attributions", "cancer", None),
-                 ("data", "noisy", None), ("attention", "lm", None))
+                 ("data", "noisy", None), ("attention", "lm", None), ("compare", "digits", None))
 
 
 def save_data_map(run_dir):
@@ -119,6 +120,12 @@ def explain_tab(browser, url):
                     page.check(f'input[aria-label="compare {name}"]')
             if click:
                 page.click(click)
+            if view == "compare":  # the demo against the run with flipped labels
+                page.wait_for_selector("#compare-b")
+                page.select_option("#compare-b", "noisy")
+                page.wait_for_function("() => (document.querySelector('#compare-title') || {})"
+                                       ".textContent?.includes('noisy')")
+                page.wait_for_selector("#compare-disagreement p[data-dataset]")
             if view == "data":  # hover the lowest point: a tooltip with its thumbnail
                 page.wait_for_selector("#data-table td[data-score]")
                 box = page.locator("#data-map").bounding_box()

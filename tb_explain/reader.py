@@ -202,7 +202,7 @@ def tracked(source):
 
 @dataclasses.dataclass
 class Grams:
-    """One epoch's packed Gram matrices (`compute.similarity.pack`).
+    """One epoch's Gram matrices, packed (`compute.similarity.pack`).
 
     Attributes:
         layers: Layer paths, one per row of `packed`.
@@ -227,9 +227,14 @@ def grams(source, epoch, listing=None):
     listing = gram_epochs(source) if listing is None else listing
     if epoch not in listing:
         return None
+    from tb_explain.compute import similarity  # noqa: PLC0415
+
     tag, info = listing[epoch]
-    (_, packed), = source.tensors([tag])[tag][-1:]
-    return Grams(layers=list(info["layers"]), packed=np.asarray(packed), n=int(info["n"]),
+    (_, payload), = source.tensors([tag])[tag][-1:]
+    payload = np.asarray(payload)
+    packed = np.stack([similarity.decode(payload[r["offset"]:r["offset"] + r["bytes"]], r)
+                       for r in info["records"]])
+    return Grams(layers=list(info["layers"]), packed=packed, n=int(info["n"]),
                  probe=info["probe"])
 
 

@@ -122,6 +122,15 @@ def test_linear_cka_closed_form_and_invariances():
     assert matrix[0, 1] == pytest.approx(similarity.linear_cka(x, y), abs=1e-4)
     assert np.isnan(matrix[2]).all() and similarity.pack(np.ones((50, 3)))[1]
     np.testing.assert_allclose(similarity.unpack(packed[0], 50), k / np.linalg.norm(k), atol=1e-3)
+    # the logged record: a narrow layer's centred outputs, a wide one's Gram matrix; both
+    # decode to the same packed Gram matrix
+    narrow, wide = similarity.encode(x), similarity.encode(y)
+    assert (narrow[1]["kind"], wide[1]["kind"]) == ("features", "gram")
+    assert narrow[0].size == 4 * 50 * 7 and wide[0].size == 50 * 51
+    rows = np.stack([similarity.decode(*narrow), similarity.decode(*wide)])
+    assert similarity.cka(rows, rows)[0, 1] == pytest.approx(similarity.linear_cka(x, y), abs=1e-4)
+    constant = similarity.encode(np.full((50, 3), 2.5))
+    assert constant[1]["constant"] and not similarity.decode(*constant).any()
 
 
 def test_disagreement_equals_numpy_on_recorded_predictions(runs, data):
@@ -200,9 +209,15 @@ def test_logged_sizes_and_versioned_metadata(runs):
     assert sorted(grams) == [0, 1, 2]
     tag, info = grams[2]
     assert info["kind"] == "gram" and info["version"] == metadata.CONTENT_VERSION
-    (_, packed), = source.tensors([tag])[tag]
-    # n (n + 1) / 2 float16 values per layer: n (n + 1) bytes
-    assert packed.dtype == np.float16 and packed.shape == (4, PROBE * (PROBE + 1) // 2)
+    (_, payload), = source.tensors([tag])[tag]
+    # wide layers: the packed Gram matrix, n (n + 1) / 2 float16 values; narrow ones
+    # (fewer than (n + 1) / 4 units): their centred outputs, n x d float32
+    gram = PROBE * (PROBE + 1)
+    kinds = [(r["path"], r["kind"], r["bytes"]) for r in info["records"]]
+    assert kinds == [("net/conv", "gram", gram), ("net/pool", "gram", gram),
+                     ("net/hidden", "features", 4 * PROBE * 16),
+                     ("net/out", "features", 4 * PROBE * 10)]
+    assert payload.dtype == np.uint8 and payload.size == sum(k[2] for k in kinds)
     assert info["probe"] == similarity.fingerprint(fitted_probe())
     assert metadata.parse(b'{"datasets": ["train"]}') == {"datasets": ["train"], "version": 0}
     assert metadata.parse(b"") == {"version": 0}

@@ -41,8 +41,9 @@ class ActivationImages(ExplainCallback):
     - `similarity/gram/<epoch>` (a tb_explain tensor, one tag per epoch): each
       layer's centred Gram matrix on the first `similarity_samples` rows of
       `data` (`compute.similarity`), what `tbx.compare` needs for the linear
-      CKA between two runs' layers; n (n + 1) bytes per layer (n rows: 512
-      rows, 263 kB), with a fingerprint of those rows;
+      CKA between two runs' layers: at most n (n + 1) bytes per layer (512
+      rows: 263 kB; a layer narrower than n / 4 units logs its centred
+      outputs instead, 4 n bytes per unit), with a fingerprint of those rows;
     - `similarity/<path>/cka_previous` (Scalars): the linear CKA of the layer
       with itself at the previous logged epoch (from the second event on):
       near 1, its representation stopped changing.
@@ -193,21 +194,26 @@ class ActivationImages(ExplainCallback):
             for path, value in self._features(chunk).items():
                 parts.setdefault(path, []).append(backend.to_numpy(value))
         paths = [p for p in self._paths if p in parts]
-        packed, constant = zip(*(similarity.pack(np.concatenate(parts[p])) for p in paths))
-        previous = self._previous_grams
-        for path, now in zip(paths, packed):
+        payloads, entries, offset = [], [], 0
+        previous, grams = self._previous_grams, {}
+        for path in paths:
+            payload, entry = similarity.encode(np.concatenate(parts[path]))
+            entries.append({"path": path, "offset": offset, "bytes": len(payload), **entry})
+            payloads.append(payload)
+            offset += len(payload)
+            grams[path] = similarity.decode(payload, entry)
             if path in previous:
-                value = similarity.cka(previous[path][None], now[None])[0, 0]
+                value = similarity.cka(previous[path][None], grams[path][None])[0, 0]
                 ops.write_scalar(tags.CKA_PREVIOUS.format(path), value, epoch, description=(
                     "Linear CKA of the layer's outputs on the probe with its outputs at the "
                     "previous logged epoch: near 1, the representation stopped changing."))
-        self._previous_grams = dict(zip(paths, packed))
+        self._previous_grams = grams
         ops.write_tensor(
-            tags.SIMILARITY_GRAM.format(epoch), np.stack(packed), epoch, tags.PLUGIN_NAME,
-            metadata.content("gram", layers=paths, n=n, probe=self._similar_id,
-                             constant=[p for p, c in zip(paths, constant) if c]),
-            description="tb_explain: each layer's centred Gram matrix on the probe (packed, "
-                        "unit norm), for tbx.compare's CKA.")
+            tags.SIMILARITY_GRAM.format(epoch), np.concatenate(payloads), epoch,
+            tags.PLUGIN_NAME,
+            metadata.content("gram", layers=paths, n=n, probe=self._similar_id, records=entries),
+            description="tb_explain: each layer's outputs on the probe as a centred Gram matrix "
+                        "(or the centred outputs of a narrow layer), for tbx.compare's CKA.")
 
     def _log_inputs(self, epoch):
         for name, value in named_leaves(self.probe.x):

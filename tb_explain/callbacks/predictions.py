@@ -70,8 +70,8 @@ class Predictions(ExplainCallback):
       with the diagonal);
     - `outputs/<d>/predicted/<epoch>` (a tb_explain tensor, one tag per
       epoch; classification): per example, the predicted class (-1 for
-      multilabel outputs) and whether the prediction is right, int32
-      `(2, n)`, with a fingerprint of the dataset's inputs and labels:
+      multilabel outputs) and whether the prediction is right, int16
+      `(2, n)` (int32 past 32,767 classes), with a fingerprint of the dataset's inputs and labels:
       what `tbx.compare` needs to say which examples two runs disagree on
       (not written at `privacy="strict"`);
     - `outputs/diagnostics` (Text): every dataset's headline metrics side by
@@ -460,7 +460,8 @@ class Predictions(ExplainCallback):
         classes = np.full(len(probs), -1) if info["task"] == "multilabel" else predicted
         name = tag[len("outputs/"):]
         ops.write_tensor(
-            tags.PREDICTED.format(name, epoch), np.stack([classes, correct]).astype(np.int32),
+            tags.PREDICTED.format(name, epoch), np.stack([classes, correct]).astype(
+                np.int16 if len(info["names"]) < 2 ** 15 else np.int32),
             epoch, tags.PLUGIN_NAME,
             metadata.content("predicted", dataset=name, n=len(probs), data=fingerprint,
                              class_names=list(info["names"]), rows=["predicted", "correct"]),
