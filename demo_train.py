@@ -138,7 +138,7 @@ def main(argv=None):
     if args.flip:
         y = flip_labels(y, args.flip, classes=10 if args.dataset == "digits" else 2)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
-    probe = (x_val[:256], y_val[:256]) if args.dataset == "digits" else (x_val, y_val)
+    probe = (x_val[:128], y_val[:128]) if args.dataset == "digits" else (x_val, y_val)
     callbacks = [
         # The probe callbacks keep its first rows (4 images, 32 for gradients);
         # ActivationImages' Gram matrices use up to 512 rows (what

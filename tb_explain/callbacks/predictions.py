@@ -360,8 +360,14 @@ class Predictions(ExplainCallback):
             return
         self._lag_reported = True
         n = len(keras.tree.flatten(x)[0])
-        layers = ", ".join(f"`{path}` (momentum {layer.momentum:g})"
-                           for path, layer in self._norms)
+        momenta = sorted({float(layer.momentum) for _, layer in self._norms})
+        if len(self._norms) > 4:  # a ResNet has 53: name a few, say how many
+            layers = (f"{len(self._norms)} BatchNormalization layers (momentum "
+                      f"{', '.join(f'{m:g}' for m in momenta)}; "
+                      + ", ".join(f"`{path}`" for path, _ in self._norms[:3]) + ", ...)")
+        else:
+            layers = ", ".join(f"`{path}` (momentum {layer.momentum:g})"
+                               for path, layer in self._norms)
         text = (f"**BatchNormalization lag at epoch {epoch}**: on the first {n} examples of "
                 f"`{name}`, the loss in inference mode (moving statistics) is {inference:.4g}, "
                 f"{ratio:.1f}x the loss with the batch's own statistics ({batch:.4g}), as "
