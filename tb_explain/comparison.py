@@ -93,6 +93,10 @@ class Comparison:
         metrics: `{tag: (a, b)}` for every `outputs/...` scalar both logged.
         health: `{layer: B's gradient norm / A's}` (NaN where both are 0,
             infinity where only A's is).
+        attributions: `{tag: rank correlations}`: for every attribution
+            (`attributions/<method>/<input>`) both runs logged per sample on
+            the same probe, the Spearman correlation of A's and B's map (or
+            feature row) per probe sample (`Attributions`, `IntegratedGradients`).
         notes: What could not be compared, and why.
     """
     run_a: str
@@ -104,6 +108,7 @@ class Comparison:
     metrics: dict
     health: dict
     notes: list
+    attributions: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self):
         """The JSON body of the Explain tab's `compare` route (NaN and
@@ -124,6 +129,8 @@ class Comparison:
                                  for name, d in self.disagreement.items()},
                 "metrics": {tag: [number(a), number(b)] for tag, (a, b) in self.metrics.items()},
                 "health": {layer: number(r) for layer, r in self.health.items()},
+                "attributions": {tag: [number(v) for v in values]
+                                 for tag, values in self.attributions.items()},
                 "notes": list(self.notes)}
 
     def report(self, top=10):
@@ -163,6 +170,13 @@ class Comparison:
                       "|---|---|---|---|---|"]
             lines += [f"| {name} | {d.n} | {len(d.a_only)} | {len(d.b_only)} | "
                       f"{len(d.both_wrong)} |" for name, d in self.disagreement.items()]
+            lines.append("")
+        if self.attributions:
+            lines += ["## Attributions (Spearman correlation of A's and B's, per probe sample)",
+                      "", "| attribution | per sample | mean |", "|---|---|---|"]
+            lines += [f"| {tag} | {', '.join(_fmt(v) for v in values)} | "
+                      f"{_fmt(np.nanmean(values)) if np.isfinite(values).any() else 'nan'} |"
+                      for tag, values in self.attributions.items()]
             lines.append("")
         if self.notes:
             lines += ["## Not compared", ""] + [f"- {note}" for note in self.notes] + [""]
@@ -240,10 +254,11 @@ class _Side:
         scalar_tags = source.scalar_tags()
         self.metric_tags = [t for t in scalar_tags if t.startswith("outputs/")]
         self.health_tags = _health_tags(source)
+        self.attributions = reader.attribution_epochs(source)
         self.scalars = source.scalars(self.metric_tags + list(self.health_tags.values()))
 
     def epochs(self):
-        steps = set(self.grams) | set(self.predicted)
+        steps = set(self.grams) | set(self.predicted) | set(self.attributions)
         for points in self.scalars.values():
             steps.update(step for step, _ in points)
         return sorted(steps)
@@ -288,7 +303,7 @@ def from_sources(source_a, source_b, epoch=None, epoch_b=None, same=False, names
         cka=_cka(a, b, epoch, epoch_b, notes), disagreement=_disagreement(a, b, epoch, epoch_b,
                                                                           notes),
         metrics=_metrics(a, b, epoch, epoch_b), health=_health(a, b, epoch, epoch_b),
-        notes=notes)
+        attributions=_attributions(a, b, epoch, epoch_b, notes), notes=notes)
 
 
 def _cka(a, b, epoch, epoch_b, notes):
@@ -334,6 +349,40 @@ def _disagreement(a, b, epoch, epoch_b, notes):
     if not results_a and not results_b:
         notes.append("disagreement: no per-example predictions at these epochs (Predictions "
                      "logs them, except at privacy 'strict')")
+    return out
+
+
+def ranks(values):
+    """Ranks of `values` (0-based), ties sharing their average rank."""
+    values = np.asarray(values, np.float64).ravel()
+    order = values.argsort(kind="stable")
+    rank = np.empty(len(values))
+    rank[order] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, rank) / counts)[inverse]
+
+
+def spearman(x, y):
+    """Spearman's rank correlation of two arrays (NaN when either is constant)."""
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = np.sqrt((rx @ rx) * (ry @ ry))
+    return float(rx @ ry / denominator) if denominator else math.nan
+
+
+def _attributions(a, b, epoch, epoch_b, notes):
+    both = set(a.attributions.get(epoch, {})) & set(b.attributions.get(epoch_b, {}))
+    if not both:
+        return {}
+    values_a = reader.attributions(a.source, epoch, both, a.attributions)
+    values_b = reader.attributions(b.source, epoch_b, both, b.attributions)
+    out = {}
+    for tag in sorted(both):
+        (va, probe_a), (vb, probe_b) = values_a[tag], values_b[tag]
+        if probe_a != probe_b or va.shape != vb.shape:
+            notes.append(f"attributions: {tag} explains different probe samples in the two runs")
+            continue
+        out[tag] = [spearman(x, y) for x, y in zip(va, vb)]
     return out
 
 

@@ -272,3 +272,19 @@ def predicted(source, epoch, listing=None):
         out[name] = Predicted(predicted=array[0].astype(np.int64), correct=array[1].astype(bool),
                               data=info["data"], class_names=list(info["class_names"]))
     return out
+
+
+def attribution_epochs(source):
+    """`{epoch: {tag: (values_tag, info)}}` of the per-sample attributions a
+    run logged (`tag`: the method's tag, such as `attributions/saliency/input`)."""
+    return {e: {info["tag"]: (tag, info) for tag, info in found}
+            for e, found in per_epoch(source, "attributions/", "attribution_values").items()}
+
+
+def attributions(source, epoch, wanted=None, listing=None):
+    """`{tag: (values, probe fingerprint)}` at `epoch` (of the tags `wanted`)."""
+    listing = attribution_epochs(source) if listing is None else listing
+    chosen = {t: v for t, v in listing.get(epoch, {}).items() if wanted is None or t in wanted}
+    data = source.tensors([tag for tag, _ in chosen.values()])
+    return {t: (np.asarray(data[tag][-1][1], np.float64), info["probe"])
+            for t, (tag, info) in chosen.items()}

@@ -57,6 +57,9 @@ DYNAMICS_REGION = "dynamics/region/{}"
 #: and each dataset's predicted classes and correctness (`Predictions`).
 SIMILARITY_GRAM = "similarity/gram/{:06d}"
 PREDICTED = "outputs/{}/predicted/{:06d}"  # dataset (and "/<output>"), epoch
+#: Per-sample attributions of a method's tag (`attributions/<method>/<input>`),
+#: one tag per epoch, for comparing runs.
+ATTRIBUTION_VALUES = "{}/values/{:06d}"
 #: Linear CKA of a layer with itself at the previous logged epoch: near 1,
 #: the layer's representation stopped changing.
 CKA_PREVIOUS = "similarity/{}/cka_previous"

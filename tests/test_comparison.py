@@ -38,7 +38,7 @@ class Recorder(keras.callbacks.Callback):
     def __init__(self, probe, datasets):
         super().__init__()
         self.probe, self.datasets = probe, datasets
-        self.outputs, self.predicted = {}, {}
+        self.outputs, self.predicted, self.saliency = {}, {}, {}
 
     def on_epoch_end(self, epoch, logs=None):
         layers = [layer for layer in self.model.layers]
@@ -47,6 +47,7 @@ class Recorder(keras.callbacks.Callback):
         self.outputs[epoch] = {f"{self.model.name}/{layer.name}": np.asarray(v) for layer, v in zip(layers, values)}
         self.predicted[epoch] = {name: np.argmax(self.model.predict(x, verbose=0), axis=1)
                                  for name, (x, _) in self.datasets.items()}
+        self.saliency[epoch] = tbx.attribute(self.model, self.probe[:4], "saliency").attributions
 
 
 def _fit(log_dir, width, lr, x, y, probe_rows=slice(400, 400 + PROBE), privacy="off",
@@ -61,7 +62,8 @@ def _fit(log_dir, width, lr, x, y, probe_rows=slice(400, 400 + PROBE), privacy="
     model.fit(x[:300], y[:300], epochs=epochs, batch_size=32, verbose=0, callbacks=[
         tbx.ActivationImages(log_dir, data=probe, privacy=privacy),
         tbx.GradientNorms(log_dir, data=(probe, y[probe_rows])),
-        tbx.Predictions(log_dir, data=datasets, privacy=privacy), recorder])
+        tbx.Predictions(log_dir, data=datasets, privacy=privacy),
+        tbx.Attributions(log_dir, data=probe, methods=["saliency"], privacy=privacy), recorder])
     return model, recorder
 
 
@@ -195,9 +197,12 @@ def test_privacy_levels(data, tmp_path):
     own = lambda run: [t for t in run.source.tensor_tags()]  # noqa: E731
     assert tags.SIMILARITY_GRAM.format(0) in own(inputs)
     assert tags.PREDICTED.format("val", 0) in own(inputs)
-    assert not [t for t in own(strict) if t.startswith("similarity/") or "/predicted/" in t]
+    assert tags.ATTRIBUTION_VALUES.format("attributions/saliency/input", 0) in own(inputs)
+    assert not [t for t in own(strict) if t.startswith("similarity/") or "/predicted/" in t
+                or "/values/" in t]
     c = tbx.compare(tmp_path / "strict", tmp_path / "inputs")
-    assert c.cka is None and c.disagreement == {} and c.metrics  # aggregates stay
+    assert c.cka is None and c.disagreement == {} and c.attributions == {}
+    assert c.metrics  # aggregates stay
     assert any("Gram matrices" in note for note in c.notes)
 
 
@@ -246,8 +251,17 @@ def test_route_equals_python_and_refuses_bad_requests(runs):
     status, body = get(a="a", b="b", epoch="1", epoch_b="2")
     assert status == 200
     python = tbx.compare(root / "a", root / "b", epoch=1, epoch_b=2).to_json()
-    for key in ("cka", "disagreement", "metrics", "health", "epoch", "epoch_b"):
+    for key in ("cka", "disagreement", "metrics", "health", "attributions", "epoch", "epoch_b"):
         assert body[key] == python[key], key
+    status, body = get(a="a", b="b", epoch="1", epoch_b="2",
+                       attribution="attributions/saliency/input", sample="3")
+    maps = body["attribution_maps"]
+    assert status == 200 and maps["sample"] == 3 and maps["samples"] == 4
+    assert maps["spearman"] == python["attributions"]["attributions/saliency/input"][3]
+    logged = reader.attributions(tbx.load_run(root / "a").source, 1)[
+        "attributions/saliency/input"][0]
+    np.testing.assert_array_equal(maps["a"], logged[3])
+    assert get(a="a", b="b", attribution="attributions/nope")[0] == 400
     d = python["disagreement"]["val"]
     assert [r["i"] for r in body["examples"]["val"]] == d["a_only"][:100] + d["b_only"][:100]
     status, body = get(a="a")
@@ -276,3 +290,29 @@ def test_cli_report(runs, capsys):
     assert "epoch 2 vs epoch 0" in capsys.readouterr().out
     assert cli.main(["compare", str(root), "--epoch", "1"]) == 2
     assert "--epoch and --epoch-b need two runs" in capsys.readouterr().err
+
+
+def test_attribution_rank_correlation(runs):
+    from scipy import stats
+
+    root, fitted = runs
+    rec_a, rec_b = fitted["a"][1], fitted["b"][1]
+    c = tbx.compare(root / "a", root / "b", epoch=2, epoch_b=1)
+    assert list(c.attributions) == ["attributions/saliency/input"]
+    values = {}
+    for name, rec, epoch in (("a", rec_a, 2), ("b", rec_b, 1)):
+        logged = reader.attributions(tbx.load_run(root / name).source, epoch)[
+            "attributions/saliency/input"][0]
+        # the logged map: |saliency| summed over channels (float16)
+        np.testing.assert_allclose(logged, np.abs(rec.saliency[epoch]).sum(-1), rtol=2e-3,
+                                   atol=1e-6)
+        values[name] = logged
+    expected = [stats.spearmanr(x.ravel(), y.ravel()).statistic
+                for x, y in zip(values["a"], values["b"])]
+    np.testing.assert_allclose(c.attributions["attributions/saliency/input"], expected,
+                               atol=1e-12)
+    assert "## Attributions" in c.report()
+    # ties share their average rank, as scipy's
+    from tb_explain.comparison import spearman
+    x, y = np.array([1, 2, 2, 3, 0.5]), np.array([3, 1, 1, 2, 2])
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)

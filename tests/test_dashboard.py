@@ -510,7 +510,7 @@ def test_overlay_route_is_what_was_logged(client, logdir):
 
 
 @pytest.mark.slow
-def test_compare_view_in_chromium(served, client, tmp_path):
+def test_compare_view_in_chromium(served, client, runs, tmp_path):
     assert CHROMIUM, "CI must install Debian's chromium (apt-get install chromium)"
     from playwright.sync_api import sync_playwright
 
@@ -554,6 +554,15 @@ def test_compare_view_in_chromium(served, client, tmp_path):
                         f'table[data-dataset="{name}"] tr[data-row]', "els => els.map(e => "
                         "Number(e.dataset.row))")
                     assert rows == (d["a_only"][:100] + d["b_only"][:100])
+                # both runs' integrated gradients of a probe sample, and their correlation
+                page.wait_for_selector("#compare-spearman")
+                assert float(page.get_attribute("#compare-spearman", "data-value")) == \
+                    expected["attributions"]["attributions/input"][0]
+                page.select_option("#compare-sample", "2")
+                page.wait_for_function(
+                    "v => document.querySelector('#compare-spearman').dataset.value == v",
+                    arg=str(expected["attributions"]["attributions/input"][2]))
+                assert len(page.query_selector_all("#compare-attributions canvas")) == 2
                 # many runs: one curve per ticked run; the differing hyperparameter only
                 series = page.eval_on_selector_all("#overlay-train g[data-series]",
                                                    "els => els.map(e => e.dataset.series)")
@@ -572,6 +581,12 @@ def test_compare_view_in_chromium(served, client, tmp_path):
                 page.wait_for_function("() => document.querySelector('#compare-title')"
                                        " && document.querySelector('#compare-title').textContent"
                                        ".includes('epoch 0 (B)')")
+                page.wait_for_selector("#stability-table td[data-value]")
+                shown = page.eval_on_selector_all(  # CKA to the previous epoch, as logged
+                    "#stability-table td[data-value]", "els => els.map(e => [e.dataset.tag, "
+                    "e.dataset.epoch, e.dataset.value])")
+                assert shown and all(float(v) == _logged(runs["lr0.01"].value(t, int(e)))
+                                     for t, e, v in shown)
                 page.screenshot(path=str(tmp_path / f"compare_{theme}.png"), full_page=True)
                 page.close()
         finally:

@@ -2,10 +2,15 @@
 
 import numpy as np
 
+from tb_explain import tags
 from tb_explain._keras import tokenizer_lookup
+from tb_explain.compute import similarity
 from tb_explain.probe import named_leaves
 from tb_explain.render import charts, images
-from tb_explain.summary import ops
+from tb_explain.summary import metadata, ops
+
+#: Longest side of the attribution maps logged as values (block-averaged).
+VALUES_SIDE = 64
 
 
 class AttributionRendering:
@@ -45,7 +50,37 @@ class AttributionRendering:
         whether there are enough samples to write those."""
         return self.privacy == "strict", count >= self.min_samples
 
+    def _log_values(self, tag, values, epoch):
+        """`<tag>/values/<epoch>`: the per-sample attributions themselves
+        (float16; image maps as |attribution| summed over channels and
+        block-averaged to at most `VALUES_SIDE` per side), one tag per epoch:
+        what `tbx.compare` correlates between two runs. Not at "strict"."""
+        if self.privacy == "strict":
+            return
+        if not hasattr(self, "_probe_id"):
+            self._probe_id = similarity.fingerprint(self.probe.x)
+        ops.write_tensor(tags.ATTRIBUTION_VALUES.format(tag, epoch),
+                         np.asarray(values, np.float16), epoch, tags.PLUGIN_NAME,
+                         metadata.content("attribution_values", tag=tag, probe=self._probe_id),
+                         description="tb_explain: per-sample attributions (for tbx.compare).")
+
+    @staticmethod
+    def _map_values(attr):
+        """(n, h, w) |attribution| maps of image attributions, block-averaged
+        to at most `VALUES_SIDE` per side."""
+        maps = np.abs(np.asarray(attr, np.float32))
+        if maps.ndim == 4:
+            maps = maps.sum(axis=-1)
+        n, h, w = maps.shape
+        k = max(1, -(-max(h, w) // VALUES_SIDE))
+        h, w = h - h % k if h >= k else h, w - w % k if w >= k else w
+        maps = maps[:, :h, :w]
+        if k > 1 and h >= k and w >= k:
+            maps = maps.reshape(n, h // k, k, w // k, k).mean(axis=(2, 4))
+        return maps
+
     def _log_images(self, tag, value, attr, epoch, signed=True):
+        self._log_values(tag, self._map_values(attr), epoch)
         strict, enough = self._aggregate(len(attr))
         if strict:
             if not enough:
@@ -95,6 +130,7 @@ class AttributionRendering:
         `values` at privacy "off", also shap's summary plot (`<tag>/summary`:
         every probe row's attribution per feature, coloured by its value)."""
         names = self._names(name, attr.shape[1])
+        self._log_values(tag, attr, epoch)
         mean_abs = np.abs(attr).mean(axis=0)
         for feature, value in zip(names, mean_abs):
             ops.write_scalar(f"{tag}/features/{feature}", value, epoch)

@@ -587,7 +587,11 @@ class ExplainPlugin(base_plugin.TBPlugin):
         `a` and `b` (default `a`: two of its epochs) at `epoch` / `epoch_b`,
         as `Comparison.to_json()`; with `examples`, per dataset the first rows
         each run alone gets right, with both predictions (and the Data view's
-        thumbnail position where the run tracked that row)."""
+        thumbnail position where the run tracked that row); with
+        `attribution` (a tag of `attributions`) and `sample`, both runs' maps
+        of that probe sample."""
+        import numpy as np  # noqa: PLC0415 (the module stays light for TensorBoard's loader)
+
         from tb_explain import comparison  # noqa: PLC0415
 
         known = self._explain_runs(ctx, eid)
@@ -617,6 +621,26 @@ class ExplainPlugin(base_plugin.TBPlugin):
             "dynamics/") else {}
         body["examples"] = {name: self._disagreeing(name, d, tracked)
                             for name, d in result.disagreement.items()}
+        tag = args.get("attribution")
+        if tag:
+            if tag not in result.attributions:
+                raise BadRequest(f"no attribution {tag!r} in both runs at these epochs (compared:"
+                                 f" {sorted(result.attributions)})")
+            maps = {}
+            for key, source, epoch in (("a", source_a, result.epoch),
+                                       ("b", source_b, result.epoch_b)):
+                maps[key] = reader.attributions(source, epoch, [tag])[tag][0]
+            try:
+                sample = int(args.get("sample", "0"))
+            except ValueError:
+                raise BadRequest(f"`sample` must be an int, got {args.get('sample')!r}") from None
+            if not 0 <= sample < len(maps["a"]):
+                raise BadRequest(f"`sample` must be in [0, {len(maps['a'])}), got {sample}")
+            body["attribution_maps"] = {
+                "tag": tag, "sample": sample, "samples": len(maps["a"]),
+                "spearman": body["attributions"][tag][sample],
+                **{k: [[_finite(v) for v in row] for row in np.atleast_2d(m[sample]).tolist()]
+                   for k, m in maps.items()}}
         return body
 
     #: Runs the Compare view overlays at most.

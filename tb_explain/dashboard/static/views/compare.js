@@ -175,8 +175,10 @@ async function drawTwo(two, run, all, memory) {
     : `${data.a} at epoch ${data.epoch} (A) vs ${data.b} at epoch ${data.epoch_b} (B)`;
   box.append(el("p", {id: "compare-title", text: title}));
   box.append(ckaMatrix(data));
+  if (data.a === data.b) box.append(await stoppedChanging(data.a));
   box.append(await healthRatios(data));
   box.append(disagreementTables(data));
+  box.append(await attributionPair(data, params, memory));
   if (data.notes.length) {
     const list = el("ul", {class: "muted", id: "compare-notes"});
     for (const note of data.notes) list.append(el("li", {text: note}));
@@ -207,6 +209,32 @@ function ckaMatrix(data) {
     });
     table.append(tr);
   });
+  wrap.append(el("div", {class: "scroll"}, table));
+  return wrap;
+}
+
+// Two epochs of one run: each layer's CKA with itself at the previous logged
+// epoch, every epoch (near 1: the layer stopped changing).
+async function stoppedChanging(run) {
+  const wrap = el("div", {id: "compare-stability"}, el("h4", {text: "When each layer stopped changing"}));
+  let h;
+  try { h = await getJSON("health", {run, signal: "cka_previous"}); } catch (error) { return wrap; }
+  if (!h.rows.length) {
+    wrap.append(el("p", {class: "muted", text: "No CKA between consecutive epochs (ActivationImages with data, two events or more)."}));
+    return wrap;
+  }
+  wrap.append(el("p", {class: "muted", text: "CKA of each layer's outputs on the probe with its outputs at the previous logged epoch: yellow (1), the representation no longer changes."}));
+  const table = el("table", {class: "matrix", id: "stability-table"});
+  const head = el("tr", {}, el("th", {text: "layer"}));
+  for (const e of h.epochs) head.append(el("th", {text: String(e)}));
+  table.append(head);
+  for (const row of h.rows) {
+    const tr = el("tr", {"data-layer": row.name}, el("th", {class: "row", text: row.name}));
+    row.values.forEach((v, k) => tr.append(el("td", typeof v === "number" ? {"data-tag": row.tag, "data-epoch": String(h.epochs[k]),
+      "data-value": String(v), title: `${row.tag} @ epoch ${h.epochs[k]}: ${v}`, style: `background: ${ramp(v)}; color: ${v > 0.6 ? "#000" : "#fff"}`,
+      text: v.toFixed(2)} : {text: ""})));
+    table.append(tr);
+  }
   wrap.append(el("div", {class: "scroll"}, table));
   return wrap;
 }
@@ -258,6 +286,71 @@ async function healthRatios(data) {
   }
   wrap.append(el("div", {class: "scroll"}, table));
   return wrap;
+}
+
+// Both runs' attributions of one probe sample, side by side, and their rank correlation.
+async function attributionPair(data, params, memory) {
+  const wrap = el("div", {id: "compare-attributions"}, el("h4", {text: "Attributions: what each run looks at"}));
+  const tags = Object.keys(data.attributions);
+  if (!tags.length) {
+    wrap.append(el("p", {class: "muted", text: "No attribution of the same probe in both runs at these epochs (Attributions, IntegratedGradients)."}));
+    return wrap;
+  }
+  if (!tags.includes(memory.attribution)) memory.attribution = tags[0];
+  const choose = el("select", {"aria-label": "attribution", id: "compare-attribution"});
+  for (const t of tags) {
+    const values = data.attributions[t].filter((v) => typeof v === "number");
+    const mean = values.length ? values.reduce((x, y) => x + y, 0) / values.length : NaN;
+    choose.append(el("option", {value: t, text: `${t.replace(/^attributions\//, "")} (mean ρ ${format(mean)})`}));
+  }
+  choose.value = memory.attribution;
+  let body;
+  try {
+    body = await getJSON("compare", {...params, attribution: memory.attribution, sample: memory.sample || 0});
+  } catch (error) {
+    memory.sample = 0;
+    body = await getJSON("compare", {...params, attribution: memory.attribution, sample: 0});
+  }
+  const maps = body.attribution_maps;
+  const sample = el("select", {"aria-label": "probe sample", id: "compare-sample"});
+  for (let k = 0; k < maps.samples; k++) sample.append(el("option", {value: String(k), text: `sample ${k}`}));
+  sample.value = String(maps.sample);
+  const panel = el("div", {class: "heads"});
+  const redraw = async () => {
+    memory.attribution = choose.value; memory.sample = Number(sample.value);
+    wrap.replaceWith(await attributionPair(data, params, memory));
+  };
+  choose.addEventListener("change", () => { memory.sample = 0; redraw(); });
+  sample.addEventListener("change", redraw);
+  wrap.append(el("div", {class: "controls"}, el("label", {}, "Attribution ", choose), el("label", {}, " probe ", sample),
+    el("span", {id: "compare-spearman", "data-value": String(maps.spearman),
+                text: `Spearman rank correlation ${format(maps.spearman)}`})));
+  for (const [key, run, epoch] of [["a", data.a, data.epoch], ["b", data.b, data.epoch_b]]) {
+    panel.append(el("figure", {}, el("figcaption", {text: `${key.toUpperCase()}: ${run} @ epoch ${epoch}`}), mapCanvas(maps[key])));
+  }
+  wrap.append(panel);
+  return wrap;
+}
+
+// A map of values (rows of numbers) as a canvas, each map scaled by its own
+// largest magnitude; one row (a table's features) as a strip.
+function mapCanvas(rows) {
+  const h = rows.length, w = rows[0].length;
+  const canvas = el("canvas", {width: String(w), height: String(h)});
+  const scale = Math.max(1, Math.floor(192 / Math.max(h, w)));
+  canvas.style.width = `${w * scale}px`; canvas.style.height = `${h * scale}px`;
+  const values = rows.flat().filter((v) => typeof v === "number");
+  const low = Math.min(...values), high = Math.max(...values);
+  const signed = low < 0;
+  const top = Math.max(Math.abs(low), Math.abs(high)) || 1;
+  const ctx = canvas.getContext("2d");
+  rows.forEach((row, i) => row.forEach((v, j) => {
+    if (typeof v !== "number") { ctx.fillStyle = "magenta"; }
+    else if (signed) { const t = v / top; ctx.fillStyle = t >= 0 ? `rgba(217, 48, 37, ${t})` : `rgba(26, 115, 232, ${-t})`; }
+    else { ctx.fillStyle = ramp(high > low ? (v - low) / (high - low) : 0); }
+    ctx.fillRect(j, i, 1, 1);
+  }));
+  return canvas;
 }
 
 function disagreementTables(data) {
