@@ -4,8 +4,8 @@ docs/attributions-comparison.png (the attribution methods side by side) and the
 Explain tab's views, light and dark (docs/explain-<view>[-dark].png; the
 demo's digits and cancer runs, so the Runs view compares two; the Data view
 and docs/dynamics-data-map.png on a third digits run with 10% of its
-training labels flipped, `--flip 0.1`, which the Compare view compares with
-the first), and docs/attention-heads.png
+training labels flipped, `--flip 0.1`; the Compare view: the digits run's
+last epoch against its first), and docs/attention-heads.png
 (AttentionMaps on a tiny keras_hub GPT-2).
 
 Usage (needs Debian's chromium and the test extra's playwright):
@@ -120,12 +120,13 @@ def explain_tab(browser, url):
                     page.check(f'input[aria-label="compare {name}"]')
             if click:
                 page.click(click)
-            if view == "compare":  # the demo against the run with flipped labels
+            if view == "compare":  # the demo's last epoch against its first
                 page.wait_for_selector("#compare-b")
-                page.select_option("#compare-b", "noisy")
+                page.select_option("#compare-b", "digits")
                 page.wait_for_function("() => (document.querySelector('#compare-title') || {})"
-                                       ".textContent?.includes('noisy')")
-                page.wait_for_selector("#compare-disagreement p[data-dataset]")
+                                       ".textContent?.includes('epoch 0 (B)')")
+                page.wait_for_selector("#compare-attributions canvas")
+                page.evaluate("document.querySelector('#compare-two').scrollIntoView()")
             if view == "data":  # hover the lowest point: a tooltip with its thumbnail
                 page.wait_for_selector("#data-table td[data-score]")
                 box = page.locator("#data-map").bounding_box()

@@ -316,3 +316,30 @@ def test_attribution_rank_correlation(runs):
     from tb_explain.comparison import spearman
     x, y = np.array([1, 2, 2, 3, 0.5]), np.array([3, 1, 1, 2, 2])
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_every_epoch_compares_through_tensorboard_sampling(tmp_path):
+    """TensorBoard keeps 10 events per plugin tag: one tag per epoch keeps
+    them all, so epoch 0 of a 14-epoch run still compares in the tab."""
+    from test_dashboard import _plugin
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu",
+                              name="hidden"), keras.layers.Dense(2, activation="softmax",
+                                                                 name="out")], name="mlp")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    log_dir = tmp_path / "long"
+    model.fit(x, y, epochs=14, verbose=0, callbacks=[
+        tbx.ActivationImages(str(log_dir), data=x), tbx.Predictions(str(log_dir), data=(x, y))])
+    apps = _plugin(tmp_path).get_plugin_apps()
+    http = wtest.Client(lambda environ, start: apps[environ["PATH_INFO"]](environ, start))
+    for epoch in (0, 5, 12):
+        response = http.get("/compare", query_string={"a": "long", "epoch": str(epoch),
+                                                       "epoch_b": "13"})
+        body = json.loads(response.data)
+        python = tbx.compare(log_dir, epoch=epoch, epoch_b=13).to_json()
+        assert response.status_code == 200 and body["cka"] == python["cka"]
+        assert body["disagreement"] == python["disagreement"] and body["cka"] is not None

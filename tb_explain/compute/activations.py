@@ -167,6 +167,24 @@ def _is_number(tensor):
     return keras.backend.is_float_dtype(dtype) or keras.backend.is_int_dtype(dtype)
 
 
+@contextlib.contextmanager
+def recording(layers, captured):
+    """Context in which each of `layers` (`[(path, layer)]`) records what its
+    `call` returns in `captured[path]` (every model kind: see `swapped_call`)."""
+    def wrap(path, original):
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            output = original(*args, **kwargs)
+            captured[path] = output
+            return output
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for path, layer in layers:
+            stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
+        yield captured
+
+
 def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BINS):
     """Builds the compiled probe pass for `layers` of `model`.
 
@@ -190,14 +208,6 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
     """
     captured = {}
     kinds = {path: saturating_kind(layer) for path, layer in layers}
-
-    def wrap(path, original):
-        @functools.wraps(original)
-        def call(*args, **kwargs):
-            output = original(*args, **kwargs)
-            captured[path] = output
-            return output
-        return call
 
     reached = []
 
@@ -228,12 +238,8 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
     def forward(inputs, zero):
         return summarize(layer_outputs(inputs), zero)
 
-    @contextlib.contextmanager
     def capturing():
-        with contextlib.ExitStack() as stack:
-            for path, layer in layers:
-                stack.enter_context(swapped_call(layer, wrap(path, layer.call)))
-            yield
+        return recording(layers, captured)
 
     functions = {}  # the compiled pass, made at the first compiled call
 

@@ -30,7 +30,6 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import swapped_call
 
 #: Rows of the probe a Gram matrix covers at most (`ActivationImages`'
 #: `similarity_samples` default).
@@ -52,16 +51,10 @@ def make_layer_features(model, paths_layers):
         eager inside `tiering.eager()`): each layer's first output tensor,
         flattened per example, for the layers the forward pass reaches.
     """
-    from tb_explain.compute.activations import _first_tensor, _is_number  # noqa: PLC0415
+    from tb_explain.compute.activations import (  # noqa: PLC0415
+        _first_tensor, _is_number, recording)
 
     captured = {}
-
-    def recorder(path, original):
-        def call(*args, **kwargs):
-            output = original(*args, **kwargs)
-            captured[path] = output
-            return output
-        return call
 
     def features(inputs):
         captured.clear()
@@ -78,11 +71,7 @@ def make_layer_features(model, paths_layers):
     compiled = backend.Function(features, model.variables)
 
     def call(x):
-        import contextlib  # noqa: PLC0415
-
-        with contextlib.ExitStack() as stack:
-            for path, layer in paths_layers:
-                stack.enter_context(swapped_call(layer, recorder(path, layer.call)))
+        with recording(paths_layers, captured):
             return compiled(x)
 
     return call
