@@ -35,7 +35,8 @@ ACTIVATION_HISTOGRAM = "activations/{}/histogram"
 #: Attribution methods, each with tags of its own (`attributions/<method>/...`);
 #: `compute.attribution.methods.METHODS` implements exactly these.
 ATTRIBUTION_METHODS = ("saliency", "gradient_x_input", "integrated_gradients", "smoothgrad",
-                       "gradcam", "occlusion", "kernel_shap", "shapley", "gradient_shap")
+                       "gradcam", "occlusion", "kernel_shap", "shapley", "gradient_shap",
+                       "deeplift", "deeplift_shap")
 SANITY_TEXT = "attributions/sanity"
 SANITY = "attributions/sanity/{}/{}"  # method, layer path
 #: The randomization test passes when the final correlation is below this.

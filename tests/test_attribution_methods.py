@@ -168,6 +168,9 @@ def test_every_method_on_every_model_kind(kind):
         options = {"samples": 3} if method == "smoothgrad" else {}
         if method == "smoothgrad" and kind in ("tokens", "transformer"):
             options["base"] = "saliency"
+        if method == "deeplift_shap":  # two references: zeros and the second sample
+            options["baselines"] = keras.tree.map_structure(
+                lambda v: np.stack([np.zeros_like(v[0]), v[1]]), x)
         has_image = any(np.ndim(v) == 4 for v in leaves.values())
         if method == "gradcam" and not has_image:
             with pytest.raises(ValueError, match="Grad-CAM needs an image input"):

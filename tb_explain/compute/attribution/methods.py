@@ -7,7 +7,8 @@ A method is one module exposing a function
 
 from tb_explain import tags
 from tb_explain.compute.attribution import (
-    coalitions, gradcam, gradient_shap, gradient_x_input, occlusion, saliency, smoothgrad)
+    coalitions, deeplift, gradcam, gradient_shap, gradient_x_input, occlusion, saliency,
+    smoothgrad)
 from tb_explain.compute.attribution.integrated_gradients import integrated_gradients
 
 #: name -> (function, options it takes besides target, output and batch_size)
@@ -21,6 +22,8 @@ METHODS = {
     "kernel_shap": (coalitions.kernel_shap, coalitions.OPTIONS_KERNEL),
     "shapley": (coalitions.shapley, coalitions.OPTIONS_SHAPLEY),
     "gradient_shap": (gradient_shap.gradient_shap, gradient_shap.OPTIONS),
+    "deeplift": (deeplift.deeplift, deeplift.OPTIONS),
+    "deeplift_shap": (deeplift.deeplift_shap, deeplift.SHAP_OPTIONS),
 }
 
 
@@ -67,6 +70,13 @@ def attribute(model, inputs, method, *, target=None, output=None, batch_size=Non
       8 x 8) from `samples` coalitions drawn from the Shapley kernel
       (`seed`); `samples >= 2^M - 2` enumerates them all: the exact values.
       For both, every element of a group carries the group's value;
+    - `"deeplift"`: DeepLIFT with the rescale rule against `baseline`
+      (zeros), as Captum's `DeepLift`: sums to F(x) - F(baseline) per
+      sample (ReLU, ELU, LeakyReLU, sigmoid, tanh, softplus and softmax
+      rescaled; other nonlinearities, max pooling included, keep their
+      gradient and are named in `.skipped`);
+    - `"deeplift_shap"`: DeepLIFT averaged over `baselines` (m >= 2), as
+      Captum's `DeepLiftShap`;
     - `"gradient_shap"`: expected gradients, as Captum's `GradientShap`: per
       draw (`samples`, 50) a baseline from `baselines` (`(m, ...)`; default
       zeros), noise of std `stdevs` (0) on the input, a point at a uniform

@@ -1,0 +1,279 @@
+"""DeepLIFT with the rescale rule (Shrikumar et al. 2017) and DeepLiftShap, as
+Captum's `DeepLift(model, multiply_by_inputs=True)` and `DeepLiftShap`.
+
+Each sample and its reference go through the model in one batch (the inputs'
+rows, then the references' rows). While it runs, every supported
+nonlinearity is replaced by itself with another gradient (the "multiplier"):
+for `y = f(z)`, with `dz = z - z_ref` and `dy = f(z) - f(z_ref)` taken
+between a row and its reference's row,
+
+    y' = stop_gradient(y - z * m) + z * m,   m = stop_gradient(dy / dz),
+
+which has `y`'s value and gradient `m` (the plain gradient where
+`|dz| < 1e-10`, as Captum). The gradient of the target with respect to the
+inputs is then the product of multipliers, and the attributions are
+`(x - x_ref) * gradient`: they sum to `F(x) - F(x_ref)` per sample.
+
+Softmax follows Captum's rule (the multipliers minus their mean; per sample
+here, see `rescaled_softmax`). Nonlinearities replaced: the `activation` of any
+layer (Dense, Conv, Activation...) that is relu, elu, leaky_relu, sigmoid,
+tanh, softplus or softmax, and the ReLU, ELU, LeakyReLU and Softmax layers.
+Max pooling and every other nonlinearity keep their gradient (as Captum
+does for modules it does not know); the result names them in `skipped`.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+
+from tb_explain import _validate, backend
+from tb_explain._keras import swapped_attr, swapped_call, walk_layers
+from tb_explain.compute.attribution import _cores, _feeding, coalitions
+from tb_explain.compute.attribution.gradient_shap import _baseline_rows
+from tb_explain.compute.attribution.integrated_gradients import _baseline_sets
+from tb_explain.compute.attribution.result import Attribution
+
+OPTIONS = ("baseline",)
+SHAP_OPTIONS = ("baselines",)
+#: Below this input change, a nonlinearity keeps its gradient (Captum's `eps`).
+EPS = 1e-10
+ELEMENTWISE = ("relu", "elu", "leaky_relu", "sigmoid", "tanh", "softplus")
+#: Layers whose `call` is one supported nonlinearity.
+LAYER_RULES = {"ReLU": "elementwise", "ELU": "elementwise", "LeakyReLU": "elementwise",
+               "Softmax": "softmax"}
+#: Nonlinear layers DeepLIFT's rescale rule does not cover here (their gradient is used).
+UNCOVERED = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D",
+             "GlobalMaxPooling2D", "GlobalMaxPooling3D", "MultiHeadAttention", "PReLU")
+
+
+def _halves(t):
+    n = keras.ops.shape(t)[0] // 2
+    return t[:n], t[n:]
+
+
+def _sinhc(d):
+    """sinh(d) / d without cancellation near 0."""
+    ops = keras.ops
+    tiny = ops.abs(d) < 1e-3
+    safe = ops.where(tiny, ops.ones_like(d), d)
+    return ops.where(tiny, 1.0 + d * d / 6.0, ops.sinh(safe) / safe)
+
+
+def _multiplier(name, z_x, z_r, dz, dy):
+    """`dy / dz`; for tanh and sigmoid in closed forms free of the float32
+    cancellation of `f(z) - f(z_ref)` when the two are close:
+    tanh a - tanh b = sinh(a - b) / (cosh a cosh b), and sigmoid(x) =
+    (1 + tanh(x / 2)) / 2."""
+    ops = keras.ops
+    safe = ops.where(ops.abs(dz) < EPS, ops.ones_like(dz), dz)
+    plain = dy / safe
+    if name == "tanh":
+        exact = _sinhc(dz) / (ops.cosh(z_x) * ops.cosh(z_r))
+    elif name == "sigmoid":
+        exact = _sinhc(dz / 2.0) / (4.0 * ops.cosh(z_x / 2.0) * ops.cosh(z_r / 2.0))
+    else:
+        return plain
+    return ops.where(ops.isfinite(exact), exact, plain)
+
+
+def rescaled(z, y, name=None):
+    """`y = f(z)` (a batch of rows, then their references' rows) with the
+    rescale rule's gradient on the rows (the references' rows unchanged);
+    `name`: the activation, where a closed form of the multiplier exists."""
+    ops = keras.ops
+    z_x, z_r = _halves(z)
+    y_x, y_r = _halves(y)
+    dz, dy = z_x - z_r, y_x - y_r
+    small = ops.abs(dz) < EPS
+    m = ops.stop_gradient(_multiplier(name, z_x, z_r, dz, dy))
+    linear = ops.stop_gradient(y_x - z_x * m) + z_x * m
+    return ops.concatenate([ops.where(small, y_x, linear), y_r], axis=0)
+
+
+def rescaled_softmax(z, y):
+    """Softmax (over the last axis) with Captum's DeepLIFT rule: the
+    multipliers `g * dy / dz` minus their mean. Captum takes that mean over
+    the whole batch it was given (so a sample's result depends on the others
+    in its batch); here it is each row's own, which is Captum's result for
+    one sample at a time."""
+    ops = keras.ops
+    z_x, z_r = _halves(z)
+    y_x, y_r = _halves(y)
+    dz, dy = z_x - z_r, y_x - y_r
+    small = ops.abs(dz) < EPS
+    m = ops.stop_gradient(ops.where(small, ops.zeros_like(dz), dy / ops.where(
+        small, ops.ones_like(dz), dz)))
+    # d/dz_j of sum_k g_k m_k (z_k - mean(z)) = g_j m_j - mean_k(g_k m_k)
+    linear = m * (z_x - ops.mean(z_x, axis=-1, keepdims=True))
+    return ops.concatenate([ops.stop_gradient(y_x - linear) + linear, y_r], axis=0)
+
+
+def _activation(name, original):
+    def activation(z, *args, **kwargs):
+        y = original(z, *args, **kwargs)
+        return rescaled_softmax(z, y) if name == "softmax" else rescaled(z, y, name)
+    return activation
+
+
+def _layer_call(rule, original):
+    def call(z, *args, **kwargs):
+        return rule(z, original(z, *args, **kwargs))
+    return call
+
+
+def plan_rules(model):
+    """`(swaps, uncovered)`: `[(layer, kind, name)]` to replace (`kind`
+    `"activation"` or `"call"`), and the paths of nonlinear layers left with
+    their gradient."""
+    swaps, uncovered = [], []
+    for _, path, layer in walk_layers(model):
+        if isinstance(layer, keras.Model):
+            continue
+        kind = type(layer).__name__
+        if kind in LAYER_RULES:
+            swaps.append((layer, "call", LAYER_RULES[kind]))
+            continue
+        if kind in UNCOVERED:
+            uncovered.append(path)
+            continue
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", None)
+        if activation is None or name in (None, "linear"):
+            continue
+        if name in ELEMENTWISE or name == "softmax":
+            swaps.append((layer, "activation", name))
+        else:
+            uncovered.append(f"{path} ({name})")
+    return swaps, uncovered
+
+
+@contextlib.contextmanager
+def rescale_rules(swaps):
+    """Context in which the layers of `swaps` (`plan_rules`) compute with the
+    rescale rule's gradients (on batches of rows, then references)."""
+    with contextlib.ExitStack() as stack:
+        for layer, kind, name in swaps:
+            if kind == "activation":
+                stack.enter_context(swapped_attr(layer, "activation",
+                                                 _activation(name, layer.activation)))
+            else:
+                rule = rescaled_softmax if name == "softmax" else rescaled
+                stack.enter_context(swapped_call(layer, _layer_call(rule, layer.call)))
+        yield
+
+
+def _core(model, key, plan, chunk, per_sample, swaps):
+    """`core(xs, ends, bases, held, targets, start) -> (sums, f)`: rows
+    `(sample, reference)`, each run beside its reference; the sums of
+    `(x - ref) * multipliers / per_sample` per sample."""
+    ops = keras.ops
+    count = _feeding.segments(chunk, per_sample)
+
+    def build(holder):
+        return lambda *args: core(holder, *args)
+
+    def core(holder, xs, ends, bases, held, targets, start):
+        index, valid, sample, _ = _feeding.chunk_index(start, chunk, per_sample,
+                                                       ops.shape(xs[0])[0])
+        gather = backend.gather
+        rows = [gather(e, index) for e in ends]
+        refs = [gather(b, index) for b in bases]
+        model_xs = [None if h is None else ops.concatenate([gather(h, sample)] * 2, axis=0)
+                    for h in held]
+        target = gather(targets, sample)
+
+        def total_of(points):
+            both = [ops.concatenate([p, r], axis=0) for p, r in zip(points, refs)]
+            with rescale_rules(swaps):
+                out = model(_feeding.feed(plan, both, model_xs, holder), training=False)
+            f_rows = _feeding.take_targets(out, key, ops.concatenate([target, target], 0))
+            f_rows = f_rows[:ops.shape(target)[0]]
+            return ops.sum(f_rows), f_rows
+
+        grads, f_rows = backend.input_gradients(total_of, rows)
+        weight = ops.cast(valid, "float32") / float(per_sample)
+        local = sample - sample[0]
+        sums = []
+        for g, end, ref in zip(grads, rows, refs):
+            value = ops.cast(g * (end - ref), "float32")
+            value = value * ops.reshape(weight, (-1,) + (1,) * (len(value.shape) - 1))
+            sums.append(ops.segment_sum(value, local, num_segments=count))
+        return sums, f_rows
+
+    return _cores.cached_core(model, ("deeplift", key, chunk, per_sample), plan, build)
+
+
+def _attribute(model, inputs, sets, target, output, position, batch_size, done=None):
+    done = done or _feeding.setup(model, inputs, target, output, position)
+    swaps, uncovered = plan_rules(model)
+    m = len(sets)
+    rows = done.n * m
+    sample = np.repeat(np.arange(done.n), m)
+    pick = np.tile(np.arange(m), done.n)
+    ends, bases = [], []
+    for j, x in enumerate(done.xs):
+        ends.append(np.repeat(x, m, axis=0).astype(np.float32))
+        stacked = np.stack([s[j] for s in sets])  # [m, n, ...]
+        bases.append(stacked[pick, sample].astype(np.float32))
+    # each chunk runs twice its rows (the references beside them)
+    chunk = _feeding.chunk_rows(rows, max(1, _feeding.auto_batch_size(done.xs, batch_size) // 2))
+    core = _core(model, done.key, done.plan, chunk, m, swaps)
+    convert = backend.to_tensor
+    args = ([convert(x) for x in done.xs], [convert(a) for a in ends],
+            [convert(b) for b in bases], _feeding.held_inputs(done),
+            convert(np.asarray(done.targets)))
+    acc = [np.zeros(x.shape, np.float64) for x in done.xs]
+    for start in range(0, rows, chunk):
+        sums, _ = core(*args, np.asarray(start, np.int32))
+        _feeding.add_chunk_sums(acc, sums, start, min(start + chunk, rows), m)
+    ends_on = np.array([[0.0], [1.0]], np.float32)  # F(reference), F(x)
+    whole = [np.zeros(x.shape[1:], np.int32) for x in done.xs]
+    scores = [coalitions.evaluate(model, done, s, whole, ends_on, batch_size) for s in sets]
+    f_x = scores[0][:, 1]
+    f_b = np.mean([v[:, 0] for v in scores], axis=0)
+    total = np.array([sum(a[s].sum() for a in acc) for s in range(done.n)])
+    skipped = dict(done.plan.skipped)
+    if uncovered:
+        skipped["deeplift"] = ("nonlinear layers kept their gradient (no rescale rule): "
+                               + ", ".join(uncovered))
+    return Attribution(attributions=_feeding.leaves_like(done, acc), delta=total - (f_x - f_b),
+                       **done.explained, output=f_x, baseline_output=f_b, skipped=skipped)
+
+
+def deeplift(model, inputs, *, target=None, output=None, position="last", batch_size=None,
+             baseline=None):
+    """DeepLIFT (rescale rule) against `baseline`, as Captum's `DeepLift`.
+
+    Args:
+        baseline: The reference input: one sample's shape, or the inputs'
+            shape (a list or dict for several inputs); default zeros.
+    """
+    done = _feeding.setup(model, inputs, target, output, position)
+    sets = _baseline_sets(baseline, done.plan, done.xs)
+    if len(sets) != 1:
+        raise ValueError(f"`baseline` must be one reference (one sample's shape or the "
+                         f"inputs'), got {len(sets)}; for several use 'deeplift_shap' with "
+                         f"`baselines`.")
+    return _attribute(model, inputs, sets, target, output, position, batch_size, done)
+
+
+def deeplift_shap(model, inputs, *, target=None, output=None, position="last",
+                  batch_size=None, baselines=None):
+    """DeepLIFT averaged over the references `baselines`, as Captum's
+    `DeepLiftShap`.
+
+    Args:
+        baselines: `(m, ...)` reference inputs, m >= 2 (a list or dict of
+            them for several inputs).
+    """
+    if baselines is None:
+        raise ValueError("`baselines` is required for 'deeplift_shap': an array (m, ...) of "
+                         "m >= 2 reference inputs.")
+    done = _feeding.setup(model, inputs, target, output, position)
+    sets = _baseline_rows(baselines, done)
+    if len(sets) < 2:
+        raise ValueError(f"`baselines` must hold at least 2 references for 'deeplift_shap', "
+                         f"got {len(sets)}; for one use 'deeplift' with `baseline`.")
+    _validate.check_int("baselines count", len(sets), minimum=2)
+    return _attribute(model, inputs, sets, target, output, position, batch_size, done)
