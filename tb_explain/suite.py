@@ -98,7 +98,8 @@ def explain(log_dir, data=None, freq=1, datasets=None, methods=None, privacy="of
             run's HParams.
         methods: Optional attribution methods for `Attributions`
             (`["saliency", "smoothgrad", "gradcam", "occlusion"]`, the SHAP
-            family `"shapley"`, `"kernel_shap"`, `"gradient_shap"`); their
+            family `"shapley"`, `"kernel_shap"`, `"gradient_shap"`, `"deeplift"`,
+            `"deeplift_shap"`); their
             options (`samples=`, `window=`...) are accepted too.
         freq: Log every `freq` epochs (int >= 1), and at the last epoch.
         **options: Keyword arguments of individual callbacks, such as
