@@ -201,6 +201,21 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
     return acc, np.concatenate(f_rows)[:total_rows]
 
 
+def difference_sums(grads, ends, starts, valid, sample, per_sample, count):
+    """Inside a core: per sample, the mean over its `per_sample` rows of
+    `grad * (end - start)` (float32; rows past the inputs' end, `valid`
+    False, count for nothing): `[count, ...]` per attributed input."""
+    ops = keras.ops
+    weight = ops.cast(valid, "float32") / float(per_sample)
+    local = sample - sample[0]
+    sums = []
+    for g, end, origin in zip(grads, ends, starts):
+        value = ops.cast(g * (end - origin), "float32")
+        value = value * ops.reshape(weight, (-1,) + (1,) * (len(value.shape) - 1))
+        sums.append(ops.segment_sum(value, local, num_segments=count))
+    return sums
+
+
 def add_chunk_sums(acc, sums, start, stop, per_sample):
     """Adds a core's per-sample sums of the rows `[start, stop)` (each sample
     owning `per_sample` contiguous rows; `sums[j][0]` is the sample of row

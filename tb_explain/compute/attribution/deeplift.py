@@ -192,14 +192,8 @@ def _core(model, key, plan, chunk, per_sample, swaps):
             return ops.sum(f_rows), f_rows
 
         grads, f_rows = backend.input_gradients(total_of, rows)
-        weight = ops.cast(valid, "float32") / float(per_sample)
-        local = sample - sample[0]
-        sums = []
-        for g, end, ref in zip(grads, rows, refs):
-            value = ops.cast(g * (end - ref), "float32")
-            value = value * ops.reshape(weight, (-1,) + (1,) * (len(value.shape) - 1))
-            sums.append(ops.segment_sum(value, local, num_segments=count))
-        return sums, f_rows
+        return _feeding.difference_sums(grads, rows, refs, valid, sample, per_sample,
+                                        count), f_rows
 
     return _cores.cached_core(model, ("deeplift", key, chunk, per_sample), plan, build)
 

@@ -52,14 +52,8 @@ def _core(model, key, plan, chunk, draws):
             return ops.sum(f_rows), f_rows
 
         grads, f_rows = backend.input_gradients(total_of, points)
-        weight = ops.cast(valid, "float32") / float(draws)
-        local = sample - sample[0]
-        sums = []
-        for g, end, origin in zip(grads, ends, starts):
-            value = ops.cast(g * (end - origin), "float32")
-            value = value * ops.reshape(weight, (-1,) + (1,) * (len(value.shape) - 1))
-            sums.append(ops.segment_sum(value, local, num_segments=count))
-        return sums, f_rows
+        return _feeding.difference_sums(grads, ends, starts, valid, sample, draws,
+                                        count), f_rows
 
     return _cores.cached_core(model, ("gradient_shap", key, chunk, draws), plan, build)
 
