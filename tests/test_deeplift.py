@@ -100,9 +100,88 @@ def test_deeplift_equals_captum_on_a_cnn_with_softmax():
         _close(ours.attributions[i:i + 1], reference.detach().numpy())
 
 
+def _pool_twins():
+    """conv -> max pooling -> conv (tanh) -> global average pooling -> dense."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.MaxPooling2D(2),
+                              keras.layers.Conv2D(3, 3, activation="tanh"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    convs = [torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 3)]
+    dense = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        for conv, layer in zip(convs, (model.layers[0], model.layers[2])):
+            conv.weight.copy_(torch.tensor(np.transpose(np.asarray(layer.kernel), (3, 2, 0, 1))))
+            conv.bias.copy_(torch.tensor(np.asarray(layer.bias)))
+        dense.weight.copy_(torch.tensor(np.asarray(model.layers[4].kernel).T))
+        dense.bias.copy_(torch.tensor(np.asarray(model.layers[4].bias)))
+
+    class Twin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.pool, self.conv2 = convs[0], torch.nn.MaxPool2d(2), convs[1]
+            self.tanh, self.dense = torch.nn.Tanh(), dense
+
+        def forward(self, x):
+            h = self.tanh(self.conv2(self.pool(self.conv1(x.permute(0, 3, 1, 2)))))
+            return self.dense(h.mean(dim=(2, 3)))
+
+    return model, Twin().double()
+
+
+@pytest.mark.parametrize("reference", ["zeros", "random"])
+def test_deeplift_max_pooling_equals_captum(reference):
+    model, twin = _pool_twins()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 8, 8, 2)).astype("float32")
+    baseline = np.zeros((8, 8, 2), "float32") if reference == "zeros" else (
+        0.5 * rng.normal(size=(8, 8, 2))).astype("float32")
+    target = np.array([0, 1, 2])
+    ours = tbx.attribute(model, x, "deeplift", target=target, baseline=baseline)
+    result = captum_attr.DeepLift(twin).attribute(
+        torch.tensor(x, dtype=torch.float64), baselines=torch.tensor(baseline[None],
+                                                                     dtype=torch.float64),
+        target=torch.tensor(target))
+    _close(ours.attributions, result.detach().numpy())
+    assert ours.skipped == {} and np.abs(ours.delta).max() < 1e-5
+
+
+def test_deeplift_max_pooling_after_relu_closed_form():
+    """ReLU then max pooling, where Captum 0.9 breaks its own summation to
+    delta (captum#1104, open): the rule worked by hand on one 4x4 input. In
+    each 2x2 window the output change splits between the input's argmax,
+    max(y, y_ref) - y_ref, and the reference's, y - max(y, y_ref), each
+    divided by that position's change; the ReLU multiplies by its own
+    rescale multiplier."""
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Activation("relu"),
+                              keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                              keras.layers.Dense(1, use_bias=False)])
+    model.layers[-1].kernel.assign(np.array([[1.0], [2.0], [3.0], [4.0]], "float32"))
+    x = np.array([[0.5, 0.8, 0.3, -1.3], [0.9, 0.4, -0.5, 0.6],
+                  [0.4, 0.3, 0.1, 0.5], [-0.7, -0.2, -0.5, 0.6]], "float32")
+    b = np.array([[0.1, -0.3, -0.8, -0.3], [0.0, -0.3, 1.3, 1.0],
+                  [-2.7, -1.9, -0.2, -0.4], [0.2, 0.2, 2.1, -1.1]], "float32")
+    result = tbx.attribute(model, x[None, ..., None], "deeplift", target=0,
+                           baseline=b[..., None]).attributions[0, ..., 0]
+    expected = np.zeros((4, 4))
+    # window 1: x's max 0.9 at (1,0), the reference's 0.1 at (0,0): all to (1,0)
+    expected[1, 0] = 1.0 * (0.9 - 0.1)
+    # window 2: x's max 0.6 at (1,3), the reference's 1.3 at (1,2): y - y_ref = -0.7 to
+    # (1,2), whose ReLU output changes by 0 - 1.3 from an input change of -0.5 - 1.3
+    expected[1, 2] = 2.0 * (-0.5 - 1.3) * (-0.7 / -1.3) * ((0.0 - 1.3) / (-0.5 - 1.3))
+    # window 3: x's max 0.4 at (2,0), the reference's 0.2 at (3,0) and (3,1), the
+    # first of the tie: max(y, y_ref) - y_ref = 0.2 to (2,0), y - max = 0 to (3,0)
+    expected[2, 0] = 3.0 * (0.4 - (-2.7)) * (0.2 / (0.4 - 0.0)) * ((0.4 - 0.0) / (0.4 + 2.7))
+    # window 4: x's max 0.6 at (3,3), the reference's 2.1 at (3,2): -1.5 to (3,2)
+    expected[3, 2] = 4.0 * (-0.5 - 2.1) * (-1.5 / -2.1) * ((0.0 - 2.1) / (-0.5 - 2.1))
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+    f = lambda v: float(model(v[None, ..., None])[0, 0])  # noqa: E731
+    assert result.sum() == pytest.approx(f(x) - f(b), rel=1e-5)
+
+
 def test_uncovered_layers_are_named_and_bad_baselines_refused():
     model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
-                              keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(),
+                              keras.layers.GlobalMaxPooling2D(name="pool"),
                               keras.layers.Dense(2, activation="gelu", name="hidden"),
                               keras.layers.Dense(2)], name="net")
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 1)).astype("float32")

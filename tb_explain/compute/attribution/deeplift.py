@@ -15,11 +15,13 @@ inputs is then the product of multipliers, and the attributions are
 `(x - x_ref) * gradient`: they sum to `F(x) - F(x_ref)` per sample.
 
 Softmax follows Captum's rule (the multipliers minus their mean; per sample
-here, see `rescaled_softmax`). Nonlinearities replaced: the `activation` of any
-layer (Dense, Conv, Activation...) that is relu, elu, leaky_relu, sigmoid,
-tanh, softplus or softmax, and the ReLU, ELU, LeakyReLU and Softmax layers.
-Max pooling and every other nonlinearity keep their gradient (as Captum
-does for modules it does not know); the result names them in `skipped`.
+here, see `rescaled_softmax`), and so does max pooling (`rescaled_maxpool`).
+Nonlinearities replaced: the `activation` of any layer (Dense, Conv,
+Activation...) that is relu, elu, leaky_relu, sigmoid, tanh, softplus or
+softmax, and the ReLU, ELU, LeakyReLU, Softmax and MaxPooling1D/2D/3D
+layers. Every other nonlinearity (global max pooling, attention, GELU...)
+keeps its gradient (as Captum does for modules it does not know); the
+result names them in `skipped`.
 """
 
 import contextlib
@@ -41,10 +43,11 @@ EPS = 1e-10
 ELEMENTWISE = ("relu", "elu", "leaky_relu", "sigmoid", "tanh", "softplus")
 #: Layers whose `call` is one supported nonlinearity.
 LAYER_RULES = {"ReLU": "elementwise", "ELU": "elementwise", "LeakyReLU": "elementwise",
-               "Softmax": "softmax"}
+               "Softmax": "softmax", "MaxPooling1D": "maxpool", "MaxPooling2D": "maxpool",
+               "MaxPooling3D": "maxpool"}
 #: Nonlinear layers DeepLIFT's rescale rule does not cover here (their gradient is used).
-UNCOVERED = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D",
-             "GlobalMaxPooling2D", "GlobalMaxPooling3D", "MultiHeadAttention", "PReLU")
+UNCOVERED = ("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+             "MultiHeadAttention", "PReLU")
 
 
 def _halves(t):
@@ -109,6 +112,36 @@ def rescaled_softmax(z, y):
     return ops.concatenate([ops.stop_gradient(y_x - linear) + linear, y_r], axis=0)
 
 
+def rescaled_maxpool(pool, z, y):
+    """Max pooling (`y = pool(z)`) with Captum's DeepLIFT rule: in each
+    window the output's change `y - y_ref` is split between the input's
+    argmax, which gets `max(y, y_ref) - y_ref`, and the reference's argmax,
+    which gets `y - max(y, y_ref)` (both to the first maximum of a tie, as
+    every backend's pooling gradient routes them), each divided by the
+    position's own input change (the plain routed gradient where that is
+    below `EPS`).
+
+    `T = c1 pool(h) + c2 pool(z_ref with h's gradient) + pool(k)` has exactly
+    that gradient: `h` is `z` with gradient `1 / dz`, `k` is `z` with
+    gradient 1 where `dz` is small (0 elsewhere), `c1`, `c2` the constants
+    above; `y' = stop_gradient(y - T) + T` keeps `y`'s value."""
+    ops = keras.ops
+    z_x, z_r = _halves(z)
+    y_x, y_r = _halves(y)
+    dz = z_x - z_r
+    small = ops.abs(dz) < EPS
+    inverse = ops.stop_gradient(ops.where(small, ops.zeros_like(dz),
+                                          1.0 / ops.where(small, ops.ones_like(dz), dz)))
+    plain = ops.stop_gradient(ops.cast(small, z.dtype))
+    h = ops.stop_gradient(z_x - z_x * inverse) + z_x * inverse
+    k = ops.stop_gradient(z_x - z_x * plain) + z_x * plain
+    top = ops.maximum(y_x, y_r)
+    c1, c2 = ops.stop_gradient(top - y_r), ops.stop_gradient(y_x - top)
+    through_ref = ops.stop_gradient(z_r) + (h - ops.stop_gradient(h))
+    total = c1 * pool(h) + c2 * pool(through_ref) + pool(k)
+    return ops.concatenate([ops.stop_gradient(y_x - total) + total, y_r], axis=0)
+
+
 def _activation(name, original):
     def activation(z, *args, **kwargs):
         y = original(z, *args, **kwargs)
@@ -157,6 +190,10 @@ def rescale_rules(swaps):
             if kind == "activation":
                 stack.enter_context(swapped_attr(layer, "activation",
                                                  _activation(name, layer.activation)))
+            elif name == "maxpool":
+                original = layer.call
+                stack.enter_context(swapped_call(layer, lambda z, *a, _pool=original, **kw: (
+                    rescaled_maxpool(lambda v: _pool(v, *a, **kw), z, _pool(z, *a, **kw)))))
             else:
                 rule = rescaled_softmax if name == "softmax" else rescaled
                 stack.enter_context(swapped_call(layer, _layer_call(rule, layer.call)))
