@@ -12,7 +12,9 @@ MobileNetV2 (weights=None) at 96x96, 4 images, targets fixed:
   (target <= 1.25x);
 - Grad-CAM (last 4-D layer): floor = one compiled input gradient of the 4
   images (target <= 1.5x);
-- saliency, for reference: the same input gradient.
+- saliency, for reference: the same input gradient;
+- DeepLIFT (zero baseline): against saliency (target <= 1.5x: one gradient
+  over the images and their references side by side, and F at the baseline).
 
 Interleaved runs; the best of each (the least disturbed by this noisy
 machine) is compared.
@@ -39,8 +41,8 @@ def main():
     parser.add_argument("--runs", type=int, default=1,
                         help="independent measurements in a row, each its own best of "
                              "--repeats (default 1)")
-    parser.add_argument("--methods", default="smoothgrad,occlusion,gradcam,saliency",
-                        help="comma-separated methods to time (default: all four)")
+    parser.add_argument("--methods", default="smoothgrad,occlusion,gradcam,saliency,deeplift",
+                        help="comma-separated methods to time (default: all five)")
     args = parser.parse_args()
     chosen = args.methods.split(",")
     keras.utils.set_random_seed(0)
@@ -65,8 +67,10 @@ def main():
         "gradcam floor": lambda: gradient(images, image_targets).numpy(),
         "gradcam": lambda: tbx.attribute(model, x, "gradcam", target=targets),
         "saliency": lambda: tbx.attribute(model, x, "saliency", target=targets),
+        "deeplift": lambda: tbx.attribute(model, x, "deeplift", target=targets),
     }
-    floors = {m: "gradcam floor" if m == "saliency" else f"{m} floor" for m in chosen}
+    floors = {m: "gradcam floor" if m == "saliency" else "saliency" if m == "deeplift"
+              else f"{m} floor" for m in chosen}
     runs = {k: fn for k, fn in runs.items() if k in chosen or k in floors.values()}
     for fn in runs.values():  # trace and warm up everything first
         fn()
@@ -76,11 +80,12 @@ def main():
               + (f" (measurement {run + 1} of {args.runs})" if args.runs > 1 else ""))
         print(f"{'method':12s} {'seconds':>8s} {'floor':>8s} {'ratio':>6s}  target")
         for method, target in (("smoothgrad", 1.25), ("occlusion", 1.25), ("gradcam", 1.5),
-                               ("saliency", None)):
+                               ("saliency", None), ("deeplift", 1.5)):
             if method not in chosen:
                 continue
             floor = best[floors[method]]
-            goal = f"<= {target}" if target else "(reference)"
+            goal = (f"<= {target}" + (" (of saliency)" if method == "deeplift" else "")
+                    if target else "(reference)")
             print(f"{method:12s} {best[method]:8.3f} {floor:8.3f} "
                   f"{best[method] / floor:6.2f}  {goal}", flush=True)
 
