@@ -218,23 +218,63 @@ def test_the_explain_tab_lists_them(tmp_path, read_run):
     assert "integrated gradients" not in labels
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch"
-                    or importlib.util.find_spec("captum") is None, reason="Captum explains PyTorch modules (the Keras model on the torch backend)")
-def test_captum_agrees(table):
+def _torch_twin(model):
+    """The `_mlp` as a float64 PyTorch module with the same weights."""
     import torch  # noqa: PLC0415
-    from captum.attr import KernelShap, ShapleyValues  # noqa: PLC0415
+
+    dense = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    linears = []
+    for layer in dense:
+        linear = torch.nn.Linear(*layer.kernel.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.tensor(np.asarray(layer.kernel).T))
+            linear.bias.copy_(torch.tensor(np.asarray(layer.bias)))
+        linears.append(linear)
+    return torch.nn.Sequential(linears[0], torch.nn.Tanh(), linears[1],
+                               torch.nn.Softmax(dim=1)).double()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("captum") is None
+                    or importlib.util.find_spec("torch") is None,
+                    reason="Captum (test extra) explains a PyTorch twin of the model")
+def test_captum_agrees(table):
+    """Captum's ShapleyValues, KernelShap and GradientShap on a float64
+    PyTorch twin of the Keras model, on every Keras backend."""
+    import torch  # noqa: PLC0415
+    from captum.attr import GradientShap, KernelShap, ShapleyValues  # noqa: PLC0415
 
     model = _mlp(seed=9)
+    twin = _torch_twin(model)
     mask = torch.tensor([[0, 0, 1, 2, 3]])
-    inputs = torch.tensor(table)
-    forward = lambda t: model(t)  # noqa: E731
-    theirs = ShapleyValues(forward).attribute(inputs, target=1, feature_mask=mask,
-                                              baselines=0.0).detach().numpy()
+    inputs = torch.tensor(table, dtype=torch.float64)
+    theirs = ShapleyValues(twin).attribute(inputs, target=1, feature_mask=mask,
+                                           baselines=0.0).detach().numpy()
     ours = tbx.attribute(model, table, "shapley", target=1, feature_mask=mask.numpy()[0])
-    np.testing.assert_allclose(ours.attributions, theirs, atol=2e-5)  # theirs: float32 sums
-    kernel = KernelShap(forward).attribute(inputs, target=1, feature_mask=mask, baselines=0.0,
-                                           n_samples=2000).detach().numpy()
-    np.testing.assert_allclose(ours.attributions, kernel, atol=0.05)  # Captum samples
+    np.testing.assert_allclose(ours.attributions, theirs, atol=1e-6)
+    kernel = tbx.attribute(model, table, "kernel_shap", target=1, feature_mask=mask.numpy()[0],
+                           samples=16)  # every coalition: exact
+    np.testing.assert_allclose(kernel.attributions, theirs, atol=1e-6)
+    sampled = KernelShap(twin).attribute(inputs, target=1, feature_mask=mask, baselines=0.0,
+                                         n_samples=2000).detach().numpy()
+    np.testing.assert_allclose(ours.attributions, sampled, atol=0.05)  # Captum samples
+    # GradientSHAP in expectation: both are Monte Carlo means of the same quantity;
+    # with many draws they agree within a few standard errors of the draws
+    rng = np.random.default_rng(3)
+    baselines = rng.normal(size=(6, 5)).astype("float32")
+    draws = 4000
+    ours = tbx.attribute(model, table, "gradient_shap", target=1, baselines=baselines,
+                         samples=draws, stdevs=0.1, seed=1).attributions
+    torch.manual_seed(0)
+    theirs = GradientShap(twin).attribute(inputs, baselines=torch.tensor(baselines,
+                                                                          dtype=torch.float64),
+                                          target=1, n_samples=draws, stdevs=0.1)
+    # the draws' spread, from our own draws of the same size: |difference| <= 6 standard
+    # errors of the difference of two independent means
+    spread = np.std([tbx.attribute(model, table, "gradient_shap", target=1,
+                                   baselines=baselines, samples=50, stdevs=0.1,
+                                   seed=s).attributions for s in range(20)], axis=0)
+    bound = 6 * np.sqrt(2) * spread * np.sqrt(50 / draws) + 1e-6
+    assert (np.abs(ours - theirs.detach().numpy()) <= bound).all()
 
 
 def test_tables_get_shaps_summary_plot(tmp_path, read_run):
