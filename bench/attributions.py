@@ -14,7 +14,8 @@ MobileNetV2 (weights=None) at 96x96, 4 images, targets fixed:
   images (target <= 1.5x);
 - saliency, for reference: the same input gradient;
 - DeepLIFT (zero baseline): against saliency (target <= 1.5x: one gradient
-  over the images and their references side by side, and F at the baseline).
+  over the images, after a forward pass over their references, which gives
+  F at the baseline too).
 
 Interleaved runs; the best of each (the least disturbed by this noisy
 machine) is compared.

@@ -1,9 +1,10 @@
 """DeepLIFT with the rescale rule (Shrikumar et al. 2017) and DeepLiftShap, as
 Captum's `DeepLift(model, multiply_by_inputs=True)` and `DeepLiftShap`.
 
-Each sample and its reference go through the model in one batch (the inputs'
-rows, then the references' rows). While it runs, every supported
-nonlinearity is replaced by itself with another gradient (the "multiplier"):
+The references go through the model first, and every supported
+nonlinearity records its input and output; then the inputs go through, and
+each such nonlinearity is replaced by itself with another gradient (the
+"multiplier"), against what it recorded for the row's reference:
 for `y = f(z)`, with `dz = z - z_ref` and `dy = f(z) - f(z_ref)` taken
 between a row and its reference's row,
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from tb_explain import _validate, backend
 from tb_explain._keras import swapped_attr, swapped_call, walk_layers
-from tb_explain.compute.attribution import _cores, _feeding, coalitions
+from tb_explain.compute.attribution import _cores, _feeding
 from tb_explain.compute.attribution.gradient_shap import _baseline_rows
 from tb_explain.compute.attribution.integrated_gradients import _baseline_sets
 from tb_explain.compute.attribution.result import Attribution
@@ -48,11 +49,6 @@ LAYER_RULES = {"ReLU": "elementwise", "ELU": "elementwise", "LeakyReLU": "elemen
 #: Nonlinear layers DeepLIFT's rescale rule does not cover here (their gradient is used).
 UNCOVERED = ("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
              "MultiHeadAttention", "PReLU")
-
-
-def _halves(t):
-    n = keras.ops.shape(t)[0] // 2
-    return t[:n], t[n:]
 
 
 def _sinhc(d):
@@ -80,39 +76,35 @@ def _multiplier(name, z_x, z_r, dz, dy):
     return ops.where(ops.isfinite(exact), exact, plain)
 
 
-def rescaled(z, y, name=None):
-    """`y = f(z)` (a batch of rows, then their references' rows) with the
-    rescale rule's gradient on the rows (the references' rows unchanged);
-    `name`: the activation, where a closed form of the multiplier exists."""
+def rescaled(z_x, y_x, z_r, y_r, name=None):
+    """`y_x = f(z_x)` with the rescale rule's gradient against the
+    reference's `z_r`, `y_r = f(z_r)`; `name`: the activation, where a closed
+    form of the multiplier exists."""
     ops = keras.ops
-    z_x, z_r = _halves(z)
-    y_x, y_r = _halves(y)
     dz, dy = z_x - z_r, y_x - y_r
     small = ops.abs(dz) < EPS
     m = ops.stop_gradient(_multiplier(name, z_x, z_r, dz, dy))
     linear = ops.stop_gradient(y_x - z_x * m) + z_x * m
-    return ops.concatenate([ops.where(small, y_x, linear), y_r], axis=0)
+    return ops.where(small, y_x, linear)
 
 
-def rescaled_softmax(z, y):
+def rescaled_softmax(z_x, y_x, z_r, y_r):
     """Softmax (over the last axis) with Captum's DeepLIFT rule: the
     multipliers `g * dy / dz` minus their mean. Captum takes that mean over
     the whole batch it was given (so a sample's result depends on the others
     in its batch); here it is each row's own, which is Captum's result for
     one sample at a time."""
     ops = keras.ops
-    z_x, z_r = _halves(z)
-    y_x, y_r = _halves(y)
     dz, dy = z_x - z_r, y_x - y_r
     small = ops.abs(dz) < EPS
     m = ops.stop_gradient(ops.where(small, ops.zeros_like(dz), dy / ops.where(
         small, ops.ones_like(dz), dz)))
     # d/dz_j of sum_k g_k m_k (z_k - mean(z)) = g_j m_j - mean_k(g_k m_k)
     linear = m * (z_x - ops.mean(z_x, axis=-1, keepdims=True))
-    return ops.concatenate([ops.stop_gradient(y_x - linear) + linear, y_r], axis=0)
+    return ops.stop_gradient(y_x - linear) + linear
 
 
-def rescaled_maxpool(pool, z, y):
+def rescaled_maxpool(pool, z_x, y_x, z_r, y_r):
     """Max pooling (`y = pool(z)`) with Captum's DeepLIFT rule: in each
     window the output's change `y - y_ref` is split between the input's
     argmax, which gets `max(y, y_ref) - y_ref`, and the reference's argmax,
@@ -126,33 +118,35 @@ def rescaled_maxpool(pool, z, y):
     gradient 1 where `dz` is small (0 elsewhere), `c1`, `c2` the constants
     above; `y' = stop_gradient(y - T) + T` keeps `y`'s value."""
     ops = keras.ops
-    z_x, z_r = _halves(z)
-    y_x, y_r = _halves(y)
     dz = z_x - z_r
     small = ops.abs(dz) < EPS
     inverse = ops.stop_gradient(ops.where(small, ops.zeros_like(dz),
                                           1.0 / ops.where(small, ops.ones_like(dz), dz)))
-    plain = ops.stop_gradient(ops.cast(small, z.dtype))
+    plain = ops.stop_gradient(ops.cast(small, z_x.dtype))
     h = ops.stop_gradient(z_x - z_x * inverse) + z_x * inverse
     k = ops.stop_gradient(z_x - z_x * plain) + z_x * plain
     top = ops.maximum(y_x, y_r)
     c1, c2 = ops.stop_gradient(top - y_r), ops.stop_gradient(y_x - top)
     through_ref = ops.stop_gradient(z_r) + (h - ops.stop_gradient(h))
     total = c1 * pool(h) + c2 * pool(through_ref) + pool(k)
-    return ops.concatenate([ops.stop_gradient(y_x - total) + total, y_r], axis=0)
+    return ops.stop_gradient(y_x - total) + total
 
 
-def _activation(name, original):
-    def activation(z, *args, **kwargs):
-        y = original(z, *args, **kwargs)
-        return rescaled_softmax(z, y) if name == "softmax" else rescaled(z, y, name)
-    return activation
+class _Pass:
+    """The two passes of one DeepLIFT computation: the references' pass
+    records each replaced nonlinearity's input and output, in call order;
+    the inputs' pass applies the rules against them, in the same order."""
 
+    def __init__(self):
+        self.recorded, self.applying, self.next = [], False, 0
 
-def _layer_call(rule, original):
-    def call(z, *args, **kwargs):
-        return rule(z, original(z, *args, **kwargs))
-    return call
+    def __call__(self, rule, z, y):
+        if not self.applying:
+            self.recorded.append((keras.ops.stop_gradient(z), keras.ops.stop_gradient(y)))
+            return y
+        z_r, y_r = self.recorded[self.next]
+        self.next += 1
+        return rule(z, y, z_r, y_r)
 
 
 def plan_rules(model):
@@ -182,28 +176,42 @@ def plan_rules(model):
 
 
 @contextlib.contextmanager
-def rescale_rules(swaps):
-    """Context in which the layers of `swaps` (`plan_rules`) compute with the
-    rescale rule's gradients (on batches of rows, then references)."""
+def rescale_rules(swaps, state):
+    """Context in which the layers of `swaps` (`plan_rules`) record (the
+    references' pass) or apply the rules (the inputs' pass) through `state`
+    (a `_Pass`)."""
+    def activation(name, original):
+        rule = rescaled_softmax if name == "softmax" else (
+            lambda z, y, z_r, y_r: rescaled(z, y, z_r, y_r, name))
+
+        def call(z, *args, **kwargs):
+            return state(rule, z, original(z, *args, **kwargs))
+        return call
+
+    def layer_call(name, original):
+        def call(z, *args, **kwargs):
+            if name == "maxpool":
+                rule = lambda z_x, y_x, z_r, y_r: rescaled_maxpool(  # noqa: E731
+                    lambda v: original(v, *args, **kwargs), z_x, y_x, z_r, y_r)
+            else:
+                rule = rescaled_softmax if name == "softmax" else rescaled
+            return state(rule, z, original(z, *args, **kwargs))
+        return call
+
     with contextlib.ExitStack() as stack:
         for layer, kind, name in swaps:
             if kind == "activation":
                 stack.enter_context(swapped_attr(layer, "activation",
-                                                 _activation(name, layer.activation)))
-            elif name == "maxpool":
-                original = layer.call
-                stack.enter_context(swapped_call(layer, lambda z, *a, _pool=original, **kw: (
-                    rescaled_maxpool(lambda v: _pool(v, *a, **kw), z, _pool(z, *a, **kw)))))
+                                                 activation(name, layer.activation)))
             else:
-                rule = rescaled_softmax if name == "softmax" else rescaled
-                stack.enter_context(swapped_call(layer, _layer_call(rule, layer.call)))
+                stack.enter_context(swapped_call(layer, layer_call(name, layer.call)))
         yield
 
 
 def _core(model, key, plan, chunk, per_sample, swaps):
-    """`core(xs, ends, bases, held, targets, start) -> (sums, f)`: rows
-    `(sample, reference)`, each run beside its reference; the sums of
-    `(x - ref) * multipliers / per_sample` per sample."""
+    """`core(xs, ends, bases, held, targets, start) -> (sums, f, f_ref)`:
+    rows `(sample, reference)`; the sums of `(x - ref) * multipliers /
+    per_sample` per sample, and F at the rows' inputs and references."""
     ops = keras.ops
     count = _feeding.segments(chunk, per_sample)
 
@@ -216,21 +224,23 @@ def _core(model, key, plan, chunk, per_sample, swaps):
         gather = backend.gather
         rows = [gather(e, index) for e in ends]
         refs = [gather(b, index) for b in bases]
-        model_xs = [None if h is None else ops.concatenate([gather(h, sample)] * 2, axis=0)
-                    for h in held]
+        model_xs = [None if h is None else gather(h, sample) for h in held]
         target = gather(targets, sample)
+        state = _Pass()
+        with rescale_rules(swaps, state):  # the references: recorded, no gradient needed
+            reference = model(_feeding.feed(plan, refs, model_xs, holder), training=False)
+        f_refs = ops.stop_gradient(_feeding.take_targets(reference, key, target))
 
         def total_of(points):
-            both = [ops.concatenate([p, r], axis=0) for p, r in zip(points, refs)]
-            with rescale_rules(swaps):
-                out = model(_feeding.feed(plan, both, model_xs, holder), training=False)
-            f_rows = _feeding.take_targets(out, key, ops.concatenate([target, target], 0))
-            f_rows = f_rows[:ops.shape(target)[0]]
+            state.applying, state.next = True, 0
+            with rescale_rules(swaps, state):
+                out = model(_feeding.feed(plan, points, model_xs, holder), training=False)
+            f_rows = _feeding.take_targets(out, key, target)
             return ops.sum(f_rows), f_rows
 
         grads, f_rows = backend.input_gradients(total_of, rows)
         return _feeding.difference_sums(grads, rows, refs, valid, sample, per_sample,
-                                        count), f_rows
+                                        count), f_rows, f_refs
 
     return _cores.cached_core(model, ("deeplift", key, chunk, per_sample), plan, build)
 
@@ -255,14 +265,15 @@ def _attribute(model, inputs, sets, target, output, position, batch_size, done=N
             [convert(b) for b in bases], _feeding.held_inputs(done),
             convert(np.asarray(done.targets)))
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
+    f_rows, f_refs = np.zeros(rows), np.zeros(rows)
     for start in range(0, rows, chunk):
-        sums, _ = core(*args, np.asarray(start, np.int32))
-        _feeding.add_chunk_sums(acc, sums, start, min(start + chunk, rows), m)
-    ends_on = np.array([[0.0], [1.0]], np.float32)  # F(reference), F(x)
-    whole = [np.zeros(x.shape[1:], np.int32) for x in done.xs]
-    scores = [coalitions.evaluate(model, done, s, whole, ends_on, batch_size) for s in sets]
-    f_x = scores[0][:, 1]
-    f_b = np.mean([v[:, 0] for v in scores], axis=0)
+        stop = min(start + chunk, rows)
+        sums, f, f_ref = core(*args, np.asarray(start, np.int32))
+        _feeding.add_chunk_sums(acc, sums, start, stop, m)
+        f_rows[start:stop] = backend.to_numpy(f)[:stop - start]
+        f_refs[start:stop] = backend.to_numpy(f_ref)[:stop - start]
+    f_x = f_rows.reshape(done.n, m)[:, 0]
+    f_b = f_refs.reshape(done.n, m).mean(axis=1)
     total = np.array([sum(a[s].sum() for a in acc) for s in range(done.n)])
     skipped = dict(done.plan.skipped)
     if uncovered:
