@@ -1,5 +1,7 @@
 """Side-by-side timing and compute floors shared by the bench scripts."""
 
+import contextlib
+import shutil
 import time
 
 
@@ -62,3 +64,22 @@ def interleaved(runs, repeats):
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+@contextlib.contextmanager
+def chromium(*flags):
+    """Debian's `chromium`, headless, driven by playwright: yields the
+    browser (closed after), or None when chromium is not installed."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        yield None
+        return
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path,
+                                    args=["--no-sandbox", "--disable-gpu", *flags])
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -119,23 +119,17 @@ def timed_get(url, repeats):
 
 
 def browser_list_time(url, runs):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        return None
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    from bench._timing import chromium  # noqa: PLC0415
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox",
-                                                                    "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            start = time.perf_counter()
-            page.goto(f"{url}/data/plugin_entry.html?name=tb_explain#runs")
-            page.wait_for_function(f"() => document.querySelectorAll('#runs-table tr[data-run]')"
-                                   f".length === {runs}", timeout=120000)
-            return time.perf_counter() - start
-        finally:
-            browser.close()
+    with chromium() as browser:
+        if browser is None:
+            return None
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        start = time.perf_counter()
+        page.goto(f"{url}/data/plugin_entry.html?name=tb_explain#runs")
+        page.wait_for_function(f"() => document.querySelectorAll('#runs-table tr[data-run]')"
+                               f".length === {runs}", timeout=120000)
+        return time.perf_counter() - start
 
 
 def main():

@@ -41,6 +41,8 @@ import urllib.request
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench._timing import chromium  # noqa: E402
+
 TARGET_SECONDS = 2.0
 
 
@@ -137,39 +139,31 @@ def routes(url, repeats):
 
 
 def time_to_table(url, cells, repeats):
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        print("no chromium: apt-get install chromium, then run again for the page timings")
-        return
     ready = f"document.querySelectorAll('section[data-view=\"health\"] td[data-tag]').length >= {cells}"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        try:
-            for where, address in (("tab page alone", "/data/plugin_entry.html?name=tb_explain"),
-                                   ("inside TensorBoard", "/#tb_explain")):
-                times = []
-                for _ in range(repeats):
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    start = time.perf_counter()
-                    page.goto(url + address)
-                    frame = page.main_frame
-                    while "plugin_entry" not in frame.url:
-                        frame = next((f for f in page.frames if "plugin_entry" in f.url), frame)
-                        if time.perf_counter() - start > 60:
-                            raise SystemExit("the Explain tab's iframe never loaded")
-                        page.wait_for_timeout(20)
-                    frame.wait_for_function(ready, timeout=60_000, polling=20)
-                    times.append(time.perf_counter() - start)
-                    page.close()
-                median = statistics.median(times)
-                print(f"health table, {where:<20} {median:6.2f} s median of {repeats} "
-                      f"({median / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:g} s target; "
-                      f"all: {', '.join(f'{t:.2f}' for t in times)})")
-        finally:
-            browser.close()
+    with chromium("--no-first-run", "--disable-background-networking") as browser:
+        if browser is None:
+            print("no chromium: apt-get install chromium, then run again for the page timings")
+            return
+        for where, address in (("tab page alone", "/data/plugin_entry.html?name=tb_explain"),
+                               ("inside TensorBoard", "/#tb_explain")):
+            times = []
+            for _ in range(repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                start = time.perf_counter()
+                page.goto(url + address)
+                frame = page.main_frame
+                while "plugin_entry" not in frame.url:
+                    frame = next((f for f in page.frames if "plugin_entry" in f.url), frame)
+                    if time.perf_counter() - start > 60:
+                        raise SystemExit("the Explain tab's iframe never loaded")
+                    page.wait_for_timeout(20)
+                frame.wait_for_function(ready, timeout=60_000, polling=20)
+                times.append(time.perf_counter() - start)
+                page.close()
+            median = statistics.median(times)
+            print(f"health table, {where:<20} {median:6.2f} s median of {repeats} "
+                  f"({median / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:g} s target; "
+                  f"all: {', '.join(f'{t:.2f}' for t in times)})")
 
 
 DATA_TARGET_MS = 200.0
@@ -196,12 +190,6 @@ def write_dynamics_run(log_dir, examples, epochs):
 
 
 def data_view(url, run, repeats):
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        print("no chromium: apt-get install chromium, then run again for the Data view")
-        return
     timed = """([selector, action, value]) => {
         const node = document.querySelector(selector);
         const start = performance.now();
@@ -210,43 +198,41 @@ def data_view(url, run, repeats):
         void document.querySelector("#data-table").offsetHeight;  // and laid out
         return performance.now() - start;
     }"""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox",
-                                                                    "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            start = time.perf_counter()
-            page.goto(f"{url}/data/plugin_entry.html?name=tb_explain")
-            page.wait_for_selector("#run-picker option", state="attached")
-            page.select_option("#run-picker", run)
-            page.click('nav button[data-view="data"]')
-            page.wait_for_selector("#data-table td[data-score]", timeout=120_000)
-            print(f"Data view open with the table drawn: {time.perf_counter() - start:.2f} s")
-            keys = page.eval_on_selector_all("#data-table th[data-key]",
-                                             "els => els.map(e => e.dataset.key)")
-            ops = [(f"sort {k}", f'#data-table th[data-key="{k}"]', "click", None)
-                   for k in keys]
-            ops += [("filter label 3", "#data-label", "change", "3"),
-                    ("filter region ambiguous", "#data-region", "change", "1"),
-                    ("filter min score 1", "#data-min-score", "input", "1"),
-                    ("clear filters", "#data-min-score", "input", "")]
-            worst = 0.0
-            times = {}
-            for _ in range(repeats):
-                for name, selector, action, value in ops:
-                    ms = page.evaluate(timed, [selector, action, value])
-                    times.setdefault(name, []).append(ms)
-                for selector in ("#data-label", "#data-region"):
-                    page.evaluate(timed, [selector, "change", ""])
-            for name, values in times.items():
-                worst = max(worst, max(values))
-                print(f"  {name:<26} median {statistics.median(values):7.1f} ms, max "
-                      f"{max(values):7.1f} ms")
-            rows = page.get_attribute("#data-table", "data-rows")
-            print(f"Data view, {rows} examples: slowest sort or filter {worst:.1f} ms "
-                  f"({worst / DATA_TARGET_MS:.2f}x the {DATA_TARGET_MS:g} ms target)")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        if browser is None:
+            print("no chromium: apt-get install chromium, then run again for the Data view")
+            return
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        start = time.perf_counter()
+        page.goto(f"{url}/data/plugin_entry.html?name=tb_explain")
+        page.wait_for_selector("#run-picker option", state="attached")
+        page.select_option("#run-picker", run)
+        page.click('nav button[data-view="data"]')
+        page.wait_for_selector("#data-table td[data-score]", timeout=120_000)
+        print(f"Data view open with the table drawn: {time.perf_counter() - start:.2f} s")
+        keys = page.eval_on_selector_all("#data-table th[data-key]",
+                                         "els => els.map(e => e.dataset.key)")
+        ops = [(f"sort {k}", f'#data-table th[data-key="{k}"]', "click", None)
+               for k in keys]
+        ops += [("filter label 3", "#data-label", "change", "3"),
+                ("filter region ambiguous", "#data-region", "change", "1"),
+                ("filter min score 1", "#data-min-score", "input", "1"),
+                ("clear filters", "#data-min-score", "input", "")]
+        worst = 0.0
+        times = {}
+        for _ in range(repeats):
+            for name, selector, action, value in ops:
+                ms = page.evaluate(timed, [selector, action, value])
+                times.setdefault(name, []).append(ms)
+            for selector in ("#data-label", "#data-region"):
+                page.evaluate(timed, [selector, "change", ""])
+        for name, values in times.items():
+            worst = max(worst, max(values))
+            print(f"  {name:<26} median {statistics.median(values):7.1f} ms, max "
+                  f"{max(values):7.1f} ms")
+        rows = page.get_attribute("#data-table", "data-rows")
+        print(f"Data view, {rows} examples: slowest sort or filter {worst:.1f} ms "
+              f"({worst / DATA_TARGET_MS:.2f}x the {DATA_TARGET_MS:g} ms target)")
 
 
 def main():
