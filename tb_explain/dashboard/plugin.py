@@ -533,17 +533,12 @@ class ExplainPlugin(base_plugin.TBPlugin):
                              if t != tags.DIAGNOSTICS]}
 
     def _own_tensors(self, ctx, eid, run, wanted):
-        """`({tag: series}, {tag: [TensorDatum...]})` of tb_explain's own
-        tensors `wanted` picks: the listing (its `plugin_content`) and the data."""
-        listing = self._provider.list_tensors(
-            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
-        chosen = {t: series for t, series in listing.items() if wanted(t)}
-        if not chosen:
-            return {}, {}
-        return chosen, self._provider.read_tensors(
-            ctx, experiment_id=eid, plugin_name=tags.PLUGIN_NAME, downsample=IMAGE_STEPS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(chosen))).get(run, {})
+        """`({tag: info}, {tag: [(step, array)]})` of tb_explain's own tensors
+        `wanted` picks: their parsed metadata (`summary.metadata`) and data,
+        read through `reader.ProviderSource`."""
+        source = reader.ProviderSource(self._provider, ctx, eid, run)
+        chosen = {t: info for t, info in source.tensor_tags().items() if wanted(t)}
+        return chosen, source.tensors(list(chosen)) if chosen else {}
 
     def dynamics(self, ctx, eid, args):
         """The Data view: per tracked example its dataset, index, label,
@@ -743,12 +738,12 @@ class ExplainPlugin(base_plugin.TBPlugin):
         w_head, w_tail = tags.ATTENTION_WEIGHTS.split("{}")
         _, data = self._own_tensors(ctx, eid, run, lambda t: t == tags.ATTENTION_TOKENS or (
             t.startswith(w_head) and t.endswith(w_tail)))
-        steps = {t[len(w_head):-len(w_tail)]: [d.step for d in points]
+        steps = {t[len(w_head):-len(w_tail)]: [step for step, _ in points]
                  for t, points in data.items() if t != tags.ATTENTION_TOKENS}
         tokens = None
         if tags.ATTENTION_TOKENS in data:
             tokens = [[v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                       for v in row] for row in data[tags.ATTENTION_TOKENS][-1].numpy]
+                       for v in row] for row in data[tags.ATTENTION_TOKENS][-1][1]]
         layers = [tag[len(head):-len(tail)] for tag in per]
         order = self._layers(ctx, eid, run)
         rank = {p: i for i, p in enumerate(order)}
@@ -772,11 +767,11 @@ class ExplainPlugin(base_plugin.TBPlugin):
         data = data.get(tag)
         if not data:
             raise BadRequest(f"no attention weights of layer {layer!r} in run {run!r}")
-        at = [d for d in data if d.step == step]
+        at = [array for logged, array in data if logged == step]
         if not at:
-            raise BadRequest(f"no step {step} of {tag!r} (steps {[d.step for d in data]})")
-        info = json.loads(listing[tag].plugin_content or b"{}")
-        return {"run": run, "layer": layer, "step": step, "weights": at[-1].numpy.tolist(),
+            raise BadRequest(f"no step {step} of {tag!r} (steps {[d for d, _ in data]})")
+        info = listing[tag]
+        return {"run": run, "layer": layer, "step": step, "weights": at[-1].tolist(),
                 **{k: info.get(k) for k in ("factor", "query_length", "key_length")}}
 
     @wrappers.Request.application
@@ -793,10 +788,10 @@ class ExplainPlugin(base_plugin.TBPlugin):
             _, data = self._own_tensors(ctx, eid, run, lambda t: t == tags.DYNAMICS_THUMBNAILS)
             if not data:
                 raise BadRequest(f"run {run!r} holds no thumbnails (privacy, or no image input)")
-            last = data[tags.DYNAMICS_THUMBNAILS][-1]
-            key = (run, last.step)
+            last_step, last = data[tags.DYNAMICS_THUMBNAILS][-1]
+            key = (run, last_step)
             if key not in self._thumbnails:
-                self._thumbnails = {key: last.numpy}
+                self._thumbnails = {key: last}
             tiles = self._thumbnails[key]
             if not 0 <= i < len(tiles):
                 raise BadRequest(f"`i` must be in [0, {len(tiles)}), got {i}")
