@@ -21,6 +21,24 @@ def input_gradient(model):
     return gradient
 
 
+def calibrate_batch_norm(model, x):
+    """Sets every BatchNormalization's moving statistics to those of `x`.
+
+    A randomly initialized MobileNetV2's activations vanish through its
+    untrained moving statistics (its outputs are all 0.1 to 1e-11), so every
+    attribution would be zero: timings of a model no user has.
+    """
+    import keras  # noqa: PLC0415
+
+    layers = [layer for layer in model.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer in layers:
+        layer.momentum = 0.99
+
+
 def floor_inputs(model, x, targets, samples=50):
     """The precomputed inputs of the SmoothGrad and occlusion floors (numpy):
     `(noisy, noisy_targets, occluded, occluded_targets)`: `samples` noisy

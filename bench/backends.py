@@ -1,7 +1,7 @@
 """The same ratios on every Keras backend, side by side in one run.
 
 Usage:
-    python bench/backends.py [--parts ig,methods,fit,resnet] [--repeats N]
+    python bench/backends.py [--parts ig,methods,fit,resnet,shap] [--repeats N]
                              [--backends tensorflow,jax,torch]
 
 Each backend runs in its own subprocess (KERAS_BACKEND is fixed when Keras
@@ -24,6 +24,17 @@ of runs interleaved inside one process.
   interleaved), and beside it one plus the time inside the suite's hooks
   over the plain fit (the same figure without the training's run-to-run
   noise). Targets: <= 1.35 and <= 1.10 on each backend.
+- shap: DeepLIFT over saliency on MobileNetV2 96x96 (4 images, its
+  BatchNormalization statistics set from random images); on the demo CNN (4
+  digits), KernelSHAP (64 groups, 512 coalitions) and exact Shapley values
+  (12 groups: 4,096 coalitions), each over a compiled forward pass over its
+  precomputed coalition inputs, and its seconds per model evaluation (one
+  coalition of one image) against Captum's `KernelShap` and
+  `ShapleyValues` (5 groups) on the same model's PyTorch twin (the Keras
+  model on the PyTorch backend, weights set from the same seed; Captum
+  evaluates one perturbation per forward pass, its default). glibc's malloc
+  thresholds are pinned in this part's processes (see bench/shap.py).
+  Targets: DeepLIFT <= 1.5; >= 20x Captum per evaluation.
 - resnet: ResNet50 (weights=None, 224x224, 16 random images, batch 16, 3
   epochs, 2-sample probe, `tbx.explain` defaults): each callback's logging
   event (its `timing/*` scalar, the last epoch's: the steady cost) and the
@@ -142,6 +153,87 @@ def part_methods(repeats):
                 "floor_s": best[f"{m} floor"]} for m in ("smoothgrad", "occlusion", "gradcam")}
 
 
+def part_shap(repeats):
+    """DeepLIFT / saliency on MobileNetV2 96x96; KernelSHAP and Shapley
+    values on the demo CNN: seconds per evaluation, over their forward
+    floor; on PyTorch, Captum's seconds per evaluation too."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    import tb_explain as tbx  # noqa: PLC0415
+    from bench._timing import calibrate_batch_norm, interleaved  # noqa: PLC0415
+    from demo_train import build_model, load_data  # noqa: PLC0415
+    from tb_explain import backend  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    mobile = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    calibrate_batch_norm(mobile, np.random.default_rng(1).random((32, 96, 96, 3), np.float32))
+    images = np.random.default_rng(0).random((4, 96, 96, 3), dtype=np.float32)
+    image_targets = np.argmax(backend.to_numpy(mobile(images, training=False)), axis=1)
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    (x, _), _ = load_data()
+    x = x[:4]
+    targets = np.argmax(backend.to_numpy(model(x, training=False)), axis=1).astype(np.int32)
+    pixels = np.arange(64).reshape(8, 8, 1)
+    twelve = (np.arange(8)[:, None] // 4 * 6 + np.arange(8)[None, :] * 6 // 8)[..., None]
+    forward = _forward_floor(model)
+
+    def coalition_rows(groups, z):  # every coalition of every image, zero baseline
+        keep = z[:, groups.reshape(-1)].reshape((len(z),) + x.shape[1:])
+        rows = (x[:, None] * keep[None]).reshape((-1,) + x.shape[1:])
+        return backend.to_tensor(rows), backend.to_tensor(np.repeat(targets, len(z)))
+
+    from tb_explain.compute.attribution import coalitions  # noqa: PLC0415
+    kernel_z = np.concatenate([np.zeros((1, 64)), np.ones((1, 64)),
+                               coalitions.sample_coalitions(64, 512, 0)[0]]).astype(np.float32)
+    kernel_rows = coalition_rows(pixels, kernel_z)
+    shapley_rows = coalition_rows(twelve, coalitions._bits(12))
+    runs = {
+        "saliency": lambda: tbx.attribute(mobile, images, "saliency", target=image_targets),
+        "deeplift": lambda: tbx.attribute(mobile, images, "deeplift", target=image_targets),
+        "kernel_shap": lambda: tbx.attribute(model, x, "kernel_shap", target=targets,
+                                             feature_mask=pixels, samples=512),
+        "kernel_shap floor": lambda: forward(*kernel_rows),
+        "shapley": lambda: tbx.attribute(model, x, "shapley", target=targets,
+                                         feature_mask=twelve),
+        "shapley floor": lambda: forward(*shapley_rows),
+    }
+    evaluations = {"kernel_shap": len(kernel_z) * len(x), "shapley": 4096 * len(x)}
+    interleaved(runs, 2)  # compile and warm up everything
+    best = {k: min(v) for k, v in interleaved(runs, repeats).items()}
+    result = {"deeplift": {"ratio": best["deeplift"] / best["saliency"], "s": best["deeplift"]}}
+    for name, count in evaluations.items():
+        result[name] = {"ratio": best[name] / best[f"{name} floor"], "s": best[name],
+                        "per_evaluation_s": best[name] / count}
+    if backend.name() == "torch":
+        import torch  # noqa: PLC0415
+        from captum.attr import KernelShap, ShapleyValues  # noqa: PLC0415
+
+        five = np.broadcast_to((np.arange(8) * 5 // 8)[None, :, None], (8, 8, 1))
+        calls = [0]
+
+        def counted(t):
+            calls[0] += 1
+            return model(t)
+
+        inputs, target = torch.tensor(x), torch.tensor(targets)
+        captum = {
+            "kernel_shap": lambda: KernelShap(counted).attribute(
+                inputs, target=target, feature_mask=torch.tensor(pixels[None]), baselines=0.0,
+                n_samples=512),
+            "shapley": lambda: ShapleyValues(counted).attribute(
+                inputs, target=target, feature_mask=torch.tensor(five[None]), baselines=0.0),
+        }
+        for name, fn in captum.items():
+            calls[0] = 0
+            fn()
+            per_call = calls[0]
+            seconds = min(interleaved({name: fn}, max(2, repeats // 3))[name])
+            result[name]["captum_per_evaluation_s"] = seconds / (per_call * len(x))
+    return result
+
+
 def part_fit(repeats):
     from bench.overhead import CONFIGS, fit_seconds  # noqa: PLC0415
     from demo_train import load_data  # noqa: PLC0415
@@ -192,14 +284,19 @@ def part_resnet(repeats):
 def worker(part, repeats):
     sys.path.insert(0, ROOT)
     result = {"ig": part_ig, "methods": part_methods, "fit": part_fit,
-              "resnet": part_resnet}[part](repeats)
+              "resnet": part_resnet, "shap": part_shap}[part](repeats)
     print("RESULT " + json.dumps(result))
 
 
 # -- the driver --------------------------------------------------------------------
 
+#: glibc's malloc thresholds, pinned in the shap part's processes (bench/shap.py).
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+
+
 def run_part(backend, part, repeats):
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           **(PINNED_MALLOC if part == "shap" else {})}
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", part,
                            "--repeats", str(repeats)], capture_output=True, text=True, env=env,
                           cwd=ROOT)
@@ -212,7 +309,7 @@ def run_part(backend, part, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="ig,methods,fit,resnet")
+    parser.add_argument("--parts", default="ig,methods,fit,resnet,shap")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backends", default="tensorflow,jax,torch")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -248,6 +345,24 @@ def main():
                      "hooks freq=5": "1 + hooks / plain, freq=5"}.get(key, f"tbx.explain {key}")
             print(f"{label:32s}" + "".join(
                 f"{results[b][key]:12.2f}" if results[b] else f"{'-':>12s}" for b in backends))
+    if "shap" in parts:
+        results = {b: run_part(b, "shap", args.repeats) for b in backends}
+        captum = (results.get("torch") or {})
+        print("\nThe SHAP family (targets: deeplift / saliency <= 1.5; Captum (PyTorch) / ours "
+              "per model evaluation >= 20)")
+        print(f"{'':32s}" + "".join(f"{b:>12s}" for b in backends))
+        rows = [("deeplift / saliency", "deeplift", "ratio"),
+                ("kernel_shap / forward floor", "kernel_shap", "ratio"),
+                ("shapley / forward floor", "shapley", "ratio")]
+        for label, key, field in rows:
+            print(f"{label:32s}" + "".join(
+                f"{results[b][key][field]:12.2f}" if results[b] else f"{'-':>12s}"
+                for b in backends))
+        for key in ("kernel_shap", "shapley"):
+            theirs = captum.get(key, {}).get("captum_per_evaluation_s")
+            print(f"{'Captum / ours per eval, ' + key:32s}" + "".join(
+                f"{theirs / results[b][key]['per_evaluation_s']:12.1f}"
+                if results[b] and theirs else f"{'-':>12s}" for b in backends))
     if "resnet" in parts:
         chosen = [b for b in backends if b in ("tensorflow", "jax")]
         results = {b: run_part(b, "resnet", 1) for b in chosen}

@@ -121,3 +121,36 @@ def test_statistics_functions_compile_only_with_in_graph_statistics():
     np.testing.assert_allclose(norms[0], np.linalg.norm(arrays[0].astype(np.float64)), rtol=1e-7)
     counts, _ = np.histogram(arrays[0].astype(np.float64), bins=7)
     np.testing.assert_array_equal(buckets[0, :, 2], counts)
+
+
+def test_fused_and_with_gradient_inside_a_compiled_gradient():
+    """`fused` computes what its function computes, eagerly and inside a
+    compiled function; `with_gradient(y, z, m)` has `y`'s value and
+    gradient `m` with respect to `z` (none through `y`)."""
+    ops = keras.ops
+    fused = backend.fused(lambda a, b: ops.where(ops.abs(a - b) < 0.5, a * b, (a - b) / 2.0))
+    a = np.array([[0.0, 1.0, -2.0], [3.0, 0.25, 5.0]], np.float32)
+    b = np.array([[0.25, -1.0, -2.0], [1.0, 0.5, -5.0]], np.float32)
+    want = np.where(np.abs(a - b) < 0.5, a * b, (a - b) / 2.0)
+    weights = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(backend.to_numpy(fused(backend.to_tensor(a), backend.to_tensor(b))),
+                               want, rtol=1e-6)
+
+    def core(z, y):
+        m = fused(z, y)
+
+        def total(xs):
+            out = backend.with_gradient(ops.tanh(xs[1]) * 7.0, xs[0], m)
+            return ops.sum(ops.multiply(out, ops.convert_to_tensor(weights))), out
+        (dz, dy), out = backend.input_gradients(total, [z, y])
+        return dz, dy, out
+
+    dz, dy, out = backend.compile(core)(backend.to_tensor(a), backend.to_tensor(b))
+    np.testing.assert_allclose(backend.to_numpy(out), np.tanh(b) * 7.0, rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(dz), want * weights, rtol=1e-6)
+    np.testing.assert_array_equal(backend.to_numpy(dy), np.zeros_like(b))
+
+
+def test_forward_values_is_a_positive_int_or_none():
+    budget = backend.forward_values()
+    assert budget is None or (isinstance(budget, int) and budget > 0)

@@ -27,6 +27,10 @@ The interface (each backend module defines all of it):
 and may define (the defaults here serve the backends without them):
 
 - `TRACES_GRADIENTS`: True where gradients trace their function (JAX).
+- `FORWARD_VALUES`: the most values of a model's widest layer output that
+  one chunk of a forward-only computation (KernelSHAP, Shapley values)
+  holds: where each call costs little, chunks whose buffers the allocator
+  reuses run faster than one large chunk (default None: no such cap).
 - `trace(compiled, *args)`: compiles a `compile` result for `args`' shapes
   without running it, and returns the backend's traced function (TensorFlow:
   the concrete function, whose graph is the op graph); without it, nothing
@@ -36,6 +40,12 @@ and may define (the defaults here serve the backends without them):
   `unit_fractions`, `zero`); without it the statistics run in numpy, outside
   compiled functions (`Function(..., statistics=True)` then runs eagerly).
 
+- `fused(fn)`: an elementwise function of tensors compiled into one kernel,
+  called inside other compiled functions (TensorFlow: XLA; default `fn`
+  itself: JAX's `jit` fuses it with its caller, PyTorch runs eagerly).
+- `with_gradient(y, z, m)`: `y`'s value with gradient `m` (elementwise) with
+  respect to `z`, and none through `y` (default: `stop_gradient(y) + (z -
+  stop_gradient(z)) * m`; TensorFlow: a custom gradient, no forward op).
 - `executing_eagerly()`: False while TensorFlow traces a graph (default True).
 - `is_chief(model)`: whether this process writes, as far as the backend's own
   distribution says (`tf.distribute`; default True; `keras.distribution`'s
@@ -193,6 +203,11 @@ def traces_gradients():
     return getattr(get(), "TRACES_GRADIENTS", False)
 
 
+def forward_values():
+    """`FORWARD_VALUES` of the active backend (see the module docstring)."""
+    return getattr(get(), "FORWARD_VALUES", None)
+
+
 def graph_statistics():
     """The active backend's in-graph statistics module (see the module
     docstring), or None where statistics run in numpy."""
@@ -279,6 +294,23 @@ def compile(fn, variables=()):  # noqa: A001 (the backend's word)
         A `Function` with `fn`'s signature; `.python_function` is `fn`.
     """
     return Function(fn, variables, follows_eager=False)
+
+
+def fused(fn):
+    """`fn` (elementwise, on tensors) compiled into one kernel where the
+    backend fuses it apart from its caller (see the module docstring)."""
+    maker = getattr(get(), "fused", None)
+    return fn if maker is None else maker(fn)
+
+
+def with_gradient(y, z, m):
+    """`y`'s value, with gradient `m` with respect to `z` (elementwise, `z`
+    and `y` of one shape; `m` broadcast to it) and none through `y`."""
+    own = getattr(get(), "with_gradient", None)
+    if own is not None:
+        return own(y, z, m)
+    stop = keras.ops.stop_gradient
+    return stop(y) + (z - stop(z)) * stop(m)
 
 
 def model_errors():

@@ -51,6 +51,23 @@ def compile(fn, variables):  # noqa: A001
     return call
 
 
+def fused(fn):
+    """XLA compiles `fn` into one kernel (TensorFlow runs each op of a graph
+    as its own kernel: an elementwise chain reads and writes memory at
+    every op)."""
+    return tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
+
+
+def with_gradient(y, z, m):
+    m = tf.stop_gradient(m)
+
+    @tf.custom_gradient
+    def through(z_in):
+        return tf.identity(tf.stop_gradient(y)), lambda upstream: upstream * m
+
+    return through(z)
+
+
 def trace(compiled, *args):
     """The concrete function of a `compile` result for `args` (traced now)."""
     return compiled.compiled.get_concrete_function(*args)

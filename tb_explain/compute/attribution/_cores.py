@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
-from tb_explain._keras import float32_compute, is_mixed, keras_mask, swapped_call
+from tb_explain._keras import float32_compute, is_mixed, keras_mask, swapped_call, walk_layers
 
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -24,6 +24,26 @@ _CACHE = weakref.WeakKeyDictionary()
 def cache(model):
     """The dict of compiled functions kept for `model` (dies with the model)."""
     return _CACHE.setdefault(model, {})
+
+
+def widest_output(model):
+    """The most values one sample puts in a layer's output, from the model's
+    symbolic graph (nested models' layers included); None for a model
+    without one (subclassed) or of unknown sizes. Cached per model."""
+    per_model = cache(model)
+    if "widest_output" not in per_model:
+        widest = None
+        for _, _, layer in walk_layers(model):
+            try:
+                outputs = keras.tree.flatten(layer.output)
+            except (AttributeError, ValueError):  # not in a graph, or shared
+                continue
+            for t in outputs:
+                dims = tuple(getattr(t, "shape", ())[1:])
+                if dims and all(isinstance(d, int) for d in dims):
+                    widest = max(widest or 0, int(np.prod(dims)))
+        per_model["widest_output"] = widest
+    return per_model["widest_output"]
 
 
 def forward(model):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
+from tb_explain.compute.attribution import _cores
 from tb_explain.compute.attribution._inputs import InputPlan, model_input_leaves, plan_inputs
 from tb_explain.compute.attribution._outputs import outputs_and_targets, select
 
@@ -246,6 +247,18 @@ def auto_batch_size(xs, batch_size):
         return batch_size
     per_row = sum(int(np.prod(x.shape[1:])) for x in xs)
     return max(AUTO_MIN_ROWS, AUTO_VALUES // max(per_row, 1))
+
+
+def forward_batch_size(model, xs, batch_size):
+    """`auto_batch_size` for a forward-only core, capped at the rows whose
+    widest layer output holds `backend.forward_values()` values (where the
+    backend sets it and the model's graph gives the width)."""
+    rows = auto_batch_size(xs, batch_size)
+    budget = backend.forward_values()
+    if batch_size is not None or budget is None:
+        return rows
+    widest = _cores.widest_output(model)
+    return rows if not widest else min(rows, max(AUTO_MIN_ROWS, budget // widest))
 
 
 def leaves_like(setup, per_attributed, reduce_tokens=True):

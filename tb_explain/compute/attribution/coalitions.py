@@ -149,7 +149,8 @@ def evaluate(model, done, bases, groups, z, batch_size=None):
     (`[K, M]` 0/1) of every sample."""
     coalitions = len(z)
     total_rows = done.n * coalitions
-    chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
+    chunk = _feeding.chunk_rows(total_rows,
+                                _feeding.forward_batch_size(model, done.xs, batch_size))
     core = _core(model, done.key, done.plan, chunk, coalitions)
     convert = backend.to_tensor
     args = ([convert(x) for x in done.xs], [convert(b) for b in bases],

@@ -8,10 +8,13 @@ each such nonlinearity is replaced by itself with another gradient (the
 for `y = f(z)`, with `dz = z - z_ref` and `dy = f(z) - f(z_ref)` taken
 between a row and its reference's row,
 
-    y' = stop_gradient(y - z * m) + z * m,   m = stop_gradient(dy / dz),
+    y' = stop_gradient(y) + (z - stop_gradient(z)) * m,   m = stop_gradient(dy / dz),
 
-which has `y`'s value and gradient `m` (the plain gradient where
-`|dz| < 1e-10`, as Captum). The gradient of the target with respect to the
+which has `y`'s value and gradient `m` (the plain gradient f'(z), in closed
+form, where `|dz| < 1e-10`, as Captum; `backend.with_gradient`, and `m` in
+one compiled kernel, `backend.fused`). When every sample has the same
+references (and the model no held input), the references' pass runs once
+over them, not once per row. The gradient of the target with respect to the
 inputs is then the product of multipliers, and the attributions are
 `(x - x_ref) * gradient`: they sum to `F(x) - F(x_ref)` per sample.
 
@@ -33,6 +36,7 @@ import numpy as np
 from tb_explain import _validate, backend
 from tb_explain._keras import swapped_attr, swapped_call, walk_layers
 from tb_explain.compute.attribution import _cores, _feeding
+from tb_explain.compute.attribution._outputs import select
 from tb_explain.compute.attribution.gradient_shap import _baseline_rows
 from tb_explain.compute.attribution.integrated_gradients import _baseline_sets
 from tb_explain.compute.attribution.result import Attribution
@@ -59,14 +63,14 @@ def _sinhc(d):
     return ops.where(tiny, 1.0 + d * d / 6.0, ops.sinh(safe) / safe)
 
 
-def _multiplier(name, z_x, z_r, dz, dy):
-    """`dy / dz`; for tanh and sigmoid in closed forms free of the float32
-    cancellation of `f(z) - f(z_ref)` when the two are close:
-    tanh a - tanh b = sinh(a - b) / (cosh a cosh b), and sigmoid(x) =
-    (1 + tanh(x / 2)) / 2."""
+def _multiplier(name, z_x, z_r, dz, dy, small):
+    """`dy / dz` (undefined where `small` for the piecewise-linear ones,
+    `name` None: the caller replaces those); for tanh and
+    sigmoid in closed forms free of the float32 cancellation of
+    `f(z) - f(z_ref)` when the two are close: tanh a - tanh b =
+    sinh(a - b) / (cosh a cosh b), and sigmoid(x) = (1 + tanh(x / 2)) / 2."""
     ops = keras.ops
-    safe = ops.where(ops.abs(dz) < EPS, ops.ones_like(dz), dz)
-    plain = dy / safe
+    plain = dy / dz if name is None else dy / ops.where(small, ops.ones_like(dz), dz)
     if name == "tanh":
         exact = _sinhc(dz) / (ops.cosh(z_x) * ops.cosh(z_r))
     elif name == "sigmoid":
@@ -76,16 +80,78 @@ def _multiplier(name, z_x, z_r, dz, dy):
     return ops.where(ops.isfinite(exact), exact, plain)
 
 
-def rescaled(z_x, y_x, z_r, y_r, name=None):
-    """`y_x = f(z_x)` with the rescale rule's gradient against the
-    reference's `z_r`, `y_r = f(z_r)`; `name`: the activation, where a closed
-    form of the multiplier exists."""
+def _settings(name, layer):
+    """`(negative_slope, threshold, max_value, alpha)` of the elementwise
+    nonlinearity `name` (an activation's name, or a layer's class with its
+    own settings)."""
+    if name in ("relu", "leaky_relu", "ReLU", "LeakyReLU"):
+        negative = {"relu": 0.0, "leaky_relu": 0.2}.get(
+            name, float(getattr(layer, "negative_slope", 0.0) or 0.0))
+        threshold = float(getattr(layer, "threshold", 0.0) or 0.0) if name == "ReLU" else 0.0
+        ceiling = getattr(layer, "max_value", None) if name == "ReLU" else None
+        return negative, threshold, None if ceiling is None else float(ceiling), None
+    if name in ("elu", "ELU"):
+        return None, None, None, float(getattr(layer, "alpha", 1.0)) if name == "ELU" else 1.0
+    return None, None, None, None
+
+
+def slope(name, settings):
+    """`f'(z, y)` of the elementwise nonlinearity `name` with `settings`
+    (`_settings`): the plain gradient DeepLIFT keeps where the input did not
+    change, as each backend's own gradient defines it."""
     ops = keras.ops
-    dz, dy = z_x - z_r, y_x - y_r
-    small = ops.abs(dz) < EPS
-    m = ops.stop_gradient(_multiplier(name, z_x, z_r, dz, dy))
-    linear = ops.stop_gradient(y_x - z_x * m) + z_x * m
-    return ops.where(small, y_x, linear)
+    negative, threshold, ceiling, alpha = settings
+    if name in ("relu", "leaky_relu", "ReLU", "LeakyReLU"):
+        def relu_slope(z, y):
+            inside = z > threshold
+            if ceiling is not None:
+                inside = ops.logical_and(inside, z < ceiling)
+            g = ops.cast(inside, z.dtype)
+            return g if not negative else g + negative * ops.cast(z <= threshold, z.dtype)
+        return relu_slope
+    if name in ("elu", "ELU"):
+        return lambda z, y: ops.where(z > 0, ops.ones_like(z), y + alpha)
+    if name == "sigmoid":
+        return lambda z, y: y * (1.0 - y)
+    if name == "tanh":
+        return lambda z, y: 1.0 - y * y
+    if name == "softplus":
+        return lambda z, y: ops.sigmoid(z)
+    raise ValueError(f"no DeepLIFT rescale rule for {name!r}")
+
+
+#: The compiled multipliers (`multiplier_function`), per nonlinearity and settings.
+_MULTIPLIERS = {}
+
+
+def multiplier_function(name, layer=None):
+    """`m(z_x, y_x, z_r, y_r)`: the rescale rule's multiplier of the
+    elementwise nonlinearity `name` (`dy / dz`; the plain gradient at the
+    input where `|dz| < EPS`: a zero reference often sits on ReLU's kink),
+    compiled into one kernel (`backend.fused`: a chain of a dozen elementwise
+    ops at every nonlinearity otherwise costs more than the model's own
+    forward pass), one per nonlinearity and settings."""
+    key = (backend.name(), name, _settings(name, layer))
+    if key not in _MULTIPLIERS:
+        gradient = slope(name, key[2])
+        closed = name if name in ("tanh", "sigmoid") else None
+
+        def multiplier(z_x, y_x, z_r, y_r):
+            dz = z_x - z_r
+            small = keras.ops.abs(dz) < EPS
+            m = _multiplier(closed, z_x, z_r, dz, y_x - y_r, small)
+            return keras.ops.where(small, gradient(z_x, y_x), m)
+        _MULTIPLIERS[key] = backend.fused(multiplier)
+    return _MULTIPLIERS[key]
+
+
+def rescaled(z_x, y_x, z_r, y_r, multiplier):
+    """`y_x = f(z_x)` with the rescale rule's gradient against the
+    reference's `z_r`, `y_r = f(z_r)`: `multiplier` (`multiplier_function`)
+    as the gradient, and f's own backward pass never runs."""
+    stop = keras.ops.stop_gradient
+    m = stop(multiplier(stop(z_x), stop(y_x), z_r, y_r))
+    return backend.with_gradient(y_x, z_x, m)
 
 
 def rescaled_softmax(z_x, y_x, z_r, y_r):
@@ -135,10 +201,13 @@ def rescaled_maxpool(pool, z_x, y_x, z_r, y_r):
 class _Pass:
     """The two passes of one DeepLIFT computation: the references' pass
     records each replaced nonlinearity's input and output, in call order;
-    the inputs' pass applies the rules against them, in the same order."""
+    the inputs' pass applies the rules against them, in the same order,
+    each recorded tensor first taken through `expand` (the references' rows
+    to the inputs' rows: None when they are the same rows or the references
+    are one row that broadcasts)."""
 
-    def __init__(self):
-        self.recorded, self.applying, self.next = [], False, 0
+    def __init__(self, expand=None):
+        self.recorded, self.applying, self.next, self.expand = [], False, 0, expand
 
     def __call__(self, rule, z, y):
         if not self.applying:
@@ -146,7 +215,15 @@ class _Pass:
             return y
         z_r, y_r = self.recorded[self.next]
         self.next += 1
+        if self.expand is not None:
+            z_r, y_r = self.expand(z_r), self.expand(y_r)
         return rule(z, y, z_r, y_r)
+
+
+def elementwise_rule(name, layer=None):
+    """The rescale rule of the elementwise nonlinearity `name` (see `slope`)."""
+    multiplier = multiplier_function(name, layer)
+    return lambda z, y, z_r, y_r: rescaled(z, y, z_r, y_r, multiplier)
 
 
 def plan_rules(model):
@@ -181,21 +258,20 @@ def rescale_rules(swaps, state):
     references' pass) or apply the rules (the inputs' pass) through `state`
     (a `_Pass`)."""
     def activation(name, original):
-        rule = rescaled_softmax if name == "softmax" else (
-            lambda z, y, z_r, y_r: rescaled(z, y, z_r, y_r, name))
+        rule = rescaled_softmax if name == "softmax" else elementwise_rule(name)
 
         def call(z, *args, **kwargs):
             return state(rule, z, original(z, *args, **kwargs))
         return call
 
-    def layer_call(name, original):
+    def layer_call(layer, name, original):
+        rule = (rescaled_softmax if name == "softmax" else
+                elementwise_rule(type(layer).__name__, layer) if name == "elementwise" else None)
+
         def call(z, *args, **kwargs):
-            if name == "maxpool":
-                rule = lambda z_x, y_x, z_r, y_r: rescaled_maxpool(  # noqa: E731
-                    lambda v: original(v, *args, **kwargs), z_x, y_x, z_r, y_r)
-            else:
-                rule = rescaled_softmax if name == "softmax" else rescaled
-            return state(rule, z, original(z, *args, **kwargs))
+            chosen = rule or (lambda z_x, y_x, z_r, y_r: rescaled_maxpool(
+                lambda v: original(v, *args, **kwargs), z_x, y_x, z_r, y_r))
+            return state(chosen, z, original(z, *args, **kwargs))
         return call
 
     with contextlib.ExitStack() as stack:
@@ -204,14 +280,20 @@ def rescale_rules(swaps, state):
                 stack.enter_context(swapped_attr(layer, "activation",
                                                  activation(name, layer.activation)))
             else:
-                stack.enter_context(swapped_call(layer, layer_call(name, layer.call)))
+                stack.enter_context(swapped_call(layer, layer_call(layer, name, layer.call)))
         yield
 
 
-def _core(model, key, plan, chunk, per_sample, swaps):
+def _core(model, key, plan, chunk, per_sample, swaps, shared):
     """`core(xs, ends, bases, held, targets, start) -> (sums, f, f_ref)`:
     rows `(sample, reference)`; the sums of `(x - ref) * multipliers /
-    per_sample` per sample, and F at the rows' inputs and references."""
+    per_sample` per sample, and F at the rows' inputs and references.
+
+    `shared`: every sample has the same `per_sample` references (`bases`
+    holds those, `[per_sample, ...]`; no held inputs): the references' pass
+    runs once over them, not once per row, and what it records goes to the
+    rows by broadcasting (one reference) or a gather. Else `bases` holds
+    every row's reference."""
     ops = keras.ops
     count = _feeding.segments(chunk, per_sample)
 
@@ -219,17 +301,35 @@ def _core(model, key, plan, chunk, per_sample, swaps):
         return lambda *args: core(holder, *args)
 
     def core(holder, xs, ends, bases, held, targets, start):
-        index, valid, sample, _ = _feeding.chunk_index(start, chunk, per_sample,
-                                                       ops.shape(xs[0])[0])
+        index, valid, sample, step = _feeding.chunk_index(start, chunk, per_sample,
+                                                          ops.shape(xs[0])[0])
         gather = backend.gather
         rows = [gather(e, index) for e in ends]
-        refs = [gather(b, index) for b in bases]
         model_xs = [None if h is None else gather(h, sample) for h in held]
         target = gather(targets, sample)
-        state = _Pass()
-        with rescale_rules(swaps, state):  # the references: recorded, no gradient needed
-            reference = model(_feeding.feed(plan, refs, model_xs, holder), training=False)
-        f_refs = ops.stop_gradient(_feeding.take_targets(reference, key, target))
+        if shared:
+            def expand(t):  # the references' rows to the inputs' rows
+                if t.shape[0] == per_sample:  # one row per reference
+                    return t if per_sample == 1 else gather(t, step)
+                # a layer folding the batch into the leading axis, batch outermost
+                # (TimeDistributed, attention heads): `k` rows per reference
+                k = ops.shape(t)[0] // per_sample
+                return gather(t, ops.reshape(ops.expand_dims(step * k, 1)
+                                             + ops.arange(k, dtype="int32"), (-1,)))
+            state = _Pass(expand)
+            with rescale_rules(swaps, state):  # recorded, no gradient needed
+                reference = model(_feeding.feed(plan, bases, model_xs, holder), training=False)
+            refs = [b if per_sample == 1 else gather(b, step) for b in bases]
+            selected = gather(select(reference, key), ops.zeros_like(step) if per_sample == 1
+                              else step)
+            f_refs = ops.take_along_axis(selected, ops.expand_dims(target, 1), axis=1)[:, 0]
+        else:
+            refs = [gather(b, index) for b in bases]
+            state = _Pass()
+            with rescale_rules(swaps, state):
+                reference = model(_feeding.feed(plan, refs, model_xs, holder), training=False)
+            f_refs = _feeding.take_targets(reference, key, target)
+        f_refs = ops.stop_gradient(f_refs)
 
         def total_of(points):
             state.applying, state.next = True, 0
@@ -242,7 +342,16 @@ def _core(model, key, plan, chunk, per_sample, swaps):
         return _feeding.difference_sums(grads, rows, refs, valid, sample, per_sample,
                                         count), f_rows, f_refs
 
-    return _cores.cached_core(model, ("deeplift", key, chunk, per_sample), plan, build)
+    return _cores.cached_core(model, ("deeplift", key, chunk, per_sample, shared), plan, build)
+
+
+def _shared(sets, done):
+    """Whether every sample has the same references (each set's arrays equal
+    along the samples) and the model has no held input (a reference's
+    forward pass depends on nothing of its sample)."""
+    if any(kind != "float" for kind in done.plan.kinds):
+        return False
+    return all(np.array_equal(b, np.broadcast_to(b[:1], b.shape)) for s in sets for b in s)
 
 
 def _attribute(model, inputs, sets, target, output, position, batch_size, done=None):
@@ -250,16 +359,17 @@ def _attribute(model, inputs, sets, target, output, position, batch_size, done=N
     swaps, uncovered = plan_rules(model)
     m = len(sets)
     rows = done.n * m
+    # each chunk runs its rows twice (their references beside them)
+    chunk = _feeding.chunk_rows(rows, max(1, _feeding.auto_batch_size(done.xs, batch_size) // 2))
+    shared = _shared(sets, done) and m <= chunk
     sample = np.repeat(np.arange(done.n), m)
     pick = np.tile(np.arange(m), done.n)
     ends, bases = [], []
     for j, x in enumerate(done.xs):
         ends.append(np.repeat(x, m, axis=0).astype(np.float32))
         stacked = np.stack([s[j] for s in sets])  # [m, n, ...]
-        bases.append(stacked[pick, sample].astype(np.float32))
-    # each chunk runs twice its rows (the references beside them)
-    chunk = _feeding.chunk_rows(rows, max(1, _feeding.auto_batch_size(done.xs, batch_size) // 2))
-    core = _core(model, done.key, done.plan, chunk, m, swaps)
+        bases.append((stacked[:, 0] if shared else stacked[pick, sample]).astype(np.float32))
+    core = _core(model, done.key, done.plan, chunk, m, swaps, shared)
     convert = backend.to_tensor
     args = ([convert(x) for x in done.xs], [convert(a) for a in ends],
             [convert(b) for b in bases], _feeding.held_inputs(done),
