@@ -409,7 +409,18 @@ def test_dynamics_route_is_what_was_logged(client, logdir):
     for name, values in logged.scores().items():
         np.testing.assert_allclose(body["scores"][name], np.round(values, 5), atol=1e-12,
                                    err_msg=name)
-    np.testing.assert_allclose(body["probability"], np.round(logged.probability, 4), atol=1e-12)
+    assert "probability" not in body  # curves come one example at a time
+    for i in (0, len(logged) - 1):
+        status, one = _json(http, "/curve", run="lr0.01", i=i)
+        assert status == 200 and one["epochs"] == list(logged.epochs)
+        np.testing.assert_allclose(one["probability"], np.round(logged.probability[:, i], 4),
+                                   atol=1e-12)
+    status, bad = _json(http, "/curve", run="lr0.01", i=len(logged))
+    assert status == 400 and "`i` must be in" in bad["error"]
+    assert body["likely"] == logged.likely_label.tolist()
+    np.testing.assert_array_equal(body["noise_counts"],
+                                  np.rint(logged.noise_matrix * len(logged)).astype(int))
+    assert np.sum(body["noise_counts"]) == len(logged)
     assert body["region"] == logged.region.tolist() and body["thumbnails"]
     response = http.get("/thumbnail", query_string={"run": "lr0.01", "i": 3})
     thumbs = Run(root / "lr0.01").value(tags.DYNAMICS_THUMBNAILS)
@@ -466,9 +477,19 @@ def test_data_view_in_chromium(served, client):
             assert page.text_content("#data-picked h3") == f"Example train[{rows[0]}]"
             page.wait_for_function("() => document.querySelector('#data-picked img.thumb')"
                                    ".naturalWidth > 0")
+            page.wait_for_selector("#data-curve circle")
             curve = page.eval_on_selector_all("#data-curve circle", "els => els.map(e => "
                                               "Number(e.dataset.value))")
-            assert curve == [body["probability"][k][rows[0]] for k in range(len(body["epochs"]))]
+            assert curve == _json(http, "/curve", run="lr0.01", i=rows[0])[1]["probability"]
+            # the noise matrix: the most frequent confusion first, with its count
+            counts = np.array(body["noise_counts"])
+            off = counts * (1 - np.eye(len(counts), dtype=int))
+            if off.any():
+                given, likely = np.unravel_index(np.argmax(off), off.shape)
+                first = page.eval_on_selector("#data-noise li", "e => [e.dataset.given, "
+                                              "e.dataset.likely, e.textContent]")
+                assert first[:2] == [str(given), str(likely)]
+                assert first[2].startswith(f"{off[given, likely]} of the ")
         finally:
             browser.close()
     assert not errors, errors

@@ -1,6 +1,7 @@
 """TrainingDynamics: every score against numpy on logits recorded in the same fit."""
 
 import logging
+import tempfile
 
 import keras
 import numpy as np
@@ -80,19 +81,23 @@ def _reference(recorder, epochs, labels, binary=False):
         influence.append(recorder.lr[e] * ((probs - onehot) ** 2).sum(1) * ((a ** 2).sum(1) + 1))
     p_label, margin, correct = np.array(p_label), np.array(margin), np.array(correct)
     aum, confidence = margin.mean(0), p_label.mean(0)
-
-    def zscore(v):
-        out = np.zeros_like(v)
-        for c in np.unique(labels):
-            m = labels == c
-            out[m] = (v[m] - v[m].mean()) / v[m].std() if v[m].std() > 0 else 0
-        return out
-
     return {"confidence": confidence, "variability": p_label.std(0),
             "correctness": correct.mean(0), "aum": aum,
             "forgetting": (correct[:-1] & ~correct[1:]).sum(0),
             "self_influence": np.sum(influence, 0),
-            "mislabel_score": -(zscore(aum) + 0.25 * zscore(confidence))}
+            "mislabel_score": -margin[_best_split(margin)].mean(0)}
+
+
+def _best_split(margin):
+    """The epochs whose margins split best at 0 (pooled-t separation at
+    least its median over the epochs), written out in numpy."""
+    t = []
+    for m in margin:
+        lo, hi = m[m < 0], m[m >= 0]
+        pooled = np.sqrt((lo.var() * lo.size + hi.var() * hi.size) / m.size)
+        t.append((hi.mean() - lo.mean()) / pooled if min(lo.size, hi.size) > 1 else 0.0)
+    t = np.array(t)
+    return t >= np.median(t)
 
 
 def _assert_scores(result, reference):
@@ -124,6 +129,98 @@ def test_scores_equal_numpy_from_recorded_logits(fitted, digits):
     np.testing.assert_array_equal(ranking[:10], np.argsort(-result.mislabel_score,
                                                            kind="stable")[:10])
     assert sorted(ranking) == list(range(len(y)))
+
+
+def test_label_issues_and_noise_matrix_equal_numpy(fitted, digits):
+    """The flagged set: mean margin < 0 over the best-separated epochs; the
+    likely label: the most predicted other class there; the noise matrix:
+    their joint with the given labels."""
+    callback, recorder, _ = fitted
+    _, y, flipped = digits
+    result = callback.scores()
+    epochs = sorted(recorder.outputs)
+    logits = np.array([recorder.outputs[e] for e in epochs])
+    rows = np.arange(len(y))
+    margin = logits[:, rows, y] - np.where(np.eye(10, dtype=bool)[y], -np.inf, logits).max(2)
+    keep = _best_split(margin)
+    predicted = logits.argmax(2)[keep]
+    likely = y.copy()
+    for i in np.flatnonzero(margin[keep].mean(0) < 0):
+        others = predicted[:, i][predicted[:, i] != y[i]]
+        if others.size:
+            likely[i] = np.bincount(others).argmax()
+    np.testing.assert_array_equal(result.likely_label, likely)
+    issues = callback.label_issues()
+    assert set(issues) == set(np.flatnonzero(likely != y))
+    order = np.argsort(-result.mislabel_score, kind="stable")
+    np.testing.assert_array_equal(issues, [i for i in order if likely[i] != y[i]])
+    joint = np.zeros((10, 10))
+    for given, true in zip(y, likely):
+        joint[given, true] += 1
+    np.testing.assert_allclose(result.noise_matrix, joint / len(y))
+    assert result.noise_matrix.sum() == pytest.approx(1.0)
+    back = tbx.load_run(callback.log_dir).dynamics
+    np.testing.assert_array_equal(back.label_issues(), issues)
+    np.testing.assert_allclose(back.noise_matrix, result.noise_matrix)
+    truth = np.zeros(len(y), bool)
+    truth[flipped] = True
+    # six epochs of a small MLP: flips are flagged, among examples it has not learned yet
+    assert truth[issues].sum() >= 0.8 * truth.sum() and truth[issues].mean() > 3 * truth.mean()
+
+
+def test_structured_noise_against_cleanlab():
+    """Asymmetric noise (each class's flips to one other class): the ranking
+    from one fit against cleanlab's on out-of-sample probabilities from
+    5-fold cross-validation of the same model and epochs (`bench/dynamics.py`
+    has every noise kind and both data kinds)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    data = load_digits()
+    x = (data.images.reshape(len(data.images), -1) / 16.0).astype("float32")[:900]
+    clean = data.target.astype("int64")[:900]
+    rng = np.random.default_rng(0)
+    flipped = rng.choice(len(x), 135, replace=False)  # 15%
+    y = clean.copy()
+    # each class to the one cross-validated logistic regression confuses it with
+    # most (bench/dynamics.py prints it)
+    y[flipped] = np.array([4, 9, 1, 8, 8, 9, 1, 4, 1, 3])[clean[flipped]]
+    truth = y != clean
+
+    def fit(rows, callbacks=()):
+        model = _mlp(seed=1)
+        model.fit(x[rows], y[rows], epochs=15, batch_size=32, verbose=0, callbacks=callbacks)
+        return model
+
+    callback = tbx.TrainingDynamics(tempfile.mkdtemp(prefix="tbx_cl_"), (x, y))
+    fit(np.arange(len(x)), [callback])
+    ours = callback.scores()
+    probs = np.zeros((len(x), 10))
+    for train, held in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+        logits = fit(train).predict(x[held], verbose=0)
+        probs[held] = np.exp(logits - logits.max(1, keepdims=True))
+        probs[held] /= probs[held].sum(1, keepdims=True)
+    quality = get_label_quality_scores(y, probs)
+    k = int(truth.sum())
+    p_at_k = truth[ours.ranking()[:k]].mean(), truth[np.argsort(quality, kind="stable")[:k]].mean()
+    auroc = roc_auc_score(truth, ours.mislabel_score), roc_auc_score(truth, -quality)
+
+    def f1(flagged):
+        hits = (flagged & truth).sum()
+        return 2 * hits / (flagged.sum() + truth.sum())
+
+    theirs = np.zeros(len(x), bool)
+    theirs[find_label_issues(y, probs)] = True
+    mine = np.zeros(len(x), bool)
+    mine[ours.label_issues()] = True
+    assert p_at_k[0] >= p_at_k[1], p_at_k
+    assert auroc[0] >= auroc[1], auroc
+    # the flagged set: within 2% of cleanlab's F1 here (0.710 against 0.713 on
+    # TensorFlow); above it in 11 of the bench's 12 settings (README)
+    assert f1(mine) >= 0.98 * f1(theirs), (f1(mine), f1(theirs))
 
 
 def test_flipped_labels_rank_first(fitted, digits):

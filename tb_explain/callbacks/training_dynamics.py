@@ -34,7 +34,9 @@ class TrainingDynamics(ExplainCallback):
     `correctness` (dataset cartography), `aum` (area under the margin),
     `forgetting` (forgetting events), `self_influence` (TracIn on the last
     Dense layer, with the optimizer's learning rate at each logged epoch) and
-    `mislabel_score`, their combination. `scores()` returns them;
+    `mislabel_score` (the mean margin over the logged epochs whose margins
+    split best). `scores()` returns them, with `label_issues()` (the
+    flagged set, its size estimated), `likely_label` and `noise_matrix`;
     `tbx.load_run(log_dir).dynamics` reads them back from the logs.
 
     Statistics continue over fits: a second `fit` with the same callback (or
@@ -538,7 +540,8 @@ class TrainingDynamics(ExplainCallback):
             A `compute.dynamics.Dynamics`: `confidence`, `variability`,
             `correctness`, `aum`, `forgetting`, `self_influence`,
             `mislabel_score` (`(n,)` arrays aligned to the tracked examples),
-            with `.dataset`, `.index`, `.labels` and `ranking()`.
+            with `.dataset`, `.index`, `.labels`, `ranking()`,
+            `label_issues()`, `likely_label` and `noise_matrix`.
 
         Raises:
             RuntimeError: before the first logged epoch.
@@ -555,6 +558,11 @@ class TrainingDynamics(ExplainCallback):
         """Tracked example positions, most likely mislabeled first
         (`scores().ranking()`)."""
         return self.scores().ranking()
+
+    def label_issues(self):
+        """Tracked example positions flagged as mislabeled, most likely
+        first; the set's size is estimated (`scores().label_issues()`)."""
+        return self.scores().label_issues()
 
 
 def _describe(leaves, i):

@@ -88,6 +88,7 @@ class ExplainPlugin(base_plugin.TBPlugin):
                      "/cell": self._route(self.cell), "/attributions":
                      self._route(self.attributions), "/outputs": self._route(self.outputs),
                      "/dynamics": self._route(self.dynamics),
+                     "/curve": self._route(self.curve),
                      "/compare": self._route(self.compare),
                      "/overlay": self._route(self.overlay),
                      "/attention": self._route(self.attention),
@@ -542,9 +543,11 @@ class ExplainPlugin(base_plugin.TBPlugin):
 
     def dynamics(self, ctx, eid, args):
         """The Data view: per tracked example its dataset, index, label,
-        predicted class (last logged epoch), every score, the given label's
-        probability at each logged epoch, and its inputs as text (tables,
-        tokens) or whether a thumbnail exists (images)."""
+        predicted class (last logged epoch), likely true label, every score,
+        and its inputs as text (tables, tokens) or whether a thumbnail exists
+        (images); the noise matrix as counts (given x likely label). The
+        probability curves come one example at a time (`curve`): every
+        example's would be 3 MB at 10,000 examples x 50 epochs."""
         import numpy as np  # noqa: PLC0415 (the module stays light for TensorBoard's loader)
 
         from tb_explain.compute import dynamics  # noqa: PLC0415
@@ -566,8 +569,9 @@ class ExplainPlugin(base_plugin.TBPlugin):
                 "datasets": info["datasets"], "class_names": info["class_names"],
                 "dataset": [positions[d] for d in result.dataset], "index": result.index.tolist(),
                 "label": result.labels.tolist(), "predicted": result.predicted[-1].tolist(),
+                "likely": result.likely_label.tolist(),
+                "noise_counts": np.rint(result.noise_matrix * len(result)).astype(int).tolist(),
                 "scores": {name: rounded(value) for name, value in result.scores().items()},
-                "probability": [rounded(row, 4) for row in result.probability],
                 "regions": list(dynamics.REGIONS), "region": result.region.tolist(),
                 "thresholds": {"variability": dynamics.AMBIGUOUS_VARIABILITY,
                                "confidence": dynamics.EASY_CONFIDENCE},
@@ -576,6 +580,24 @@ class ExplainPlugin(base_plugin.TBPlugin):
             body["inputs"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                               for v in extra[tags.DYNAMICS_INPUTS][-1][1].reshape(-1)]
         return body
+
+    def curve(self, ctx, eid, args):
+        """One tracked example's given-label probability at each logged
+        epoch (`i`: its position), for the Data view's picked example."""
+        import numpy as np  # noqa: PLC0415
+
+        run = self._run(ctx, eid, args)
+        result = reader.dynamics(reader.ProviderSource(self._provider, ctx, eid, run))
+        if result is None:
+            raise BadRequest(f"run {run!r} has no training dynamics")
+        try:
+            i = int(args.get("i", ""))
+        except ValueError:
+            raise BadRequest(f"`i` must be an integer, got {args.get('i')!r}") from None
+        if not 0 <= i < len(result):
+            raise BadRequest(f"`i` must be in [0, {len(result)}), got {i}")
+        return {"run": run, "i": i, "epochs": result.epochs.tolist(),
+                "probability": [_finite(v) for v in np.round(result.probability[:, i], 4)]}
 
     def compare(self, ctx, eid, args):
         """The Compare view's two-run part: `tbx.compare`'s numbers for runs

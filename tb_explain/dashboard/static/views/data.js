@@ -57,6 +57,36 @@ export async function renderData(main, run, context) {
     `epoch ${data.epochs[data.epochs.length - 1]}. Regions: ` + data.regions.map((r, i) =>
       `${r} ${(100 * counts[i] / n).toFixed(1)}%`).join(", ") + "."}));
 
+  // -- the noise matrix: which classes look mislabeled as which ---------------------
+  const confusions = [];
+  data.noise_counts.forEach((row, given) => row.forEach((count, likely) => {
+    if (given !== likely && count > 0) confusions.push([count, given, likely]);
+  }));
+  confusions.sort((a, b) => b[0] - a[0] || a[1] - b[1] || a[2] - b[2]);
+  const noise = el("div", {id: "data-noise"}, el("h3", {text: "Likely label noise"}));
+  if (!confusions.length) {
+    noise.append(el("p", {class: "muted", text: "No example flagged: every given label is the " +
+      "model's preferred class over the epochs its margins separate best."}));
+  } else {
+    const flagged = confusions.reduce((t, c) => t + c[0], 0);
+    noise.append(el("p", {class: "muted", text: `${flagged} of ${n} examples flagged ` +
+      "(mean margin below 0 over the epochs whose margins separate best); by given and likely " +
+      "label:"}), el("ul", {}, ...confusions.slice(0, 8).map(([count, given, likely]) =>
+      el("li", {"data-given": String(given), "data-likely": String(likely),
+                text: `${count} of the ${labelName(given)}s are probably ${labelName(likely)}s`}))));
+    if (names.length <= 20) {
+      const grid = el("table", {id: "data-noise-matrix", class: "noise"},
+        el("tr", {}, el("th", {text: "given \\ likely"}),
+           ...names.map((_, c) => el("th", {text: labelName(c)}))));
+      data.noise_counts.forEach((row, given) => grid.append(el("tr", {},
+        el("th", {class: "row", text: labelName(given)}),
+        ...row.map((count, likely) => el("td", {class: given === likely ? "muted" : count ? "hot" : "",
+                                                text: String(count)})))));
+      noise.append(el("details", {}, el("summary", {text: "every class"}), grid));
+    }
+  }
+  root.append(noise);
+
   // -- the data map -----------------------------------------------------------------
   const W = 480, H = 360, PAD = 36;
   const canvas = el("canvas", {width: String(W), height: String(H), id: "data-map",
@@ -158,7 +188,7 @@ export async function renderData(main, run, context) {
   colourBy.addEventListener("change", () => { memory.dataColour = colourBy.value; drawMap(); });
 
   // -- the picked example ------------------------------------------------------------
-  function curve(i) {
+  function curve(i, probability) {
     const w = 320, h = 140, left = 34, bottom = 20;
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
@@ -183,11 +213,11 @@ export async function renderData(main, run, context) {
     add("text", {x: left, y: h - 4, "font-size": 10, fill: "currentColor"}, `epoch ${epochs[0]}`);
     add("text", {x: w - 60, y: h - 4, "font-size": 10, fill: "currentColor"},
         `epoch ${epochs[epochs.length - 1]}`);
-    const points = epochs.map((e, k) => `${px(e)},${py(data.probability[k][i])}`).join(" ");
+    const points = epochs.map((e, k) => `${px(e)},${py(probability[k])}`).join(" ");
     add("polyline", {points, fill: "none", stroke: css("--accent") || "#f57c00",
                      "stroke-width": 2});
-    epochs.forEach((e, k) => add("circle", {cx: px(e), cy: py(data.probability[k][i]), r: 2.5,
-      fill: css("--accent") || "#f57c00", "data-epoch": e, "data-value": data.probability[k][i]}));
+    epochs.forEach((e, k) => add("circle", {cx: px(e), cy: py(probability[k]), r: 2.5,
+      fill: css("--accent") || "#f57c00", "data-epoch": e, "data-value": probability[k]}));
     return svg;
   }
   function pick(i) {
@@ -203,14 +233,19 @@ export async function renderData(main, run, context) {
     }
     const table = el("table", {}, el("tr", {}, el("th", {class: "row", text: "given"}),
       el("td", {text: labelName(data.label[i])})), el("tr", {}, el("th", {class: "row",
-      text: "predicted"}), el("td", {text: labelName(data.predicted[i])})));
+      text: "predicted"}), el("td", {text: labelName(data.predicted[i])})), el("tr", {},
+      el("th", {class: "row", text: "likely label"}), el("td", {text: labelName(data.likely[i])})));
     for (const [key, label] of COLUMNS) {
       if (!SCORES.has(key)) continue;
       table.append(el("tr", {}, el("th", {class: "row", text: label}),
         el("td", {"data-index": String(i), "data-score": key,
                   "data-value": String(data.scores[key][i])}, whole(data.scores[key][i]))));
     }
-    picked.append(table, el("h3", {text: "Probability of the given label"}), curve(i));
+    const curveBox = el("div", {class: "muted", text: "loading…"});
+    picked.append(table, el("h3", {text: "Probability of the given label"}), curveBox);
+    getJSON("curve", {run, i}).then((c) => {  // one example's curve, on demand
+      if (memory.dataPicked === i) curveBox.replaceChildren(curve(i, c.probability));
+    }).catch((e) => { curveBox.textContent = String(e.message || e); });
     drawMap();
     for (const tr of body.querySelectorAll("tr.picked")) tr.classList.remove("picked");
     const row = body.querySelector(`tr[data-index="${i}"]`);
