@@ -198,6 +198,12 @@ def data_view(url, run, repeats):
         void document.querySelector("#data-table").offsetHeight;  // and laid out
         return performance.now() - start;
     }"""
+    start = time.perf_counter()
+    _, body, _ = _get(f"{url}/data/plugin/tb_explain/dynamics?run={run}")
+    middle = time.perf_counter()
+    _, curve, _ = _get(f"{url}/data/plugin/tb_explain/curve?run={run}&i=0")
+    print(f"dynamics route: {len(body) / 1e6:.2f} MB in {middle - start:.2f} s (no curves); "
+          f"one example's curve: {len(curve):,} bytes in {time.perf_counter() - middle:.2f} s")
     with chromium() as browser:
         if browser is None:
             print("no chromium: apt-get install chromium, then run again for the Data view")

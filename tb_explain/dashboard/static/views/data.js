@@ -53,7 +53,8 @@ export async function renderData(main, run, context) {
   const labelName = (c) => (c >= 0 && c < names.length ? names[c] : String(c));
   const counts = data.regions.map((_, r) => data.region.filter((v) => v === r).length);
   root.append(el("p", {class: "muted", text: `${n} examples tracked over ${data.epochs.length} ` +
-    `logged epochs (${data.epochs.join(", ")}); scores over all of them, predicted class at ` +
+    `logged epochs (${data.epochs.join(", ")}); scores over all of them (the mislabel score: ` +
+    "over those whose margins separate best), predicted class at " +
     `epoch ${data.epochs[data.epochs.length - 1]}. Regions: ` + data.regions.map((r, i) =>
       `${r} ${(100 * counts[i] / n).toFixed(1)}%`).join(", ") + "."}));
 
