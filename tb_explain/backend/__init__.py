@@ -27,6 +27,9 @@ The interface (each backend module defines all of it):
 and may define (the defaults here serve the backends without them):
 
 - `TRACES_GRADIENTS`: True where gradients trace their function (JAX).
+- `EAGER`: True where `compile` runs the function eagerly (PyTorch): each
+  model call then pays Keras's Python cost per layer, so one traversal of a
+  larger batch beats two traversals (default False).
 - `FORWARD_VALUES`: the most values of a model's widest layer output that
   one chunk of a forward-only computation (KernelSHAP, Shapley values)
   holds: where each call costs little, chunks whose buffers the allocator
@@ -201,6 +204,11 @@ def traces_gradients():
     """Whether gradients are taken by tracing the function (JAX): values
     seen inside it are tracers, which must not leave it."""
     return getattr(get(), "TRACES_GRADIENTS", False)
+
+
+def runs_eagerly():
+    """`EAGER` of the active backend (see the module docstring)."""
+    return getattr(get(), "EAGER", False)
 
 
 def forward_values():

@@ -12,6 +12,9 @@ import torch
 #: What a model raises on inputs it cannot take, besides ValueError/TypeError.
 MODEL_ERRORS = (RuntimeError,)
 
+#: `compile` runs functions eagerly (see `backend.runs_eagerly`).
+EAGER = True
+
 #: Forward-only chunks of at most 4M values (16 MB) in the widest layer
 #: output: glibc's malloc maps blocks above 32 MB afresh at every allocation
 #: (page faults at every layer), so one large chunk of the demo CNN's 16,384

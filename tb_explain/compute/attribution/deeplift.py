@@ -220,6 +220,29 @@ class _Pass:
         return rule(z, y, z_r, y_r)
 
 
+class _Merged:
+    """One traversal over the references and the inputs concatenated
+    (references first), for backends that run eagerly (`backend.runs_eagerly()`:
+    there a model call's cost is mostly Keras's Python per layer, so a
+    second traversal for the references costs as much as the gradient
+    itself): each replaced nonlinearity splits its batch, applies its rule
+    to the inputs' part against the references' (`expand`: as `_Pass`), and
+    joins them again. `count`: the references' rows; `total`: all rows (a
+    layer folding the batch into its leading axis, batch outermost, is
+    split by the same proportion)."""
+
+    def __init__(self, count, total, expand=None):
+        self.count, self.total, self.expand = count, total, expand
+
+    def __call__(self, rule, z, y):
+        ops = keras.ops
+        split = self.count * (int(z.shape[0]) // self.total)
+        z_r, y_r = ops.stop_gradient(z[:split]), ops.stop_gradient(y[:split])
+        expand = self.expand or (lambda t: t)
+        out = rule(z[split:], y[split:], expand(z_r), expand(y_r))
+        return ops.concatenate([y_r, out], axis=0)
+
+
 def elementwise_rule(name, layer=None):
     """The rescale rule of the elementwise nonlinearity `name` (see `slope`)."""
     multiplier = multiplier_function(name, layer)
@@ -293,9 +316,12 @@ def _core(model, key, plan, chunk, per_sample, swaps, shared):
     holds those, `[per_sample, ...]`; no held inputs): the references' pass
     runs once over them, not once per row, and what it records goes to the
     rows by broadcasting (one reference) or a gather. Else `bases` holds
-    every row's reference."""
+    every row's reference. Where the backend runs eagerly, both go through
+    one traversal (`_Merged`), else the references' pass comes first
+    (`_Pass`)."""
     ops = keras.ops
-    count = _feeding.segments(chunk, per_sample)
+    count_sums = _feeding.segments(chunk, per_sample)
+    merged = backend.runs_eagerly()
 
     def build(holder):
         return lambda *args: core(holder, *args)
@@ -316,31 +342,52 @@ def _core(model, key, plan, chunk, per_sample, swaps, shared):
                 k = ops.shape(t)[0] // per_sample
                 return gather(t, ops.reshape(ops.expand_dims(step * k, 1)
                                              + ops.arange(k, dtype="int32"), (-1,)))
+            references = bases
+            refs = [b if per_sample == 1 else gather(b, step) for b in bases]
+        else:
+            expand = None
+            references = refs = [gather(b, index) for b in bases]
+
+        def f_of_references(selected):  # F at each row's reference
+            if shared:
+                selected = gather(selected, ops.zeros_like(step) if per_sample == 1 else step)
+            return ops.stop_gradient(
+                ops.take_along_axis(selected, ops.expand_dims(target, 1), axis=1)[:, 0])
+
+        if merged:
+            count = int(references[0].shape[0])
+            state = _Merged(count, count + chunk, expand)
+
+            def total_of(points):
+                joined = [ops.concatenate([r, p], axis=0) for r, p in zip(references, points)]
+                joined_xs = [None if h is None else ops.concatenate([h, h], axis=0)
+                             for h in model_xs]  # (shared references: no held input)
+                with rescale_rules(swaps, state):
+                    out = model(_feeding.feed(plan, joined, joined_xs, holder), training=False)
+                selected = select(out, key)
+                f_rows = ops.take_along_axis(selected[count:], ops.expand_dims(target, 1),
+                                             axis=1)[:, 0]
+                return ops.sum(f_rows), (f_rows, selected[:count])
+
+            grads, (f_rows, selected) = backend.input_gradients(total_of, rows)
+            f_refs = f_of_references(ops.stop_gradient(selected))
+        else:
             state = _Pass(expand)
             with rescale_rules(swaps, state):  # recorded, no gradient needed
-                reference = model(_feeding.feed(plan, bases, model_xs, holder), training=False)
-            refs = [b if per_sample == 1 else gather(b, step) for b in bases]
-            selected = gather(select(reference, key), ops.zeros_like(step) if per_sample == 1
-                              else step)
-            f_refs = ops.take_along_axis(selected, ops.expand_dims(target, 1), axis=1)[:, 0]
-        else:
-            refs = [gather(b, index) for b in bases]
-            state = _Pass()
-            with rescale_rules(swaps, state):
-                reference = model(_feeding.feed(plan, refs, model_xs, holder), training=False)
-            f_refs = _feeding.take_targets(reference, key, target)
-        f_refs = ops.stop_gradient(f_refs)
+                reference = model(_feeding.feed(plan, references, model_xs, holder),
+                                  training=False)
+            f_refs = f_of_references(select(reference, key))
 
-        def total_of(points):
-            state.applying, state.next = True, 0
-            with rescale_rules(swaps, state):
-                out = model(_feeding.feed(plan, points, model_xs, holder), training=False)
-            f_rows = _feeding.take_targets(out, key, target)
-            return ops.sum(f_rows), f_rows
+            def total_of(points):
+                state.applying, state.next = True, 0
+                with rescale_rules(swaps, state):
+                    out = model(_feeding.feed(plan, points, model_xs, holder), training=False)
+                f_rows = _feeding.take_targets(out, key, target)
+                return ops.sum(f_rows), f_rows
 
-        grads, f_rows = backend.input_gradients(total_of, rows)
+            grads, f_rows = backend.input_gradients(total_of, rows)
         return _feeding.difference_sums(grads, rows, refs, valid, sample, per_sample,
-                                        count), f_rows, f_refs
+                                        count_sums), f_rows, f_refs
 
     return _cores.cached_core(model, ("deeplift", key, chunk, per_sample, shared), plan, build)
 
