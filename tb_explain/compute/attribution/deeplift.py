@@ -63,14 +63,13 @@ def _sinhc(d):
     return ops.where(tiny, 1.0 + d * d / 6.0, ops.sinh(safe) / safe)
 
 
-def _multiplier(name, z_x, z_r, dz, dy, small):
-    """`dy / dz` (undefined where `small` for the piecewise-linear ones,
-    `name` None: the caller replaces those); for tanh and
-    sigmoid in closed forms free of the float32 cancellation of
+def _multiplier(name, z_x, z_r, dz, dy):
+    """`dy / dz` (undefined where `dz` is 0: the caller replaces those); for
+    tanh and sigmoid in closed forms free of the float32 cancellation of
     `f(z) - f(z_ref)` when the two are close: tanh a - tanh b =
     sinh(a - b) / (cosh a cosh b), and sigmoid(x) = (1 + tanh(x / 2)) / 2."""
     ops = keras.ops
-    plain = dy / dz if name is None else dy / ops.where(small, ops.ones_like(dz), dz)
+    plain = dy / dz
     if name == "tanh":
         exact = _sinhc(dz) / (ops.cosh(z_x) * ops.cosh(z_r))
     elif name == "sigmoid":
@@ -139,7 +138,7 @@ def multiplier_function(name, layer=None):
         def multiplier(z_x, y_x, z_r, y_r):
             dz = z_x - z_r
             small = keras.ops.abs(dz) < EPS
-            m = _multiplier(closed, z_x, z_r, dz, y_x - y_r, small)
+            m = _multiplier(closed, z_x, z_r, dz, y_x - y_r)
             return keras.ops.where(small, gradient(z_x, y_x), m)
         _MULTIPLIERS[key] = backend.fused(multiplier)
     return _MULTIPLIERS[key]
