@@ -22,6 +22,7 @@ predicted class and the TracIn self-influence term of the last Dense layer.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -269,11 +270,11 @@ class Dynamics:
     def self_influence(self):
         return self._row("influence").sum(axis=0)
 
-    @property
+    @functools.cached_property
     def mislabel_score(self):
         return mislabel_score(self._row("margin"))
 
-    @property
+    @functools.cached_property
     def likely_label(self):
         """`(n,)` each example's likely true label (`likely_labels`): its
         given label, or for a flagged one (`label_issues`) the class the
