@@ -113,7 +113,7 @@ class Run:
         out = []
         for event in self._events(tag, "images"):
             encoded = tensor_util.make_ndarray(event.tensor_proto)
-            out.append(ImageEvent(event.step, [np.asarray(Image.open(io.BytesIO(png)))
+            out.append(ImageEvent(event.step, [np.asarray(_rgb(Image.open(io.BytesIO(png))))
                                                for png in encoded[2:]]))
         return out
 
@@ -164,6 +164,11 @@ class Run:
 
     def __repr__(self):
         return f"Run({self.path!r}, {len(self._kinds)} tags)"
+
+
+def _rgb(picture):
+    """An indexed PNG's (`render.colormap.PALETTE`) colours; others as they are."""
+    return picture.convert("RGB") if picture.mode == "P" else picture
 
 
 def load_run(path):

@@ -258,11 +258,11 @@ def test_batched_images_are_encoded_on_the_pool_in_order(tmp_path, read_run, mon
     threads = []
     encode = ops.encode_png
 
-    def recording(image):
+    def recording(image, palette=None):
         threads.append(threading.current_thread().name)
         if image[0, 0, 0] == 255:
             raise OSError("disk full")
-        return encode(image)
+        return encode(image, palette)
 
     monkeypatch.setattr(ops, "encode_png", recording)
     writer = RunWriter(str(tmp_path))

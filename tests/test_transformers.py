@@ -540,3 +540,46 @@ def test_masked_sequences_are_explained_at_their_last_token(build):
         at_last = probs[np.arange(len(ids)), last]
         np.testing.assert_array_equal(result.target, at_last.argmax(-1), err_msg=method)
         np.testing.assert_allclose(result.output, at_last.max(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_long_sequences_are_block_averaged_and_drawn_in_the_palette(tmp_path, read_run):
+    """A 130-token sequence (block side 3, a short last block): the logged
+    uint8 weights equal numpy's block averages of the layer's own weights,
+    each map over its maximum, and the heads image (an indexed PNG) shows
+    each cell as a 2 x 2 square of that level's viridis colour."""
+    from tb_explain.render import colormap
+
+    keras.utils.set_random_seed(0)
+    length, heads = 130, 2
+    ids = keras.Input((length,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, 8)(ids)
+    att = keras.layers.MultiHeadAttention(num_heads=heads, key_dim=4, name="att")
+    pooled = keras.layers.GlobalAveragePooling1D()(att(hidden, hidden))
+    model = keras.Model(ids, keras.layers.Dense(2, activation="softmax")(pooled))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(3).integers(1, VOCAB, (2, length)).astype("int32")
+    callback = tbx.AttentionMaps(tmp_path, x, max_samples=2)
+    model.fit(x, np.array([0, 1]), epochs=1, verbose=0, callbacks=[callback])
+    weights = tbx.attention(model, x).scores[att.path]  # (2, heads, 130, 130), after the fit
+    padded = np.zeros((2, heads, 132, 132))
+    padded[:, :, :length, :length] = weights
+    blocks = padded.reshape(2, heads, 44, 3, 44, 3).mean(axis=(3, 5))
+    expected = np.round(blocks / blocks.max(axis=(2, 3), keepdims=True) * 255)
+    run = read_run(tmp_path)
+    logged = run.value(tags.ATTENTION_WEIGHTS.format(att.path), 0)
+    assert logged.shape == (2, heads, 44, 44) and logged.dtype == np.uint8
+    assert np.abs(logged.astype(int) - expected).max() <= 1  # float rounding at .5
+    assert np.mean(logged == expected) > 0.99
+    image = run.image(tags.ATTENTION.format(att.path), 0, index=1)  # sample 1
+    top, gap = 10 + 6, 8  # the title's row, the margin
+    for head in range(heads):
+        x0 = gap + head * (44 * 2 + gap)
+        panel = image[top:top + 88, x0:x0 + 88]
+        shown = np.repeat(np.repeat(colormap.PALETTE[colormap.LEVEL_INDEX[logged[1, head]]],
+                                    2, axis=0), 2, axis=1)
+        np.testing.assert_array_equal(panel, shown)
+    # every viridis level is within one 256-level step of the 256-entry table's colour
+    levels = np.arange(256)
+    step = np.abs(np.diff(colormap.LUTS["viridis"].astype(int), axis=0)).max()
+    assert np.abs(colormap.PALETTE[colormap.LEVEL_INDEX[levels]].astype(int)
+                  - colormap.LUTS["viridis"][levels]).max() <= step

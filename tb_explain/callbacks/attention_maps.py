@@ -8,7 +8,7 @@ from tb_explain._keras import has_call, tokenizer_lookup
 from tb_explain.callbacks.base import ExplainCallback
 from tb_explain.compute import attention
 from tb_explain.probe import Probe
-from tb_explain.render import charts, images
+from tb_explain.render import charts, colormap, images
 from tb_explain.summary import metadata, ops
 
 
@@ -142,10 +142,11 @@ class AttentionMaps(ExplainCallback):
         labelled = factor == 1
         tokens_q = self._tokens(t_query) if labelled else [None] * n
         tokens_k = self._tokens(t_key) if labelled else [None] * n
+        levels = result.quantized[path]
         image = images.same_size([charts.attention_heads(
             sample, tokens_q[s], tokens_k[s],
-            [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2)
-            for s, sample in enumerate(maps)])
+            [f"sample {s}, head {h}" for h in range(heads)], cell=None if labelled else 2,
+            levels=levels[s]) for s, sample in enumerate(maps)], fill=colormap.INDEX_WHITE)
         return image, result.quantized[path], metadata.content(
             "attention_weights", factor=factor, query_length=int(t_query), key_length=int(t_key))
 
@@ -168,7 +169,8 @@ class AttentionMaps(ExplainCallback):
                 lambda path: self._layer(path, result), result.layers,
                 [result.maps[p].size for p in result.layers])
             for path, (image, weights, content) in zip(result.layers, drawn):
-                ops.write_images(tags.ATTENTION.format(path), image, epoch)
+                ops.write_images(tags.ATTENTION.format(path), image, epoch,
+                                 palette=colormap.PALETTE)
                 ops.write_tensor(tags.ATTENTION_WEIGHTS.format(path), weights, epoch,
                                  tags.PLUGIN_NAME, content,
                                  description="Attention weights for the Explain tab: uint8, "
@@ -181,5 +183,7 @@ class AttentionMaps(ExplainCallback):
             panels = [charts.attention_heads(r[np.newaxis], tokens[s], tokens[s],
                                              [f"sample {s}: rollout"])
                       for s, r in enumerate(result.rollout)]
-            ops.write_images(tags.ATTENTION_ROLLOUT, images.same_size(panels), epoch)
+            ops.write_images(tags.ATTENTION_ROLLOUT,
+                             images.same_size(panels, fill=colormap.INDEX_WHITE), epoch,
+                             palette=colormap.PALETTE)
 

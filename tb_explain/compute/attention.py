@@ -132,6 +132,20 @@ def make_attention_pass(model, layers, side=None):
     return run
 
 
+#: The smallest normal float32: `p ln max(p, _TINY)` is 0 at p = 0 and p ln p above it.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _pooling(length, factor):
+    """`(ceil(length / factor), length)`: 1 / factor where a position falls
+    in a block, so `P @ x` averages blocks of `factor` (a short last block
+    padded with zeros)."""
+    rows = -(-length // factor)
+    matrix = np.zeros((rows, length), np.float32)
+    matrix[np.arange(length) // factor, np.arange(length)] = 1.0 / factor
+    return keras.ops.convert_to_tensor(matrix)
+
+
 def summarize_scores(weights, side):
     """What `AttentionMaps` writes of `(n, heads, Tq, Tk)` weights, reduced
     inside the compiled pass (a tenth of the weights leaves it):
@@ -145,20 +159,16 @@ def summarize_scores(weights, side):
     """
     heads, t_query, t_key = (int(d) for d in weights.shape[1:])
     factor = -(-max(t_query, t_key) // side)
+    weights = keras.ops.cast(weights, "float32")  # float16 has no `_TINY`
     maps = weights
-    if factor > 1:
-        rows, cols = -(-t_query // factor), -(-t_key // factor)
-        padded = keras.ops.pad(weights, [[0, 0], [0, 0], [0, rows * factor - t_query],
-                                         [0, cols * factor - t_key]])
-        blocks = keras.ops.reshape(padded, (-1, heads, rows, factor, cols, factor))
-        maps = keras.ops.sum(keras.ops.sum(blocks, axis=5), axis=3) / float(factor * factor)
+    if factor > 1:  # pooling matrices: two matmuls cost a third of a 6-d reshape's sums eagerly
+        rows = keras.ops.matmul(_pooling(t_query, factor), weights)
+        maps = keras.ops.matmul(rows, keras.ops.transpose(_pooling(t_key, factor)))
     peak = keras.ops.max(maps, axis=(2, 3), keepdims=True)
     unit = keras.ops.where(peak > 0, maps / keras.ops.where(peak > 0, peak, 1.0), 0.0)
     quantized = keras.ops.cast(keras.ops.round(unit * 255.0), "uint8")
-    positive = weights > 0
-    terms = -keras.ops.sum(keras.ops.where(
-        positive, weights * keras.ops.log(keras.ops.where(positive, weights, 1.0)), 0.0),
-        axis=-1)
+    # p ln p with 0 ln 0 = 0: p = 0 meets ln of the smallest normal float32 (finite)
+    terms = -keras.ops.sum(weights * keras.ops.log(keras.ops.maximum(weights, _TINY)), axis=-1)
     return {"maps": maps, "quantized": quantized, "terms": terms,
             "mean": keras.ops.mean(weights, axis=1)}
 

@@ -1,7 +1,8 @@
 """Charts with text, drawn with Pillow (a TensorBoard dependency): confusion
 matrices, reliability diagrams, density plots and captioned image grids.
 
-Every function returns a uint8 `(h, w, 3)` array for `ops.write_images`.
+Every function returns a uint8 `(h, w, 3)` array for `ops.write_images`,
+but `attention_heads`: an indexed image (`colormap.PALETTE`).
 """
 
 import functools
@@ -294,11 +295,12 @@ def block_average(maps, side):
 
 @functools.lru_cache(maxsize=512)
 def _text_tile(text, width, size):
-    """Black text on white, `size + 4` pixels high, at most `width` wide (uint8 RGB)."""
+    """Black text on white, `size + 4` pixels high, at most `width` wide
+    (uint8 palette indices of `colormap.PALETTE`'s greys)."""
     text = _shorten(text, width, size)
-    tile = Image.new("RGB", (min(width, text_size(text, size)[0] + 2), size + 4), WHITE)
-    ImageDraw.Draw(tile).text((0, 0), text, fill=BLACK, font=font(size))
-    return np.asarray(tile)
+    tile = Image.new("L", (min(width, text_size(text, size)[0] + 2), size + 4), 255)
+    ImageDraw.Draw(tile).text((0, 0), text, fill=BLACK[0], font=font(size))
+    return colormap.GREY_INDEX[np.asarray(tile)]
 
 
 #: Longest side of one head's map in `attention_heads`: longer sequences
@@ -307,18 +309,26 @@ MAX_ATTENTION_SIDE = 64
 
 
 def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10, cols=6,
-                    cell=None):
-    """Attention maps in a grid: `maps` `(k, T_query, T_key)` in [0, 1]
-    (viridis; each map scaled by its own maximum), `cols` panels per row,
-    each with its title above. Short sequences (cells of at least `size`
-    pixels) get the query labels left of each row of panels and the key
-    labels under each panel (rotated); sequences longer than
-    `MAX_ATTENTION_SIDE` are block-averaged to it (no labels). `cell`:
-    pixels per cell (default: 2 for block-averaged maps, else up to 24)."""
+                    cell=None, levels=None):
+    """Attention maps in a grid, as an indexed image: uint8 `(h, w)` indices
+    into `colormap.PALETTE` (`ops.write_images(..., palette=...)`; a third of
+    the bytes an RGB image has to compress).
+
+    `maps` `(k, T_query, T_key)` in [0, 1] are drawn in viridis, each map
+    scaled by its own maximum, `cols` panels per row, each with its title
+    above. Short sequences (cells of at least `size` pixels) get the query
+    labels left of each row of panels and the key labels under each panel
+    (rotated); sequences longer than `MAX_ATTENTION_SIDE` are block-averaged
+    to it (no labels). `cell`: pixels per cell (default: 2 for
+    block-averaged maps, else up to 24). `levels`: the maps already scaled
+    by their maxima as uint8 levels (`colormap.levels`; what
+    `compute.attention.summarize_scores` makes in the compiled pass), then
+    `maps` are only read for non-finite cells."""
     maps, factor = block_average(maps, MAX_ATTENTION_SIDE)
     k, tq, tk = maps.shape
     if factor > 1:
         row_labels = col_labels = None
+        levels = None  # of the full maps: not these
     if cell is None:
         cell = 2 if factor > 1 else max(1, min(24, 320 // max(tq, tk)))
     labelled = cell >= size
@@ -332,17 +342,19 @@ def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10
     rows = -(-k // cols)
     panel_w, panel_h, gap, top = tk * cell, tq * cell, 8, size + 6
     cell_w, cell_h = label_w + panel_w + gap, top + panel_h + label_h + gap
-    canvas = np.full((rows * cell_h + gap, cols * cell_w + gap, 3), 255, np.uint8)
-    peak = np.nanmax(np.where(np.isfinite(maps), maps, 0), axis=(1, 2), keepdims=True)
-    unit = np.nan_to_num(np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0))
-    rgb = colormap.apply(unit)  # (k, tq, tk, 3)
-    if cell > 1:  # each cell a cell x cell square, in one copy
-        rgb = np.broadcast_to(rgb[:, :, None, :, None, :], (k, tq, cell, tk, cell, 3)).reshape(
-            k, tq * cell, tk * cell, 3)
+    canvas = np.full((rows * cell_h + gap, cols * cell_w + gap), colormap.INDEX_WHITE, np.uint8)
+    finite = np.isfinite(maps)
+    if levels is None:
+        peak = np.max(np.where(finite, maps, 0), axis=(1, 2), keepdims=True)
+        levels = colormap.levels(np.divide(maps, peak, out=np.zeros_like(maps),
+                                           where=(peak > 0) & finite))
+    index = colormap.indexed(levels, ~finite)  # (k, tq, tk)
+    if cell > 1:  # each cell a cell x cell square (np.repeat: 7x a 5-d broadcast's copy)
+        index = np.repeat(np.repeat(index, cell, axis=2), cell, axis=1)
     for i in range(k):
         x0 = gap + (i % cols) * cell_w + label_w
         y0 = (i // cols) * cell_h + top
-        canvas[y0:y0 + panel_h, x0:x0 + panel_w] = rgb[i]
+        canvas[y0:y0 + panel_h, x0:x0 + panel_w] = index[i]
     if titles is not None:  # cached text tiles: the same titles recur in every image
         for i in range(k):
             tile = _text_tile(titles[i], max(panel_w, 60), size)
@@ -352,26 +364,30 @@ def attention_heads(maps, row_labels=None, col_labels=None, titles=None, size=10
             canvas[y0:y0 + tile.shape[0], x0:x0 + w] = tile[:, :w]
     if row_labels is None and col_labels is None:
         return canvas
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
+    # labels drawn in grey over white, outside the panels, then laid on the canvas
+    text = Image.new("L", (canvas.shape[1], canvas.shape[0]), 255)
+    draw = ImageDraw.Draw(text)
     for i in range(k):
         x0 = gap + (i % cols) * cell_w + label_w
         y0 = (i // cols) * cell_h + top
         if col_labels is not None:
             for j, label in enumerate(col_labels):
-                text = _shorten(label, label_h - 4, size)
-                tw, th = text_size(text, size)
-                tile = Image.new("RGB", (tw + 2, th + 4), WHITE)
-                ImageDraw.Draw(tile).text((1, 0), text, fill=BLACK, font=font(size))
+                shown = _shorten(label, label_h - 4, size)
+                tw, th = text_size(shown, size)
+                tile = Image.new("L", (tw + 2, th + 4), 255)
+                ImageDraw.Draw(tile).text((1, 0), shown, fill=BLACK[0], font=font(size))
                 tile = tile.rotate(90, expand=True)
-                image.paste(tile, (x0 + j * cell + (cell - tile.width) // 2, y0 + panel_h + 3))
+                text.paste(tile, (x0 + j * cell + (cell - tile.width) // 2, y0 + panel_h + 3))
         if row_labels is not None and i % cols == 0:
             for j, label in enumerate(row_labels):
-                text = _shorten(label, label_w - 4, size)
-                tw, th = text_size(text, size)
-                draw.text((x0 - tw - 2, y0 + j * cell + (cell - th) / 2 - 2), text, fill=BLACK,
-                          font=font(size))
-    return np.asarray(image)
+                shown = _shorten(label, label_w - 4, size)
+                tw, th = text_size(shown, size)
+                draw.text((x0 - tw - 2, y0 + j * cell + (cell - th) / 2 - 2), shown,
+                          fill=BLACK[0], font=font(size))
+    grey = np.asarray(text)
+    inked = grey < 255
+    canvas[inked] = colormap.GREY_INDEX[grey[inked]]
+    return canvas
 
 
 def beeswarm(attributions, values, names, title="attribution", max_features=20, size=11):

@@ -42,3 +42,48 @@ def apply(unit, name="viridis"):
     rgb = LUTS[name][index]
     rgb[bad] = NONFINITE_RGB
     return rgb
+
+
+# -- indexed images ------------------------------------------------------------------
+# An image drawn in palette indices is a third of an RGB image's bytes to
+# compress (PNG colour type 3): AttentionMaps draws its heads this way.
+
+#: Viridis levels and greys (black to white) of `PALETTE`; its last entry is NaN's magenta.
+VIRIDIS_LEVELS, GREYS = 240, 15
+
+#: The fixed `(256, 3)` uint8 palette of indexed images: viridis at 240
+#: levels (every entry one of the 256-entry table's), 15 greys, magenta.
+PALETTE = np.concatenate([
+    LUTS["viridis"][np.round(np.linspace(0, 255, VIRIDIS_LEVELS)).astype(np.intp)],
+    np.repeat(np.round(np.linspace(0, 255, GREYS)).astype(np.uint8)[:, None], 3, axis=1),
+    NONFINITE_RGB[None]])
+
+#: Palette indices of white (the background) and of non-finite cells.
+INDEX_WHITE, INDEX_NONFINITE = VIRIDIS_LEVELS + GREYS - 1, len(PALETTE) - 1
+
+#: A uint8 level (a value in [0, 1] times 255, rounded) to its viridis index.
+LEVEL_INDEX = np.round(np.arange(256) * (VIRIDIS_LEVELS - 1) / 255).astype(np.uint8)
+
+#: A grey value (0 black, 255 white: text drawn in Pillow's "L" mode) to its index.
+GREY_INDEX = (VIRIDIS_LEVELS + np.round(np.arange(256) * (GREYS - 1) / 255)).astype(np.uint8)
+
+
+def levels(unit):
+    """Values in [0, 1] as uint8 levels (times 255, rounded; NaN as 0), the
+    index `apply` looks up."""
+    unit = np.nan_to_num(np.asarray(unit, np.float64), nan=0.0)
+    return np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def indexed(level, nonfinite=None):
+    """uint8 levels (as `levels`) as viridis indices into `PALETTE`, cells
+    where `nonfinite` is True as `INDEX_NONFINITE`."""
+    index = LEVEL_INDEX[np.asarray(level, np.uint8)]
+    if nonfinite is not None and np.any(nonfinite):
+        index[nonfinite] = INDEX_NONFINITE
+    return index
+
+
+def indexed_rgb(index):
+    """An indexed image's RGB colours: `(..., 3)` uint8."""
+    return PALETTE[np.asarray(index, np.uint8)]

@@ -274,13 +274,14 @@ def signed_attribution(attr, percentile=99.0):
     return np.clip(0.5 + 0.5 * total / scale, 0.0, 1.0)
 
 
-def same_size(tiles):
-    """uint8 RGB tiles of different sizes padded with white (bottom, right)
-    to the largest, stacked: `(n, H, W, 3)`."""
+def same_size(tiles, fill=255):
+    """uint8 tiles of different sizes padded with `fill` (bottom, right) to
+    the largest, stacked: RGB tiles (white by default) as `(n, H, W, 3)`,
+    indexed ones `(h, w)` (`fill=colormap.INDEX_WHITE`) as `(n, H, W)`."""
     h = max(t.shape[0] for t in tiles)
     w = max(t.shape[1] for t in tiles)
-    return np.stack([np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)),
-                            constant_values=255) for t in tiles])
+    return np.stack([np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]))
+                            + ((0, 0),) * (t.ndim - 2), constant_values=fill) for t in tiles])
 
 
 def image_rgb(image):

@@ -89,35 +89,43 @@ def write_scalar(tag, value, step, description=""):
     _add(tag, metadata, np.asarray(value, np.float32), step)
 
 
-def encode_png(image):
-    """PNG bytes of a uint8 `(h, w, 3)` image."""
+def encode_png(image, palette=None):
+    """PNG bytes of a uint8 `(h, w, 3)` image, or of an indexed `(h, w)` one
+    with its `(<= 256, 3)` uint8 `palette` (PNG colour type 3)."""
     buffer = io.BytesIO()
+    picture = Image.fromarray(np.ascontiguousarray(image, np.uint8))
+    if palette is not None:
+        picture.putpalette(np.asarray(palette, np.uint8).tobytes())
     # zlib level 1: a quarter of the default level's time for ~10% more bytes
-    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buffer, format="PNG",
-                                                                compress_level=1)
+    picture.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def write_images(tag, images, step):
+def write_images(tag, images, step, palette=None):
     """Writes uint8 RGB images `(n, h, w, 3)` (or one `(h, w, 3)`) as PNGs.
 
     Args:
         tag: Summary tag.
-        images: numpy uint8 array.
+        images: numpy uint8 array: RGB, or with `palette` indexed images
+            `(n, h, w)` (or one `(h, w)`).
         step: Int step.
+        palette: `(<= 256, 3)` uint8 colours of indexed `images`
+            (`render.colormap.PALETTE`), or None for RGB. Indexed PNGs are a
+            third of the bytes to compress; TensorBoard shows them alike.
     """
     images = np.asarray(images, np.uint8)
-    if images.ndim == 3:
+    if images.ndim == (2 if palette is not None else 3):
         images = images[np.newaxis]
     header = [str(images.shape[2]).encode(), str(images.shape[1]).encode()]
     batch, executor = _pending_batch(step), _threads.pool()
     if executor is None:
-        parts = header + [encode_png(image) for image in images]
+        parts = header + [encode_png(image, palette) for image in images]
         _add(tag, _IMAGE_METADATA, np.array(parts, dtype=object), step)
         return
     images = images.copy()  # the caller may reuse its array before the batch ends
     value = batch[1].value.add(tag=tag, metadata=_IMAGE_METADATA)
-    batch[2].append((value, header, [executor.submit(encode_png, image) for image in images]))
+    batch[2].append((value, header, [executor.submit(encode_png, image, palette)
+                                     for image in images]))
 
 
 def write_histogram(tag, buckets, step):
