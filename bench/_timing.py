@@ -21,6 +21,26 @@ def input_gradient(model):
     return gradient
 
 
+def compiled_input_gradient(model):
+    """`input_gradient` on the active Keras backend (`tb_explain.backend`'s
+    compiled function over its input gradient: `tf.function` over a
+    `GradientTape`, `jax.jit` over `jax.value_and_grad`, PyTorch autograd):
+    `(batch, target) -> grads` as numpy, backend tensors in."""
+    import keras  # noqa: PLC0415
+
+    from tb_explain import backend  # noqa: PLC0415
+
+    def gradient(batch, target):
+        def total(xs):
+            out = model(xs[0], training=False)
+            index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
+            return keras.ops.sum(keras.ops.take_along_axis(out, index, axis=1)), None
+        return backend.input_gradients(total, [batch])[0][0]
+
+    compiled = backend.compile(gradient, model.variables)
+    return lambda batch, target: backend.to_numpy(compiled(batch, target))
+
+
 def calibrate_batch_norm(model, x):
     """Sets every BatchNormalization's moving statistics to those of `x`.
 

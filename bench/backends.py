@@ -1,7 +1,7 @@
 """The same ratios on every Keras backend, side by side in one run.
 
 Usage:
-    python bench/backends.py [--parts ig,methods,fit,resnet,shap] [--repeats N]
+    python bench/backends.py [--parts ig,methods,fit,resnet,shap,first_epoch] [--repeats N]
                              [--backends tensorflow,jax,torch]
 
 Each backend runs in its own subprocess (KERAS_BACKEND is fixed when Keras
@@ -41,6 +41,12 @@ of runs interleaved inside one process.
   epochs, 2-sample probe, `tbx.explain` defaults): each callback's logging
   event (its `timing/*` scalar, the last epoch's: the steady cost) and the
   whole event, on JAX against TensorFlow.
+- first_epoch: bench/overhead.py's part 3 on 4 epochs (ResNet50, 224x224,
+  32 random images, batch 16; the suite on defaults against the plain fit,
+  interleaved): the first epoch's extra (setup and first event) over one
+  IG event's compiled floor (2 x 52 input gradients), the steady and
+  amortized extras and the share spent outside the hooks. Targets: <= 2.0,
+  <= 1.25, <= 1.4, <= 5%. Not in the default parts (20-30 minutes).
 """
 
 import argparse
@@ -58,19 +64,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -- the worker, inside one backend ------------------------------------------------
 
 def _floor(model):
-    import keras  # noqa: PLC0415
+    from bench._timing import compiled_input_gradient  # noqa: PLC0415
 
-    from tb_explain import backend  # noqa: PLC0415
-
-    def gradient(batch, target):
-        def total(xs):
-            out = model(xs[0], training=False)
-            index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
-            return keras.ops.sum(keras.ops.take_along_axis(out, index, axis=1)), None
-        return backend.input_gradients(total, [batch])[0][0]
-
-    compiled = backend.compile(gradient, model.variables)
-    return lambda batch, target: backend.to_numpy(compiled(batch, target))
+    return compiled_input_gradient(model)
 
 
 def part_ig(repeats):
@@ -283,10 +279,19 @@ def part_resnet(repeats):
     return {"events": events, "event_s": sum(events.values()), "setup_s": setup, "fit_s": fit}
 
 
+def part_first_epoch(repeats):
+    """bench/overhead.py's part 3 on 4 epochs: the first epoch's extra (the
+    suite's setup and first event) over one IG event's compiled floor."""
+    from bench import overhead  # noqa: PLC0415
+
+    return overhead.part3(epochs=4, repeats=1)
+
+
 def worker(part, repeats):
     sys.path.insert(0, ROOT)
     result = {"ig": part_ig, "methods": part_methods, "fit": part_fit,
-              "resnet": part_resnet, "shap": part_shap}[part](repeats)
+              "resnet": part_resnet, "shap": part_shap,
+              "first_epoch": part_first_epoch}[part](repeats)
     print("RESULT " + json.dumps(result))
 
 
@@ -365,6 +370,18 @@ def main():
             print(f"{'Captum / ours per eval, ' + key:32s}" + "".join(
                 f"{theirs / results[b][key]['per_evaluation_s']:12.1f}"
                 if results[b] and theirs else f"{'-':>12s}" for b in backends))
+    if "first_epoch" in parts:
+        results = {b: run_part(b, "first_epoch", 1) for b in backends}
+        print("\nResNet50 224x224, 4-epoch fit on 32 images, tbx.explain defaults (2-sample "
+              "probe) against the plain fit: extra seconds / one IG event's compiled floor")
+        print(f"{'':32s}" + "".join(f"{b:>12s}" for b in backends))
+        for key, label in (("first", "first epoch (target <= 2.0)"),
+                           ("steady", "steady, epochs 1-3 (<= 1.25)"),
+                           ("amortized", "amortized per event (<= 1.4)"),
+                           ("outside", "share outside the hooks (<= 5%)"),
+                           ("floor_s", "IG floor (s)")):
+            print(f"{label:32s}" + "".join(
+                f"{results[b][key]:12.2f}" if results[b] else f"{'-':>12s}" for b in backends))
     if "resnet" in parts:
         chosen = [b for b in backends if b in ("tensorflow", "jax")]
         results = {b: run_part(b, "resnet", 1) for b in chosen}

@@ -155,7 +155,7 @@ def cross_validated(data, x, y, classes, seed, folds=5):
     return probs
 
 
-def one_setting(data, x, y_clean, kind, noise, seed, targets):
+def one_setting(data, x, y_clean, kind, noise, seed, targets, save=None):
     from cleanlab.filter import find_label_issues  # noqa: PLC0415
     from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
 
@@ -178,6 +178,11 @@ def one_setting(data, x, y_clean, kind, noise, seed, targets):
     ours = np.zeros(len(y), bool)
     ours[scores.label_issues()] = True
     out["ours set F1"] = (set_f1(ours, truth), float(ours.sum()))
+    if save:  # what the scores are computed from, to study rules without refitting
+        os.makedirs(save, exist_ok=True)
+        np.savez_compressed(os.path.join(save, f"{data}_{kind}_{noise}_{seed}.npz"),
+                            records=scores.records, labels=y, clean=y_clean, probs=probs,
+                            cleanlab_flagged=flagged, cleanlab_quality=quality)
     return out
 
 
@@ -188,6 +193,8 @@ def main():
     parser.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--save", help="a directory: each setting's records, labels and "
+                                       "cleanlab's probabilities and set, as .npz")
     args = parser.parse_args()
     print(f"means over seeds {args.seeds}; precision@k / AUROC (set: F1 / flagged count)")
     met = True
@@ -198,7 +205,7 @@ def main():
               f"with: {targets[0].tolist()}, pairs: {targets[1].tolist()}")
         for kind in args.kinds:
             for noise in args.noise:
-                results = [one_setting(data, x, y, kind, noise, seed, targets)
+                results = [one_setting(data, x, y, kind, noise, seed, targets, args.save)
                            for seed in args.seeds]
                 cells = []
                 for name in results[0]:

@@ -26,8 +26,9 @@ defaults, 2-sample probe, every epoch) and without it, each with two clock
 callbacks first and last in the list. Per epoch it prints both wall times,
 the extra, the time inside the hooks and the rest (spent outside the
 callbacks), and the extra as a ratio to the compute floor of one
-integrated-gradients event (the same 2 x 52 input gradients in one compiled
-call, already traced; the median of 3 calls before and 3 after each pair of
+integrated-gradients event (the same 2 x 52 input gradients, compiled and
+already traced, in the chunks the callback cuts them into: 4 calls of 26
+rows); the median of 3 calls before and 3 after each pair of
 fits); then the first epoch's extra (setup + first event,
 target <= 2x), the median steady extra of the last 3 epochs (<= 1.25x), the
 amortized extra per event (<= 1.4x) and the share outside the callbacks
@@ -50,7 +51,8 @@ import numpy as np  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
 from tb_explain.callbacks import _fit_iterators  # noqa: E402
-from bench._timing import input_gradient, interleaved  # noqa: E402
+from tb_explain.compute.attribution import _feeding  # noqa: E402
+from bench._timing import compiled_input_gradient, interleaved  # noqa: E402
 from demo_train import build_model, load_data  # noqa: E402
 
 
@@ -224,7 +226,9 @@ def resnet_fit(log_dir, x, y, probe, epochs, batch_size):
 
 
 def part3(epochs=7, repeats=1, train=32, batch_size=16):
-    import tensorflow as tf  # noqa: PLC0415
+    """Prints part 3 and returns its figures: `{"first", "steady",
+    "amortized", "outside", "floor_s"}` (the extras as ratios to the floor)."""
+    from tb_explain import backend  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     x = rng.random((train, 224, 224, 3), dtype=np.float32)
@@ -233,17 +237,24 @@ def part3(epochs=7, repeats=1, train=32, batch_size=16):
 
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
-    floor = input_gradient(model)
+    gradient = compiled_input_gradient(model)
     steps = 52  # 50 Gauss-Legendre points and the two path ends
     alphas = np.linspace(0.0, 1.0, steps, dtype=np.float32)
-    batch = tf.constant((alphas[None, :, None, None, None] * probe[0][:, None])
-                        .reshape(-1, 224, 224, 3))
-    targets = tf.zeros(len(probe[0]) * steps, tf.int32)
-    floor(batch, targets)  # traced, warmed up
+    rows = (alphas[None, :, None, None, None] * probe[0][:, None]).reshape(-1, 224, 224, 3)
+    # in the chunks integrated gradients cuts the rows into (4 x 26: 104 rows of
+    # ResNet50's backward pass at once hold 24 GB eagerly, on PyTorch)
+    chunk = _feeding.chunk_rows(len(rows), _feeding.auto_batch_size([rows], None))
+    chunks = [(backend.to_tensor(rows[i:i + chunk]),
+               backend.to_tensor(np.zeros(len(rows[i:i + chunk]), np.int32)))
+              for i in range(0, len(rows), chunk)]
+
+    def floor():
+        return [gradient(batch, targets) for batch, targets in chunks]
+    floor()  # traced, warmed up
 
     plain, suite, floors = [], [], []
     def time_floor():
-        return interleaved({"floor": lambda: floor(batch, targets).numpy()}, 3)["floor"]
+        return interleaved({"floor": floor}, 3)["floor"]
 
     for _ in range(repeats):  # interleaved: floor, plain fit, suite fit, floor
         floors += time_floor()
@@ -258,10 +269,11 @@ def part3(epochs=7, repeats=1, train=32, batch_size=16):
     hooks = [median(run[k][1] for run in suite) for k in range(epochs)]
     extra = [w - b for w, b in zip(wall, base)]
     setup, events = _suite_timing(log_dir)
-    print(f"\nPart 3: ResNet50 224x224, {epochs}-epoch fit on {train} images (batch "
-          f"{batch_size}), tbx.explain(data=2-sample probe) every epoch, against the same "
-          f"fit without the suite, epoch by epoch; median of {repeats} interleaved pair(s)")
-    print(f"IG event compute floor (2 x {steps} input gradients, compiled): {floor_time:.2f} s "
+    print(f"\nPart 3 ({backend.name()}): ResNet50 224x224, {epochs}-epoch fit on {train} images "
+          f"(batch {batch_size}), tbx.explain(data=2-sample probe) every epoch, against the "
+          f"same fit without the suite, epoch by epoch; median of {repeats} interleaved pair(s)")
+    print(f"IG event compute floor (2 x {steps} input gradients, compiled, in chunks of "
+          f"{chunk}): {floor_time:.2f} s "
           f"(median of {len(floors)} calls before and after the fits: "
           f"{min(floors):.2f}-{max(floors):.2f} s)")
     print(f"{'epoch':>5s} {'plain s':>8s} {'suite s':>8s} {'extra s':>8s} {'in hooks':>9s} "
@@ -270,16 +282,19 @@ def part3(epochs=7, repeats=1, train=32, batch_size=16):
         event = f"   event {events[k]:.2f} s" if k < len(events) else ""
         print(f"{k:5d} {base[k]:8.2f} {wall[k]:8.2f} {extra[k]:8.2f} {hooks[k]:9.2f} "
               f"{extra[k] - hooks[k]:8.2f} {extra[k] / floor_time:12.2f}{event}")
-    steady = median(extra[k] / floor_time for k in range(epochs - 3, epochs))
-    amortized = sum(extra) / epochs / floor_time
-    outside = (sum(extra) - sum(hooks)) / sum(extra)
-    print(f"first epoch's extra (setup + first event): {extra[0] / floor_time:.2f} x floor"
+    figures = {"first": extra[0] / floor_time,
+               "steady": median(extra[k] / floor_time for k in range(max(1, epochs - 3), epochs)),
+               "amortized": sum(extra) / epochs / floor_time,
+               "outside": (sum(extra) - sum(hooks)) / sum(extra), "floor_s": floor_time}
+    print(f"first epoch's extra (setup + first event): {figures['first']:.2f} x floor"
           "  (target <= 2.0)")
-    print(f"steady extra (median of the last 3 epochs): {steady:.2f} x floor  (target <= 1.25)")
-    print(f"amortized extra per event (whole fit / {epochs}): {amortized:.2f} x floor"
+    print(f"steady extra (median of the last 3 epochs): {figures['steady']:.2f} x floor"
+          "  (target <= 1.25)")
+    print(f"amortized extra per event (whole fit / {epochs}): {figures['amortized']:.2f} x floor"
           "  (target <= 1.4)")
-    print(f"share of the extra time outside the callbacks' hooks: {outside:.1%}"
+    print(f"share of the extra time outside the callbacks' hooks: {figures['outside']:.1%}"
           "  (target <= 5%)")
+    return figures
 
 
 def main():
