@@ -164,13 +164,13 @@ def mislabel_score(margins):
 def flagged(margins):
     """`(n,)` bool: the examples flagged as mislabeled, those whose margin
     over the `window` epochs is below 0 on average and in at least half of
-    them (mean and median below 0: one very negative epoch does not flag an
-    example the network mostly got right).
+    them (one very negative epoch does not flag an example the network
+    mostly got right).
 
     On `bench/dynamics.py` the second condition raises the flagged set's F1
     in every setting of the table (by 0.002-0.007) and leaves the digits'
-    within 0.001 or raises them: the examples it drops are mostly clean ones
-    the table's MLP gets wrong in a few epochs only.
+    as they were or raises them (by up to 0.003): the examples it drops are
+    mostly clean ones the table's MLP gets wrong in a few epochs only.
 
     Args:
         margins: `(E, n)` margins per logged epoch.

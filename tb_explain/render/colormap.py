@@ -82,8 +82,3 @@ def indexed(level, nonfinite=None):
     if nonfinite is not None and np.any(nonfinite):
         index[nonfinite] = INDEX_NONFINITE
     return index
-
-
-def indexed_rgb(index):
-    """An indexed image's RGB colours: `(..., 3)` uint8."""
-    return PALETTE[np.asarray(index, np.uint8)]

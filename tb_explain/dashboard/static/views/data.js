@@ -72,7 +72,8 @@ export async function renderData(main, run, context) {
     const flagged = confusions.reduce((t, c) => t + c[0], 0);
     noise.append(el("p", {class: "muted", text: `${flagged} of ${n} examples flagged ` +
       "(margin below 0 on average and in at least half of the epochs whose margins separate " +
-      "best); by given and likely label:"}), el("ul", {}, ...confusions.slice(0, 8).map(([count, given, likely]) =>
+      "best); by given and likely label:"}),
+      el("ul", {}, ...confusions.slice(0, 8).map(([count, given, likely]) =>
       el("li", {"data-given": String(given), "data-likely": String(likely),
                 text: `${count} of the ${labelName(given)}s are probably ${labelName(likely)}s`}))));
     if (names.length <= 20) {
