@@ -5,27 +5,26 @@ import shutil
 import time
 
 
-def input_gradient(model):
-    """The compute floor of the gradient methods: one compiled gradient of the
-    target outputs with respect to a batch of inputs, `(batch, target) -> grads`."""
-    import tensorflow as tf  # noqa: PLC0415 (bench scripts set TF's log level first)
+def _framework_compile(fn, model):
+    """`fn` compiled the way a user of the active backend compiles it: a
+    plain `tf.function` called as it is (TensorFlow matches the arguments to
+    its trace at each call), `jax.jit` with the variables' values passed in
+    (`tb_explain.backend.compile`), PyTorch eager."""
+    from tb_explain import backend  # noqa: PLC0415
 
-    @tf.function
-    def gradient(batch, target):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            f = tf.reduce_sum(tf.gather(model(batch, training=False), target, axis=1,
-                                        batch_dims=1))
-        return tape.gradient(f, batch)
+    if backend.name() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 (bench scripts set TF's log level first)
 
-    return gradient
+        return tf.function(fn, autograph=False)
+    return backend.compile(fn, model.variables)
 
 
 def compiled_input_gradient(model):
-    """`input_gradient` on the active Keras backend (`tb_explain.backend`'s
-    compiled function over its input gradient: `tf.function` over a
-    `GradientTape`, `jax.jit` over `jax.value_and_grad`, PyTorch autograd):
-    `(batch, target) -> grads` as numpy, backend tensors in."""
+    """The compute floor of the gradient methods on the active backend: one
+    compiled gradient of the target outputs with respect to a batch of
+    inputs (`tf.function` over a `GradientTape`, `jax.jit` over
+    `jax.value_and_grad`, PyTorch autograd), `(batch, target) -> grads` as
+    numpy; arrays or backend tensors in."""
     import keras  # noqa: PLC0415
 
     from tb_explain import backend  # noqa: PLC0415
@@ -37,7 +36,24 @@ def compiled_input_gradient(model):
             return keras.ops.sum(keras.ops.take_along_axis(out, index, axis=1)), None
         return backend.input_gradients(total, [batch])[0][0]
 
-    compiled = backend.compile(gradient, model.variables)
+    compiled = _framework_compile(gradient, model)
+    return lambda batch, target: backend.to_numpy(compiled(batch, target))
+
+
+def compiled_forward(model):
+    """The compute floor of the forward-only methods (occlusion, KernelSHAP):
+    the target outputs of a batch, compiled as `compiled_input_gradient`
+    is, `(batch, target) -> outputs` as numpy."""
+    import keras  # noqa: PLC0415
+
+    from tb_explain import backend  # noqa: PLC0415
+
+    def forward(batch, target):
+        out = model(batch, training=False)
+        index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
+        return keras.ops.take_along_axis(out, index, axis=1)
+
+    compiled = _framework_compile(forward, model)
     return lambda batch, target: backend.to_numpy(compiled(batch, target))
 
 

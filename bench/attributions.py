@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tb_explain as tbx  # noqa: E402
-from bench._timing import calibrate_batch_norm, floor_inputs, input_gradient, interleaved  # noqa: E402,E501
+from bench._timing import (  # noqa: E402
+    calibrate_batch_norm, compiled_forward, compiled_input_gradient, floor_inputs, interleaved)
 
 
 def main():
@@ -54,21 +55,17 @@ def main():
     calibrate_batch_norm(model, np.random.default_rng(1).random((32, 96, 96, 3), np.float32))
     targets = np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int32)
 
-    gradient = input_gradient(model)
-
-    @tf.function
-    def forward(batch, target):
-        return tf.gather(model(batch, training=False), target, axis=1, batch_dims=1)
+    gradient, forward = compiled_input_gradient(model), compiled_forward(model)
 
     noisy, noisy_targets, occluded, occluded_targets = (
         tf.constant(a) for a in floor_inputs(model, x, targets))
     images, image_targets = tf.constant(x), tf.constant(targets)
     runs = {
-        "smoothgrad floor": lambda: gradient(noisy, noisy_targets).numpy(),
+        "smoothgrad floor": lambda: gradient(noisy, noisy_targets),
         "smoothgrad": lambda: tbx.attribute(model, x, "smoothgrad", target=targets, samples=50),
-        "occlusion floor": lambda: forward(occluded, occluded_targets).numpy(),
+        "occlusion floor": lambda: forward(occluded, occluded_targets),
         "occlusion": lambda: tbx.attribute(model, x, "occlusion", target=targets),
-        "gradcam floor": lambda: gradient(images, image_targets).numpy(),
+        "gradcam floor": lambda: gradient(images, image_targets),
         "gradcam": lambda: tbx.attribute(model, x, "gradcam", target=targets),
         "saliency": lambda: tbx.attribute(model, x, "saliency", target=targets),
         "deeplift": lambda: tbx.attribute(model, x, "deeplift", target=targets),

@@ -42,11 +42,37 @@ def variable_gradients(fn, variables):
     return [tf.convert_to_tensor(g) for g in grads], aux
 
 
+def _signature(args):
+    """A cheap key of `args`' trace: each leaf's shape and dtype (tensors,
+    numpy arrays) or value (None, numbers, strings); None when a leaf is
+    anything else (then `tf.function` matches the arguments itself)."""
+    key = []
+    for leaf in tf.nest.flatten(args):
+        if isinstance(leaf, (tf.Tensor, np.ndarray)):
+            key.append((type(leaf) is np.ndarray, tuple(leaf.shape), leaf.dtype))
+        elif leaf is None or isinstance(leaf, (bool, int, float, str)):
+            key.append((type(leaf), leaf))
+        else:
+            return None
+    return tuple(key)
+
+
 def compile(fn, variables):  # noqa: A001
     compiled = tf.function(fn, autograph=False, reduce_retracing=True)
+    concrete = {}
 
     def call(*args):
-        return compiled(*args)
+        # A `tf.function` call matches its arguments against its traces in
+        # Python: 0.3-0.4 ms a call, a tenth of a small model's gradient.
+        # The concrete function of the same shapes and dtypes runs the same
+        # graph without that matching.
+        key = _signature(args)
+        if key is None:
+            return compiled(*args)
+        function = concrete.get(key)
+        if function is None:
+            function = concrete[key] = compiled.get_concrete_function(*args)
+        return function(*args)
     call.compiled = compiled
     return call
 
@@ -133,3 +159,7 @@ def without_graph_rewrites():
 
 def string_tensor(array):
     return tf.convert_to_tensor(array)
+
+
+def numeric_tensor(array):
+    return tf.constant(array)

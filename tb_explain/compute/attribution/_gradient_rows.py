@@ -20,9 +20,11 @@ REDUCTIONS = {
 }
 
 
-def _core(model, key, plan, reduction, chunk, draws):
-    return _cores.cached_core(model, ("rows", key, reduction, chunk, draws), plan, lambda holder: (
-        _feeding.gradient_core(model, plan, key, holder, REDUCTIONS[reduction], chunk, draws)))
+def _core(model, key, plan, reduction, chunk, draws, whole):
+    return _cores.cached_core(model, ("rows", key, reduction, chunk, draws, whole), plan,
+                              lambda holder: _feeding.gradient_core(
+                                  model, plan, key, holder, REDUCTIONS[reduction], chunk, draws,
+                                  whole))
 
 
 def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
@@ -42,6 +44,7 @@ def gradient_rows(model, done, reduction, noise=None, draws=1, batch_size=None):
     """
     total_rows = done.n * draws
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
-    core = _core(model, done.key, done.plan, reduction, chunk, draws)
+    core = _core(model, done.key, done.plan, reduction, chunk, draws,
+                 whole=chunk == total_rows)
     acc, f = _feeding.run_chunks(core, done, total_rows, chunk, draws, noise=noise)
     return acc, f.reshape(done.n, draws)

@@ -103,11 +103,12 @@ def _baseline_sets(baseline, plan, xs):
 
 # -- the compiled core ---------------------------------------------------------
 
-def _core(model, output, plan, chunk, points):
+def _core(model, output, plan, chunk, points, whole):
     """The IG core for `model` (the gradient core, interpolating inside),
     cached per model and configuration."""
-    return _cores.cached_core(model, ("ig", output, chunk, points), plan, lambda holder: (
-        _feeding.gradient_core(model, plan, output, holder, chunk=chunk, per_sample=points)))
+    return _cores.cached_core(model, ("ig", output, chunk, points, whole), plan, lambda holder: (
+        _feeding.gradient_core(model, plan, output, holder, chunk=chunk, per_sample=points,
+                               whole=whole)))
 
 
 def _quadrature_with_ends(method, steps):
@@ -145,7 +146,8 @@ class _Run:
         points = len(self.alphas)
         total_rows = self.total_rows if rows is None else rows
         chunk = min(self.chunk, total_rows)
-        core = _core(self.model, self.key, self.plan, chunk, points)
+        core = _core(self.model, self.key, self.plan, chunk, points,
+                     whole=chunk == total_rows == self.total_rows)
         zeros = all(not b.any() for b in bases)  # the default: the core skips the base
         return _feeding.run_chunks(core, self, total_rows, chunk, points, xs=self.tensors,
                                    bases=None if zeros else bases, alphas=self.alphas,
