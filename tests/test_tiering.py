@@ -9,7 +9,7 @@ from _tf import tf
 
 import tb_explain as tbx
 from conftest import TwoDense, small_cnn
-from tb_explain import _threads
+from tb_explain import _threads, backend
 from tb_explain.compute import attribution, stats, tiering
 
 
@@ -125,11 +125,14 @@ def test_automatic_eager_events_follow_the_model_size(tmp_path, digits):
     assert callback.eager_events is None
     assert callback._eager_limit == tiering.SMALL_MODEL_EAGER_EVENTS
     big = keras.Sequential([keras.layers.Input((600,)), keras.layers.Dense(2000)])
-    assert tiering.eager_events(big) == tiering.EAGER_EVENTS
+    # JAX's eager operations compile on first use: big models compile ahead there
+    assert tiering.eager_events(big) == (
+        0 if keras.backend.backend() == "jax" else tiering.EAGER_EVENTS)
 
 
-@pytest.mark.tensorflow_only
-def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path):
+def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path, read_run):
+    if getattr(backend.get(), "trace", None) is None:
+        pytest.skip("the backend runs eagerly: nothing to compile ahead")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 600)).astype("float32")
     model = keras.Sequential([keras.layers.Input((600,)), keras.layers.Dense(2000),
@@ -140,13 +143,62 @@ def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path):
     assert not tiering.small_model(small_cnn(), [np.zeros((2, 256, 256, 3))])
     model.compile("sgd", "mse")
     callback = tbx.IntegratedGradients(tmp_path, data=(x, np.zeros((2, 3), "float32")),
-                                       steps=4, target=0)
+                                       steps=4, target=0,
+                                       feature_names=[f"f{j}" for j in range(600)])
     hooks = keras.callbacks.CallbackList([callback], model=model, epochs=5, steps=1)
-    hooks.on_train_begin()  # traced and warmed up here, as before tiering
-    assert callback._eager_limit == 0 and _traces(callback) == 1
+    hooks.on_train_begin()  # compiled here without running, as before tiering
+    (core,) = [v.function for k, v in attribution._CACHE[model].items()
+               if isinstance(k, tuple) and k[0] == "ig"]
+    assert callback._eager_limit == 0 and core.trace_count() == 1
     hooks.on_epoch_end(0)
     hooks.on_train_end()
-    assert _traces(callback) == 1
+    assert core.trace_count() == 1  # the event ran what the warm-up compiled
+    # a linear model: IG is exact, (x - 0) * the target's weights
+    w = backend.to_numpy(model.layers[0].kernel) @ backend.to_numpy(model.layers[1].kernel)
+    attr = x.astype(np.float64) * w[:, 0]
+    run = read_run(tmp_path)
+    for j in (0, 1, 599):
+        np.testing.assert_allclose(run.value(f"attributions/input/features/f{j}", 0),
+                                   np.abs(attr[:, j]).mean(), rtol=2e-3)
+
+
+def test_gradient_statistics_of_big_models_compile_ahead(tmp_path, read_run):
+    """Where the backend traces ahead (TensorFlow's concrete function, JAX's
+    ahead-of-time compile), a big model's gradient statistics compile in
+    `on_train_begin` without computing; on JAX, whose eager operations
+    compile on first use, the first event already runs compiled."""
+    if getattr(backend.get(), "trace", None) is None:
+        pytest.skip("the backend runs eagerly: nothing to compile ahead")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 600)).astype("float32")
+    y = rng.normal(size=(4, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((600,)), keras.layers.Dense(2000),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    callback = tbx.GradientNorms(tmp_path, data=(x, y))
+    hooks = keras.callbacks.CallbackList([callback], model=model, epochs=1, steps=1)
+    hooks.on_train_begin()
+    assert callback._eager_limit == (0 if keras.backend.backend() == "jax"
+                                     else tiering.EAGER_EVENTS)
+    compiled = callback._compute if callback._compute.compiled is not None else None
+    traced = callback._compute.concrete(*callback._inputs, stats.zero())
+    assert traced is not None
+    hooks.on_epoch_end(0)
+    hooks.on_train_end()
+    if compiled is not None:  # TensorFlow: the statistics are in the compiled function
+        assert compiled.trace_count() == 1
+    # the logged loss and norms against an independent gradient (numpy, closed form)
+    w1, b1 = (backend.to_numpy(v) for v in model.layers[0].weights)
+    w2, b2 = (backend.to_numpy(v) for v in model.layers[1].weights)
+    h = x.astype(np.float64) @ w1 + b1
+    pred = h @ w2 + b2
+    d_pred = 2 * (pred - y) / pred.size
+    run = read_run(tmp_path)
+    np.testing.assert_allclose(run.value("gradients/loss", 0), np.mean((pred - y) ** 2),
+                               rtol=1e-4)
+    np.testing.assert_allclose(run.value(f"gradients/{model.layers[1].kernel.path}/norm", 0),
+                               np.linalg.norm(h.T @ d_pred), rtol=1e-3)
 
 
 @pytest.mark.tensorflow_only

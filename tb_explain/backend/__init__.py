@@ -30,6 +30,12 @@ and may define (the defaults here serve the backends without them):
 - `EAGER`: True where `compile` runs the function eagerly (PyTorch): each
   model call then pays Keras's Python cost per layer, so one traversal of a
   larger batch beats two traversals (default False).
+- `EAGER_BIG_MODELS`: whether a callback's first events on a big model
+  (`compute.tiering.small_model` False) run eagerly before its functions
+  compile (default True). JAX: False, its eager operations compile each
+  primitive for each new shape on first use (ResNet50's gradient
+  statistics: a first eager event of 8.7 s against 1.2 s for the next
+  ones), so compiling ahead costs less there.
 - `FORWARD_VALUES`: the most values of a model's widest layer output that
   one chunk of a forward-only computation (KernelSHAP, Shapley values)
   holds: where each call costs little, chunks whose buffers the allocator
@@ -216,6 +222,11 @@ def runs_eagerly():
     return getattr(get(), "EAGER", False)
 
 
+def eager_big_models():
+    """`EAGER_BIG_MODELS` of the active backend (see the module docstring)."""
+    return getattr(get(), "EAGER_BIG_MODELS", True)
+
+
 def forward_values():
     """`FORWARD_VALUES` of the active backend (see the module docstring)."""
     return getattr(get(), "FORWARD_VALUES", None)
@@ -247,6 +258,10 @@ class Function:
             functions (`graph_statistics()`), and runs eagerly elsewhere.
         follows_eager: Whether calls inside `eager()` run the Python (else
             they always run the compiled version).
+        trace_with: For a statistics function that runs eagerly where the
+            backend computes statistics in numpy: a function of the same
+            arguments that traces its compiled parts (returning their traced
+            function, or None), so `trace` compiles those ahead.
 
     Example:
 
@@ -257,9 +272,10 @@ class Function:
     ```
     """
 
-    def __init__(self, fn, variables=(), statistics=False, follows_eager=True):
+    def __init__(self, fn, variables=(), statistics=False, follows_eager=True, trace_with=None):
         self.python_function = fn
         self.follows_eager = follows_eager
+        self._trace_with = trace_with
         self._count = 0
 
         @functools.wraps(fn)  # TensorFlow keys its retracing statistics by `fn`'s code
@@ -286,8 +302,10 @@ class Function:
         """The backend's traced function for `args` (TensorFlow's concrete
         function), or None where there is none."""
         tracer = getattr(get(), "trace", None)
-        if self.compiled is None or tracer is None:
+        if tracer is None:
             return None
+        if self.compiled is None:  # statistics in numpy: its compiled parts
+            return None if self._trace_with is None else self._trace_with(*args)
         return tracer(self.compiled, *args)
 
     def trace_count(self):

@@ -99,4 +99,5 @@ def make_gradient_statistics(model, bins=stats.DEFAULT_BINS, loss=None):
                 "weight_nonfinite": weight_nonfinite, "update_norms": update_norms,
                 "previous_norms": previous_norms}
 
-    return tiering.function(compute), variables
+    return tiering.function(compute, trace_with=None if in_graph else (
+        lambda x, y, sample_weight, zero: gradients_of.concrete(x, y, sample_weight))), variables

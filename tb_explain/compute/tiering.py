@@ -29,12 +29,13 @@ eager = backend.eager
 is_eager = backend.is_eager
 
 
-def function(python_function):
+def function(python_function, trace_with=None):
     """A statistics function (`compute.stats` inside): compiled where the
     backend computes statistics inside compiled functions (TensorFlow), run
     eagerly elsewhere (numpy statistics; the gradient passes compile on their
-    own); inside `eager()` its Python runs directly (`backend.Function`)."""
-    return backend.Function(python_function, statistics=True)
+    own, and `trace_with`, when given, traces them ahead); inside `eager()`
+    its Python runs directly (`backend.Function`)."""
+    return backend.Function(python_function, statistics=True, trace_with=trace_with)
 
 
 #: Eager events of callbacks on small models (`small_model`) and on others.
@@ -52,8 +53,12 @@ EAGER_EVENTS = 12
 
 
 def eager_events(model, inputs=()):
-    """How many events a callback on `model` runs eagerly before it compiles."""
-    return SMALL_MODEL_EAGER_EVENTS if small_model(model, inputs) else EAGER_EVENTS
+    """How many events a callback on `model` runs eagerly before it compiles
+    (on a big model none where the backend's eager operations compile on
+    first use: JAX, `backend.eager_big_models()`)."""
+    if small_model(model, inputs):
+        return SMALL_MODEL_EAGER_EVENTS
+    return EAGER_EVENTS if backend.eager_big_models() else 0
 
 
 #: `small_model` bounds: parameters, and input values per sample.

@@ -172,16 +172,25 @@ def register_core(model, key, plan, holder, core):
     function = backend.Function(core, model.variables)  # eager inside `tiering.eager()`
     low_precision = mixed(model)
 
-    def call(*args):
+    def running(method, args):
         # tensors of the backend (string inputs too, on TensorFlow): Keras
         # refuses inputs that mix tensors and numpy arrays
         args = keras.tree.map_structure(
             lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
         with embeddings_swapped(plan, holder), (
                 float32_compute(model) if low_precision else contextlib.nullcontext()):
-            return function(*args)
+            return method(*args)
+
+    def call(*args):
+        return running(function, args)
+
+    def trace(*args):
+        """Compiles for `args` without running, where the backend can
+        (`backend.Function.trace`); returns whether it did."""
+        return running(function.trace, args)
 
     call.core = core
+    call.trace = trace
     call.function = function
     cache(model)[key] = call
     return call

@@ -228,7 +228,7 @@ def held_inputs(done):
 
 
 def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, alphas=None,
-               weights=None, noise=None):
+               weights=None, noise=None, trace=False):
     """Runs a core (`gradient_core` of `chunk` and `per_sample`) over the
     first `total_rows` rows in chunks, and adds the chunks' per-sample sums
     in float64. The arrays are converted to tensors once; each call passes
@@ -246,9 +246,12 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
         alphas: `[per_sample]` path positions (with `bases`), or None.
         weights: `[per_sample]` float32 weights (None: `1 / per_sample`).
         noise: Per attributed input, `[n * per_sample, ...]` draws, or None.
+        trace: Compile the core for its first chunk without running it,
+            where the backend can (a warm-up); where it cannot, run.
 
     Returns:
-        `(per attributed input: [n, ...] float64 sums, F of every row [total_rows])`.
+        `(per attributed input: [n, ...] float64 sums, F of every row [total_rows])`,
+        or None when `trace` compiled without running.
     """
     convert = backend.to_tensor
     if weights is None:
@@ -258,6 +261,8 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
             convert(np.asarray(done.targets)), None if alphas is None else convert(alphas),
             convert(np.asarray(weights, np.float32)),
             None if noise is None else [convert(e) for e in noise])
+    if trace and core.trace(*args, np.asarray(0, np.int32)):
+        return None
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     f_rows = []
     for start in range(0, total_rows, chunk):

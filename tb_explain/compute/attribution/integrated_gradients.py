@@ -139,10 +139,12 @@ class _Run:
         self.model = model
         self.tensors = [backend.to_tensor(x) for x in self.xs]  # once per computation
 
-    def path_integral(self, bases, rows=None):
+    def path_integral(self, bases, rows=None, trace=False):
         """`(weighted gradient sums per attributed input, F at every row)`
         along the straight path from `bases` to the inputs (rows: all
-        `samples x points`, or the first `rows`)."""
+        `samples x points`, or the first `rows`); with `trace`, the core
+        compiled for them without running where the backend can (then
+        None)."""
         points = len(self.alphas)
         total_rows = self.total_rows if rows is None else rows
         chunk = min(self.chunk, total_rows)
@@ -151,17 +153,20 @@ class _Run:
         zeros = all(not b.any() for b in bases)  # the default: the core skips the base
         return _feeding.run_chunks(core, self, total_rows, chunk, points, xs=self.tensors,
                                    bases=None if zeros else bases, alphas=self.alphas,
-                                   weights=self.weights)
+                                   weights=self.weights, trace=trace)
 
 
 def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",
             batch_size=None, output=None, position="last"):
     """Validates a configuration and compiles its core on one chunk of rows.
 
-    Computes one chunk (not all `samples x steps` when there are more), so
-    the one-time cost of tracing and compiling is paid here, and the first
-    real call runs at its steady speed; inside `tiering.eager()`, where
-    nothing compiles, one row.
+    Compiles the core for one chunk (all `samples x steps` rows, or the
+    first chunk of them) without running it where the backend can (JAX's
+    ahead-of-time compile, TensorFlow's concrete function), else computes
+    that chunk, so the one-time cost of tracing and compiling is paid here
+    and the first real call runs at its steady speed. Inside
+    `tiering.eager()`, and where the backend runs eagerly (PyTorch), where
+    nothing compiles, one row validates.
 
     Returns:
         The `InputPlan` of `inputs`.
@@ -171,9 +176,11 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
     """
     alphas, weights = _quadrature_with_ends(method, steps)
     run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
-    # Eagerly (`compute.tiering`) nothing compiles: one row validates.
-    rows = 1 if tiering.is_eager() else min(run.chunk, run.total_rows)
-    run.path_integral(run.base_sets[0], rows=rows)
+    # Eagerly (`compute.tiering`, PyTorch) nothing compiles: one row validates.
+    if tiering.is_eager() or backend.runs_eagerly():
+        run.path_integral(run.base_sets[0], rows=1)
+    else:
+        run.path_integral(run.base_sets[0], rows=min(run.chunk, run.total_rows), trace=True)
     return run.plan
 
 
