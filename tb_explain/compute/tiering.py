@@ -16,6 +16,13 @@ the compiled graph's (ResNet50's integrated gradients: 10-36 s against
 4.9 s), which outweighs the trace. The public functions
 (`tbx.integrated_gradients`...) run compiled as before; the choice applies
 to the calls made inside `eager()` on the calling thread only.
+
+On JAX, whose eager operations compile each primitive for each new shape
+on first use, big models run no eager event: their compiled functions
+compile ahead in `on_train_begin` (`backend.Function.trace`: jax.jit's
+ahead-of-time compile, without running), which costs less than one eager
+event (ResNet50, extra over one IG event's floor in the first epoch: 1.66
+against 2.28 with eager events).
 """
 
 import numpy as np
