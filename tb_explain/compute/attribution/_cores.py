@@ -163,6 +163,18 @@ def cached_core(model, key, plan, build):
     return register_core(model, cache_key, plan, holder, build(holder))
 
 
+def as_tensors(args):
+    """`args` (the cores' arguments: arrays, tensors and None, in lists,
+    tuples and dicts) with every numpy array a backend tensor."""
+    if isinstance(args, np.ndarray):
+        return backend.to_tensor(args)
+    if isinstance(args, (list, tuple)):
+        return type(args)(as_tensors(a) for a in args)
+    if isinstance(args, dict):
+        return {k: as_tensors(a) for k, a in args.items()}
+    return args
+
+
 def register_core(model, key, plan, holder, core):
     """Caches `core` compiled for `model` under `key` (its Python runs
     eagerly inside `tiering.eager()`), with the token inputs' Embeddings
@@ -175,8 +187,7 @@ def register_core(model, key, plan, holder, core):
     def running(method, args):
         # tensors of the backend (string inputs too, on TensorFlow): Keras
         # refuses inputs that mix tensors and numpy arrays
-        args = keras.tree.map_structure(
-            lambda a: backend.to_tensor(a) if isinstance(a, np.ndarray) else a, args)
+        args = as_tensors(args)
         with embeddings_swapped(plan, holder), (
                 float32_compute(model) if low_precision else contextlib.nullcontext()):
             return method(*args)

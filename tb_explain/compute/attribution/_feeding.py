@@ -6,6 +6,7 @@ compiled core; float64 sums of the chunks in numpy).
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -253,23 +254,28 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
         `(per attributed input: [n, ...] float64 sums, F of every row [total_rows])`,
         or None when `trace` compiled without running.
     """
-    convert = backend.to_tensor
     if weights is None:
         weights = np.full(per_sample, 1.0 / per_sample, np.float32)
-    args = ([convert(x) for x in (done.xs if xs is None else xs)],
-            None if bases is None else [convert(b) for b in bases], held_inputs(done),
-            convert(np.asarray(done.targets)), None if alphas is None else convert(alphas),
-            convert(np.asarray(weights, np.float32)),
-            None if noise is None else [convert(e) for e in noise])
-    if trace and core.trace(*args, np.asarray(0, np.int32)):
+    elif isinstance(weights, np.ndarray):
+        weights = weights.astype(np.float32, copy=False)
+    args = _cores.as_tensors((list(done.xs if xs is None else xs), bases, held_inputs(done),
+                              np.asarray(done.targets), alphas, weights, noise))
+    if trace and core.trace(*args, start_index(0)):
         return None
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     f_rows = []
     for start in range(0, total_rows, chunk):
-        sums, f = core(*args, np.asarray(start, np.int32))
+        sums, f = core(*args, start_index(start))
         add_chunk_sums(acc, sums, start, min(start + chunk, total_rows), per_sample)
         f_rows.append(backend.to_numpy(f))
     return acc, np.concatenate(f_rows)[:total_rows]
+
+
+@functools.lru_cache(maxsize=256)
+def start_index(start):
+    """A core's `start` argument: the int32 scalar tensor of `start`, made
+    once (a conversion costs about as much as a small model's layer call)."""
+    return backend.to_tensor(np.asarray(start, np.int32))
 
 
 def difference_sums(grads, ends, starts, valid, sample, per_sample, count):

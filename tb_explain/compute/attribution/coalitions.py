@@ -156,7 +156,7 @@ def evaluate(model, done, bases, groups, z, batch_size=None):
     args = ([convert(x) for x in done.xs], [convert(b) for b in bases],
             _feeding.held_inputs(done), convert(np.asarray(done.targets)),
             [convert(g.astype(np.int32)) for g in groups], convert(z.astype(np.float32)))
-    values = [backend.to_numpy(core(*args, np.asarray(start, np.int32)))
+    values = [backend.to_numpy(core(*args, _feeding.start_index(start)))
               for start in range(0, total_rows, chunk)]
     return np.concatenate(values)[:total_rows].astype(np.float64).reshape(done.n, coalitions)
 

@@ -424,7 +424,7 @@ def _attribute(model, inputs, sets, target, output, position, batch_size, done=N
     f_rows, f_refs = np.zeros(rows), np.zeros(rows)
     for start in range(0, rows, chunk):
         stop = min(start + chunk, rows)
-        sums, f, f_ref = core(*args, np.asarray(start, np.int32))
+        sums, f, f_ref = core(*args, _feeding.start_index(start))
         _feeding.add_chunk_sums(acc, sums, start, stop, m)
         f_rows[start:stop] = backend.to_numpy(f)[:stop - start]
         f_refs[start:stop] = backend.to_numpy(f_ref)[:stop - start]

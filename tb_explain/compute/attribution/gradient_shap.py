@@ -125,7 +125,7 @@ def gradient_shap(model, inputs, *, target=None, output=None, position="last", b
             convert(np.asarray(done.targets)))
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     for start in range(0, rows, chunk):
-        sums, _ = core(*args, np.asarray(start, np.int32))
+        sums, _ = core(*args, _feeding.start_index(start))
         _feeding.add_chunk_sums(acc, sums, start, min(start + chunk, rows), samples)
     ends = np.array([[0.0], [1.0]], np.float32)  # F(baseline), F(x): one group, off and on
     whole = [np.zeros(x.shape[1:], np.int32) for x in done.xs]

@@ -10,6 +10,8 @@ gets them with weight 0), so `F(x)` and `F(baseline)` come out of the same
 pass, for every kind of input.
 """
 
+import functools
+
 import keras
 import numpy as np
 
@@ -111,21 +113,27 @@ def _core(model, output, plan, chunk, points, whole):
                                whole=whole)))
 
 
+@functools.lru_cache(maxsize=64)
 def _quadrature_with_ends(method, steps):
     """The rule's points and weights, with the path's end points added
-    (weight 0) where the rule has none: they give F(baseline) and F(x)."""
+    (weight 0) where the rule has none: they give F(baseline) and F(x).
+    Made once per rule: `(alphas, weights)` read-only float32 arrays, and
+    the same as backend tensors (converted once, not per call)."""
     alphas, weights = quadrature(method, steps)
     if alphas[0] != 0:
         alphas, weights = np.concatenate([[0.0], alphas]), np.concatenate([[0.0], weights])
     if alphas[-1] != 1:
         alphas, weights = np.concatenate([alphas, [1.0]]), np.concatenate([weights, [0.0]])
-    return alphas.astype(np.float32), weights.astype(np.float32)
+    alphas, weights = alphas.astype(np.float32), weights.astype(np.float32)
+    for a in (alphas, weights):
+        a.flags.writeable = False
+    return (alphas, weights), (backend.to_tensor(alphas), backend.to_tensor(weights))
 
 
 class _Run:
     """Everything one integrated-gradients computation feeds its compiled core."""
 
-    def __init__(self, model, inputs, target, baseline, alphas, weights, batch_size, output,
+    def __init__(self, model, inputs, target, baseline, rule, batch_size, output,
                  position="last"):
         done = _feeding.setup(model, inputs, target, output, position)
         self.plan, self.n, self.targets, self.xs, self.feed = (
@@ -133,8 +141,8 @@ class _Run:
         self.explained = done.explained
         self.key = done.key
         self.base_sets = _baseline_sets(baseline, self.plan, self.xs)
-        self.alphas, self.weights = alphas, weights
-        self.total_rows = self.n * len(alphas)
+        (self.alphas, self.weights), self.rule_tensors = rule
+        self.total_rows = self.n * len(self.alphas)
         self.chunk = _feeding.chunk_rows(self.total_rows, batch_size)
         self.model = model
         self.tensors = [backend.to_tensor(x) for x in self.xs]  # once per computation
@@ -152,8 +160,8 @@ class _Run:
                      whole=chunk == total_rows == self.total_rows)
         zeros = all(not b.any() for b in bases)  # the default: the core skips the base
         return _feeding.run_chunks(core, self, total_rows, chunk, points, xs=self.tensors,
-                                   bases=None if zeros else bases, alphas=self.alphas,
-                                   weights=self.weights, trace=trace)
+                                   bases=None if zeros else bases, alphas=self.rule_tensors[0],
+                                   weights=self.rule_tensors[1], trace=trace)
 
 
 def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gausslegendre",
@@ -174,8 +182,8 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
     Raises:
         ValueError: naming the parameter and the offending value.
     """
-    alphas, weights = _quadrature_with_ends(method, steps)
-    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
+    run = _Run(model, inputs, target, baseline, _quadrature_with_ends(method, steps), batch_size,
+               output, position)
     # Eagerly (`compute.tiering`, PyTorch) nothing compiles: one row validates.
     if tiering.is_eager() or backend.runs_eagerly():
         run.path_integral(run.base_sets[0], rows=1)
@@ -239,11 +247,10 @@ def integrated_gradients(model, inputs, *, target=None, baseline=None, steps=50,
     _validate.check_choice("method", method, METHODS)
     if batch_size is not None:
         batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
-    alphas, weights = _quadrature_with_ends(method, steps)
-
-    run = _Run(model, inputs, target, baseline, alphas, weights, batch_size, output, position)
+    run = _Run(model, inputs, target, baseline, _quadrature_with_ends(method, steps), batch_size,
+               output, position)
     plan, n, xs, base_sets = run.plan, run.n, run.xs, run.base_sets
-    points = len(alphas)
+    points = len(run.alphas)
     total = [np.zeros(x.shape, np.float64) for x in xs]
     f_x, f_base = None, np.zeros(n)
     for bases in base_sets:

@@ -145,7 +145,7 @@ def occlusion(model, inputs, *, target=None, output=None, position="last", batch
             convert(starts.astype(np.int32)), convert(owner), convert(np.float32(baseline)))
     acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
     for start in range(0, total_rows, chunk):  # rows: (sample, position)
-        sums, _ = core(*args, np.asarray(start, np.int32))
+        sums, _ = core(*args, _feeding.start_index(start))
         _feeding.add_chunk_sums(acc, sums, start, min(start + chunk, total_rows), positions)
     attributions = []
     for j, (x, (size, grid)) in enumerate(zip(done.xs, found)):
