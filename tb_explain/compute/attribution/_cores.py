@@ -169,7 +169,7 @@ def as_tensors(args):
     if isinstance(args, np.ndarray):
         return backend.to_tensor(args)
     if isinstance(args, (list, tuple)):
-        return type(args)(as_tensors(a) for a in args)
+        return type(args)([as_tensors(a) for a in args])
     if isinstance(args, dict):
         return {k: as_tensors(a) for k, a in args.items()}
     return args
@@ -183,11 +183,14 @@ def register_core(model, key, plan, holder, core):
     mixed-precision model are as precise as its float32 weights give)."""
     function = backend.Function(core, model.variables)  # eager inside `tiering.eager()`
     low_precision = mixed(model)
+    swaps = any(layer is not None for layer in plan.embeddings)
 
     def running(method, args):
         # tensors of the backend (string inputs too, on TensorFlow): Keras
         # refuses inputs that mix tensors and numpy arrays
         args = as_tensors(args)
+        if not (swaps or low_precision):  # float inputs, one precision: as it is
+            return method(*args)
         with embeddings_swapped(plan, holder), (
                 float32_compute(model) if low_precision else contextlib.nullcontext()):
             return method(*args)

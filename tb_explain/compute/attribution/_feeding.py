@@ -169,12 +169,11 @@ class _WholeRows:
 
     def __init__(self, chunk, per_sample):
         self.n, self.per_sample = chunk // per_sample, per_sample
-        self.sample = np.repeat(np.arange(self.n, dtype=np.int32), per_sample)
 
     def of_samples(self, t):
         if self.per_sample == 1:
             return t
-        return backend.gather(t, keras.ops.convert_to_tensor(self.sample))
+        return keras.ops.repeat(t, self.per_sample, axis=0)
 
     def _rows(self, t):
         """`[n, per_sample, ...]` as `[n * per_sample, ...]`."""

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from tb_explain import backend
+from tb_explain.compute.attribution._cores import cache
 from tb_explain.compute.attribution._cores import explained_forward as forward
 from tb_explain.compute.attribution._cores import forward_and_masks
 from tb_explain.compute.attribution._inputs import model_inputs
@@ -94,13 +95,17 @@ def targets(target, scores):
 def output_units(model, key, plan=None):
     """Units of the selected output, read off the symbolic outputs, or from one
     forward pass on the first sample when the model has none (subclassed)."""
+    known = cache(model)
+    if ("units", key) in known:  # read off the symbolic outputs once
+        return known["units", key]
     static = static_outputs(model)
     if static is not None:
         selected = static[key] if key is not None else static
         selected = keras.tree.flatten(selected)[0]
         dims = selected.shape[1:]
         if all(d is not None for d in dims):
-            return int(np.prod(dims))
+            known["units", key] = int(np.prod(dims))
+            return known["units", key]
     if plan is None:
         return None
     first = dataclasses.replace(plan, leaves=[x[:1] for x in plan.leaves])
