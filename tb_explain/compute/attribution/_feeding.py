@@ -243,8 +243,10 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
         per_sample: Rows of each sample (steps, draws).
         xs: The attributed inputs (default `done.xs`), arrays or tensors.
         bases: The path's start points (IG; None: zeros).
-        alphas: `[per_sample]` path positions (with `bases`), or None.
-        weights: `[per_sample]` float32 weights (None: `1 / per_sample`).
+        alphas: `[per_sample]` float32 path positions (with `bases`), an
+            array or a tensor (IG passes its rule's, converted once), or None.
+        weights: `[per_sample]` float32 weights, an array or a tensor (None:
+            `1 / per_sample`).
         noise: Per attributed input, `[n * per_sample, ...]` draws, or None.
         trace: Compile the core for its first chunk without running it,
             where the backend can (a warm-up); where it cannot, run.
