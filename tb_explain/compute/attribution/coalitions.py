@@ -152,10 +152,9 @@ def evaluate(model, done, bases, groups, z, batch_size=None):
     chunk = _feeding.chunk_rows(total_rows,
                                 _feeding.forward_batch_size(model, done.xs, batch_size))
     core = _core(model, done.key, done.plan, chunk, coalitions)
-    convert = backend.to_tensor
-    args = ([convert(x) for x in done.xs], [convert(b) for b in bases],
-            _feeding.held_inputs(done), convert(np.asarray(done.targets)),
-            [convert(g.astype(np.int32)) for g in groups], convert(z.astype(np.float32)))
+    args = _cores.as_tensors((list(done.xs), list(bases), _feeding.held_inputs(done),
+                              np.asarray(done.targets), [g.astype(np.int32) for g in groups],
+                              z.astype(np.float32)))
     values = [backend.to_numpy(core(*args, _feeding.start_index(start)))
               for start in range(0, total_rows, chunk)]
     return np.concatenate(values)[:total_rows].astype(np.float64).reshape(done.n, coalitions)

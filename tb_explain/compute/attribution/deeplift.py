@@ -416,10 +416,8 @@ def _attribute(model, inputs, sets, target, output, position, batch_size, done=N
         stacked = np.stack([s[j] for s in sets])  # [m, n, ...]
         bases.append((stacked[:, 0] if shared else stacked[pick, sample]).astype(np.float32))
     core = _core(model, done.key, done.plan, chunk, m, swaps, shared)
-    convert = backend.to_tensor
-    args = ([convert(x) for x in done.xs], [convert(a) for a in ends],
-            [convert(b) for b in bases], _feeding.held_inputs(done),
-            convert(np.asarray(done.targets)))
+    args = _cores.as_tensors((list(done.xs), ends, bases, _feeding.held_inputs(done),
+                              np.asarray(done.targets)))
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     f_rows, f_refs = np.zeros(rows), np.zeros(rows)
     for start in range(0, rows, chunk):

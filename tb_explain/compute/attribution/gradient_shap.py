@@ -119,10 +119,8 @@ def gradient_shap(model, inputs, *, target=None, output=None, position="last", b
         bases.append(stacked[pick, sample].astype(np.float32))
     chunk = _feeding.chunk_rows(rows, _feeding.auto_batch_size(done.xs, batch_size))
     core = _core(model, done.key, done.plan, chunk, samples)
-    convert = backend.to_tensor
-    args = ([convert(x) for x in done.xs], [convert(a) for a in noisy],
-            [convert(b) for b in bases], convert(alphas), _feeding.held_inputs(done),
-            convert(np.asarray(done.targets)))
+    args = _cores.as_tensors((list(done.xs), noisy, bases, alphas, _feeding.held_inputs(done),
+                              np.asarray(done.targets)))
     acc = [np.zeros(x.shape, np.float64) for x in done.xs]
     for start in range(0, rows, chunk):
         sums, _ = core(*args, _feeding.start_index(start))

@@ -139,10 +139,9 @@ def occlusion(model, inputs, *, target=None, output=None, position="last", batch
     chunk = _feeding.chunk_rows(total_rows, _feeding.auto_batch_size(done.xs, batch_size))
     dims = [tuple(x.shape[1:1 + len(size)]) for x, size in zip(done.xs, sizes)]
     core = _core(model, done.key, done.plan, sizes, dims, chunk, positions)
-    convert = backend.to_tensor
-    args = ([convert(x) for x in done.xs], _feeding.held_inputs(done),
-            convert(np.asarray(done.targets)), convert(f_x.astype(np.float32)),
-            convert(starts.astype(np.int32)), convert(owner), convert(np.float32(baseline)))
+    args = _cores.as_tensors((list(done.xs), _feeding.held_inputs(done),
+                              np.asarray(done.targets), f_x.astype(np.float32),
+                              starts.astype(np.int32), owner, np.asarray(baseline, np.float32)))
     acc = [np.zeros((done.n,) + x.shape[1:1 + len(s)], np.float64) for x, s in zip(done.xs, sizes)]
     for start in range(0, total_rows, chunk):  # rows: (sample, position)
         sums, _ = core(*args, _feeding.start_index(start))
