@@ -165,9 +165,10 @@ def cached_core(model, key, plan, build):
 
 def as_tensors(args):
     """`args` (the cores' arguments: arrays, tensors and None, in lists,
-    tuples and dicts) with every numpy array a backend tensor."""
+    tuples and dicts) with every numpy array a backend tensor, or left numpy
+    where the backend's compiled calls take numpy (`backend.to_argument`)."""
     if isinstance(args, np.ndarray):
-        return backend.to_tensor(args)
+        return backend.to_argument(args)
     if isinstance(args, (list, tuple)):
         return type(args)([as_tensors(a) for a in args])
     if isinstance(args, dict):

@@ -145,7 +145,7 @@ class _Run:
         self.total_rows = self.n * len(self.alphas)
         self.chunk = _feeding.chunk_rows(self.total_rows, batch_size)
         self.model = model
-        self.tensors = [backend.to_tensor(x) for x in self.xs]  # once per computation
+        self.tensors = _cores.as_tensors(list(self.xs))  # once per computation
 
     def path_integral(self, bases, rows=None, trace=False):
         """`(weighted gradient sums per attributed input, F at every row)`
