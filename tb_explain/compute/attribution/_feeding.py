@@ -73,7 +73,7 @@ def feed(plan, points, model_xs, holder):
 def take_targets(outputs, key, target):
     """Inside a core: the selected output's unit `target[r]` of each row r."""
     selected = select(outputs, key)
-    index = keras.ops.expand_dims(keras.ops.cast(target, "int32"), 1)
+    index = keras.ops.cast(target, "int32")[:, None]
     return keras.ops.take_along_axis(selected, index, axis=1)[:, 0]
 
 
@@ -124,6 +124,13 @@ def gradient_core(model, plan, key, holder, reduce=None, chunk=1, per_sample=1, 
                 for g, p in zip(grads, points)]
         return sums, f_rows
     return core
+
+
+def _draw_axis(values, rank):
+    """`values` `[per_sample]` shaped `[1, per_sample, 1, ...]` to broadcast
+    against `[n, per_sample, ...]` rows of samples of `rank` (by indexing:
+    no op call)."""
+    return values[(None, slice(None)) + (None,) * (rank - 1)]
 
 
 def _column(values, rank):
@@ -179,26 +186,27 @@ class _WholeRows:
         """`[n, per_sample, ...]` as `[n * per_sample, ...]`."""
         return keras.ops.reshape(t, (-1,) + tuple(keras.ops.shape(t)[2:]))
 
+    # Indexing and operators where they serve: on PyTorch, whose cores run
+    # eagerly, each `keras.ops` call costs 5-25 us of Python (its symbolic
+    # check walks the arguments), 10-20% of a small model's gradient in all.
     def points(self, x, base, alphas, noise):
-        ops = keras.ops
         if alphas is None:
             rows = self.of_samples(x)
         else:
-            a = ops.reshape(ops.cast(alphas, x.dtype), (1, -1) + (1,) * (len(x.shape) - 1))
-            end = ops.expand_dims(x, 1)
+            a = _draw_axis(keras.ops.cast(alphas, x.dtype), len(x.shape))
+            end = x[:, None]
             if base is None:
                 rows = self._rows(a * end)
             else:
-                start = ops.expand_dims(base, 1)
+                start = base[:, None]
                 rows = self._rows(start + a * (end - start))
         return rows if noise is None else rows + noise
 
     def weighted_sums(self, value, weights, count):
         ops = keras.ops
-        shape = ops.shape(value)
-        per_sample = ops.reshape(value, (self.n, self.per_sample, -1))
-        summed = ops.einsum("npk,p->nk", per_sample, ops.cast(weights, value.dtype))
-        return ops.reshape(summed, (self.n,) + tuple(shape[1:]))
+        shape = tuple(ops.shape(value)[1:])
+        per_sample = ops.reshape(value, (self.n, self.per_sample) + shape)
+        return ops.einsum("np...,p->n...", per_sample, ops.cast(weights, value.dtype))
 
 
 def chunk_index(start, chunk, per_sample, n):
