@@ -203,10 +203,13 @@ class _WholeRows:
         return rows if noise is None else rows + noise
 
     def weighted_sums(self, value, weights, count):
+        # (not an einsum over "np...": TensorFlow 2.21's crashes with
+        # free(): invalid pointer on some shapes)
         ops = keras.ops
         shape = tuple(ops.shape(value)[1:])
         per_sample = ops.reshape(value, (self.n, self.per_sample) + shape)
-        return ops.einsum("np...,p->n...", per_sample, ops.cast(weights, value.dtype))
+        weight = _draw_axis(ops.cast(weights, value.dtype), len(shape) + 1)
+        return ops.sum(per_sample * weight, axis=1)
 
 
 def chunk_index(start, chunk, per_sample, n):
