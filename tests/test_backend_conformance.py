@@ -94,6 +94,34 @@ def test_function_compiles_once_reads_updated_weights_and_follows_eager():
     assert always.trace_count() == 1 and always.python_function(3) == 6
 
 
+def test_to_argument_feeds_compiled_and_eager_calls_alike():
+    """`to_argument` keeps numeric numpy arrays numpy exactly where the
+    backend says its compiled calls take them (`NUMPY_ARGUMENTS`), else makes
+    tensors; either way a `Function` computes the same, compiled (traced once
+    for repeated calls) and eagerly."""
+    model = _linear()
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+    rows = np.array([1, 0], np.int32)
+    args = [backend.to_argument(x), backend.to_argument(rows)]
+    takes_numpy = getattr(backend.get(), "NUMPY_ARGUMENTS", False)
+    for arg in args:
+        assert isinstance(arg, np.ndarray) == takes_numpy
+        assert takes_numpy or backend.is_tensor(arg)
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+    expected = (x @ kernel + [0.25, -0.5])[[1, 0]]
+    fn = backend.Function(lambda a, r: backend.gather(model(a, training=False),
+                                                      keras.ops.cast(r, "int32")),
+                          model.variables)
+    for _ in range(2):
+        np.testing.assert_allclose(backend.to_numpy(fn(*args)), expected, rtol=1e-6)
+    if not backend.runs_eagerly():
+        assert fn.trace_count() == 1
+    with backend.eager():
+        np.testing.assert_allclose(backend.to_numpy(fn(*args)), expected, rtol=1e-6)
+    text = backend.to_argument(np.array(["a", "b"]))  # strings: as `to_tensor` makes them
+    assert type(text) is type(backend.to_tensor(np.array(["a", "b"])))
+
+
 def test_trace_without_running_where_the_backend_can():
     calls = []
     fn = backend.Function(lambda a: (calls.append(1), a + 1)[1])
