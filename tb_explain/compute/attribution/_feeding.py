@@ -188,7 +188,8 @@ class _WholeRows:
 
     # Indexing and operators where they serve: on PyTorch, whose cores run
     # eagerly, each `keras.ops` call costs 5-25 us of Python (its symbolic
-    # check walks the arguments), 10-20% of a small model's gradient in all.
+    # check walks the arguments): 0.3-0.5 ms a call on the demo CNN before,
+    # a tenth of its gradient on 2 rows, some 3% on its 8 x 51.
     def points(self, x, base, alphas, noise):
         if alphas is None:
             rows = self.of_samples(x)
