@@ -233,9 +233,10 @@ def segments(chunk, per_sample):
 
 def held_inputs(done):
     """The non-float model inputs (token ids, held inputs: what `feed` takes
-    from `model_xs`) as tensors; None for float inputs, whose rows a core
-    builds itself."""
-    return [None if kind == "float" else backend.to_tensor(leaf)
+    from `model_xs`) as arrays, for the cores' argument walk
+    (`_cores.as_tensors`) to convert with the rest; None for float inputs,
+    whose rows a core builds itself."""
+    return [None if kind == "float" else leaf
             for leaf, kind in zip(done.feed, done.plan.kinds)]
 
 
