@@ -80,15 +80,11 @@ def check_stream(obj, what="`data`"):
 
 
 def _leaf(value):
-    """A stream's leaf as the active backend takes it: TensorFlow tensors
-    stay on TensorFlow; a PyTorch tensor stays on PyTorch; everything else
-    becomes numpy (bfloat16 as float32, which numpy lacks)."""
-    module = type(value).__module__
-    if module.startswith("torch"):
-        if backend.name() == "torch":
-            return value
-        return backend.to_numpy_any(value)
-    if module.startswith("tensorflow") and backend.name() == "tensorflow":
+    """A stream's leaf as the active backend takes it: the backend's own
+    tensors stay (TensorFlow tensors on TensorFlow, PyTorch tensors on
+    PyTorch), other frameworks' tensors become numpy (bfloat16 as float32,
+    which numpy lacks), and everything else stays as it is."""
+    if backend.is_tensor(value):
         return value
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         return backend.to_numpy_any(value)
