@@ -54,7 +54,8 @@ if not _loaded_as_tensorboard_plugin():
     from tb_explain.comparison import Comparison, compare  # noqa: E402
     from tb_explain.suite import explain  # noqa: E402
 
-__version__ = "0.1.0"
+#: The release in development after 0.4 (PEP 440); setup reads it from here.
+__version__ = "0.5.0.dev0"
 
 __all__ = [
     "ActivationImages", "Attention", "Comparison", "compare", "AttentionMaps", "attention", "Attribution", "Attributions", "DecisionRules", "Embeddings",

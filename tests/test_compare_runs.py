@@ -123,3 +123,13 @@ def test_cli_summary_and_errors(two_runs, tmp_path):
 def test_hparams_bad_values_fail_at_construction(tmp_path):
     with pytest.raises(TypeError, match=r"`hparams\['layers'\]` must be a bool, int, float or str"):
         tbx.HParams(tmp_path, hparams={"layers": [1, 2]})
+
+
+def test_version_is_the_installed_distributions():
+    # setup reads the version from tb_explain.__version__: the installed
+    # metadata (pip show, importlib.metadata) and `tb-explain --version` say it.
+    import importlib.metadata
+
+    assert importlib.metadata.version("tb_explain") == tbx.__version__
+    result = _cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"tb-explain {tbx.__version__}"
