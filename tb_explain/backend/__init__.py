@@ -30,12 +30,14 @@ and may define (the defaults here serve the backends without them):
 - `EAGER`: True where `compile` runs the function eagerly (PyTorch): each
   model call then pays Keras's Python cost per layer, so one traversal of a
   larger batch beats two traversals (default False).
-- `EAGER_BIG_MODELS`: whether a callback's first events on a big model
-  (`compute.tiering.small_model` False) run eagerly before its functions
-  compile (default True). JAX: False, its eager operations compile each
-  primitive for each new shape on first use (ResNet50's gradient
-  statistics: a first eager event of 8.7 s against 1.2 s for the next
-  ones), so compiling ahead costs less there.
+- `EAGER_FIRST_EVENTS`: whether a callback's first events run eagerly
+  before its functions compile (`compute.tiering`; default True). JAX:
+  False, its eager operations compile each primitive for each new shape on
+  first use, so in a new process eager events cost more than compiling
+  ahead, on small models too (the demo CNN's suite at freq=5, the first fit
+  of a process: 12 s in its hooks eagerly against 2.3 s compiling ahead;
+  ResNet50's gradient statistics: a first eager event of 8.7 s against
+  1.2 s for the next ones).
 - `FORWARD_VALUES`: the most values of a model's widest layer output that
   one chunk of a forward-only computation (KernelSHAP, Shapley values)
   holds: where each call costs little, chunks whose buffers the allocator
@@ -237,9 +239,9 @@ def runs_eagerly():
     return getattr(get(), "EAGER", False)
 
 
-def eager_big_models():
-    """`EAGER_BIG_MODELS` of the active backend (see the module docstring)."""
-    return getattr(get(), "EAGER_BIG_MODELS", True)
+def eager_first_events():
+    """`EAGER_FIRST_EVENTS` of the active backend (see the module docstring)."""
+    return getattr(get(), "EAGER_FIRST_EVENTS", True)
 
 
 def forward_values():

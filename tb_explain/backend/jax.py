@@ -24,11 +24,15 @@ TRACES_GRADIENTS = True
 #: core's arguments stay numpy (`backend.to_argument`).
 NUMPY_ARGUMENTS = True
 
-#: Eager operations compile each primitive for each new shape on first use:
-#: ResNet50's first eager gradient statistics cost 8.7 s, the next 1.2 s, and
-#: the compiled ones 2-3 s to compile: callbacks on big models compile ahead
-#: instead (on small ones eager events stay cheaper than compiling).
-EAGER_BIG_MODELS = False
+#: Eager operations compile each primitive for each new shape on first use,
+#: so a process's first eager events cost more than compiling ahead, on
+#: every model: ResNet50's first eager gradient statistics cost 8.7 s, the
+#: next 1.2 s, and the compiled ones 2-3 s to compile; the demo CNN's suite
+#: at freq=5 (3 epochs) spent 12 s in its hooks in a process's first fit
+#: eagerly, 2.3 s compiling ahead (0.45 s eagerly in a later fit of the same
+#: shapes, whose primitives were compiled: scripts fit once). Callbacks
+#: compile ahead instead.
+EAGER_FIRST_EVENTS = False
 
 #: Forward-only chunks of at most 4M values (16 MB) in the widest layer
 #: output (see the PyTorch backend's): 1.2x faster than one chunk of the demo
