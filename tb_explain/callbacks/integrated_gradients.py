@@ -140,7 +140,8 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             self._targets = attribution.explained_targets(self.model, plan, self.output,
                                                           self.target)
             self._outputs = list(self._targets)
-            # Small models run their first events eagerly; big ones trace now.
+            # Small models run their first events eagerly (not on JAX:
+            # `tiering.eager_events`); big ones trace now.
             if not tiering.small_model(self.model, plan.leaves):
                 self._eager_limit = 0
             for output in self._outputs:
