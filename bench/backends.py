@@ -264,13 +264,11 @@ def part_fit(repeats):
 def _fit_in_a_fresh_process(name):
     """Seconds of one `part_fit` fit of config `name`, in a new process of
     the same backend (after its one-batch fit that traces the train step)."""
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "fit_one",
-                           "--config", name], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        raise RuntimeError(f"fit_one {name!r} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    result, error = _in_a_new_process(["fit_one", "--config", name],
+                                      {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if error is not None:
+        raise RuntimeError(f"fit_one {name!r} failed:\n{error}")
+    return result
 
 
 def part_fit_one(config):
@@ -331,17 +329,24 @@ def worker(part, repeats, config=None):
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
 
 
+def _in_a_new_process(worker_args, env):
+    """This script's worker run with `worker_args` in a new process:
+    `(its RESULT, parsed, None)`, or `(None, the tail of its stderr)`."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *worker_args],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        return None, done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):]), None
+
+
 def run_part(backend, part, repeats):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            **(PINNED_MALLOC if part == "shap" else {})}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", part,
-                           "--repeats", str(repeats)], capture_output=True, text=True, env=env,
-                          cwd=ROOT)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        print(f"{backend} {part} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1][len("RESULT "):])
+    result, error = _in_a_new_process([part, "--repeats", str(repeats)], env)
+    if error is not None:
+        print(f"{backend} {part} failed:\n{error}", file=sys.stderr)
+    return result
 
 
 def main():
