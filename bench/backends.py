@@ -229,7 +229,6 @@ def part_shap(repeats):
 
 
 def part_fit(repeats):
-    from bench.overhead import CONFIGS, fit_seconds  # noqa: PLC0415
     from demo_train import load_data  # noqa: PLC0415
 
     data = load_data()
@@ -238,7 +237,7 @@ def part_fit(repeats):
     hooks = {name: [] for name in names}
     for _ in range(repeats):
         for name in names:
-            total, inside = fit_seconds(name, CONFIGS[name], data, 3, 13)
+            total, inside = _one_fit(name, data)
             times[name].append(total)
             hooks[name].append(inside)
     base = statistics.median(times["no callbacks"])
@@ -264,18 +263,24 @@ def part_fit(repeats):
 def _fit_in_a_fresh_process(name):
     """Seconds of one `part_fit` fit of config `name`, in a new process of
     the same backend (after its one-batch fit that traces the train step)."""
-    result, error = _in_a_new_process(["fit_one", "--config", name],
-                                      {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result, error = _in_a_new_process(["fit_one", "--config", name], os.environ)
     if error is not None:
         raise RuntimeError(f"fit_one {name!r} failed:\n{error}")
     return result
 
 
-def part_fit_one(config):
+def _one_fit(name, data):
+    """`(seconds, seconds in the hooks)` of the fit part's fit of config
+    `name`: the digits x 13, 3 epochs."""
     from bench.overhead import CONFIGS, fit_seconds  # noqa: PLC0415
+
+    return fit_seconds(name, CONFIGS[name], data, 3, 13)
+
+
+def part_fit_one(config):
     from demo_train import load_data  # noqa: PLC0415
 
-    return fit_seconds(config, CONFIGS[config], load_data(), 3, 13)[0]
+    return _one_fit(config, load_data())[0]
 
 
 def part_resnet(repeats):

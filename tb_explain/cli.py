@@ -24,6 +24,8 @@ import json
 import os
 import sys
 
+from tb_explain import __version__
+
 SUBRUNS = ("train", "validation")
 
 
@@ -178,17 +180,11 @@ def _pair(args, experiments):
     return None
 
 
-def _version():
-    from tb_explain import __version__
-
-    return __version__
-
-
 def main(argv=None):
     """Entry point of the `tb-explain` console script."""
     parser = argparse.ArgumentParser(
         prog="tb-explain", description="Compare tb_explain runs, or summarize one.")
-    parser.add_argument("--version", action="version", version=f"tb-explain {_version()}")
+    parser.add_argument("--version", action="version", version=f"tb-explain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     compare = commands.add_parser("compare", help="side-by-side table of runs")
     compare.add_argument("runs", nargs="+", metavar="RUN")
