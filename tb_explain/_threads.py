@@ -58,3 +58,23 @@ def parallel_map(function, items, sizes):
     for i, future in futures.items():
         results[i] = future.result()
     return results
+
+
+_background = None
+_background_pid = None
+
+
+def background(function):
+    """Runs `function()` on tb_explain's one background thread (a
+    `ThreadPoolExecutor` of one worker, apart from the pool: its work, XLA's
+    compiles, overlaps training, which waits for none of it) and returns its
+    `Future`. One worker runs the submissions in order, beside the
+    training thread: on two cores, a compile takes the core that training
+    leaves idle."""
+    global _background, _background_pid
+    with _lock:
+        if _background is None or _background_pid != os.getpid():
+            _background = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="tb_explain-background")
+            _background_pid = os.getpid()
+        return _background.submit(function)

@@ -135,6 +135,57 @@ def test_trace_without_running_where_the_backend_can():
         assert fn.concrete(np.zeros(3)) is None and calls == []
 
 
+def test_trace_checks_inputs_at_once_and_calls_read_later_weights():
+    """Where a backend compiles ahead (`trace`), the Python traces on the
+    calling thread, so inputs the function cannot take raise there (in a
+    callback's `on_train_begin`), also where XLA compiles in the background
+    (JAX); and a later call computes with the weights of its own time."""
+    if getattr(backend.get(), "trace", None) is None:
+        pytest.skip("the backend compiles nothing ahead (PyTorch runs eagerly)")
+    model = _linear()
+    fn = backend.Function(lambda a: model(a, training=False), model.variables)
+    with pytest.raises((ValueError, TypeError, *backend.model_errors())):
+        fn.trace(backend.to_argument(np.zeros((2, 4), np.float32)))  # 4 features, not 3
+    x = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 2.0]], np.float32)
+    assert fn.trace(backend.to_argument(x))
+    model.get_layer("d").bias.assign(np.array([10.0, 20.0], np.float32))  # after the trace
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+    np.testing.assert_allclose(backend.to_numpy(fn(backend.to_argument(x))),
+                               x @ kernel + [10.0, 20.0], rtol=1e-6)
+    runs = fn.trace_count()
+    fn(backend.to_argument(x))
+    assert fn.trace_count() == runs  # the call reused what the trace compiled
+
+
+@pytest.mark.skipif(backend.name() != "jax", reason="JAX compiles ahead in the background")
+def test_jax_compiles_ahead_on_a_background_thread_once(caplog):
+    """JAX: `trace` returns while XLA compiles on tb_explain's background
+    thread, and the first call waits for that compile instead of compiling
+    again (jax_log_compiles: one compile of the function, off the caller's
+    thread)."""
+    import threading  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+
+    model = _linear()
+    fn = backend.Function(lambda a: keras.ops.tanh(model(a, training=False)), model.variables)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("WARNING"):
+            assert fn.trace(x)
+            y = backend.to_numpy(fn(x))
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r for r in caplog.records
+                if "XLA compilation of jit(run)" in r.getMessage()]
+    assert len(compiles) == 1, [r.getMessage() for r in caplog.records]
+    assert compiles[0].thread != threading.get_ident()
+    assert compiles[0].threadName.startswith("tb_explain-background")
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+    np.testing.assert_allclose(y, np.tanh(x @ kernel + [0.25, -0.5]), rtol=1e-6)
+
+
 def test_statistics_functions_compile_only_with_in_graph_statistics():
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), np.array([1.0, np.nan], np.float32)]

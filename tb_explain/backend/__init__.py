@@ -44,8 +44,10 @@ and may define (the defaults here serve the backends without them):
   reuses run faster than one large chunk (default None: no such cap).
 - `trace(compiled, *args)`: compiles a `compile` result for `args`' shapes
   without running it, and returns the backend's traced function (TensorFlow:
-  the concrete function, whose graph is the op graph); without it, nothing
-  is traced ahead of a call.
+  the concrete function, whose graph is the op graph; JAX: the future of
+  XLA's compile, which runs on a background thread while training goes on,
+  the Python having traced on the calling thread); without it, nothing
+  is traced ahead of a call. Inputs the function cannot take raise here.
 - `statistics`: a module computing `compute.stats`' statistics inside
   compiled functions (`batched_statistics`, `norms`, `nonfinite_counts`,
   `unit_fractions`, `zero`); without it the statistics run in numpy, outside
@@ -263,7 +265,9 @@ class Function:
     Calls run the compiled version, or the Python itself inside `eager()`
     (the first events of a callback: no tracing before them). `trace(*args)`
     compiles for `args`' shapes without running where the backend can
-    (TensorFlow's concrete function: `concrete(*args)`), and `trace_count()`
+    (TensorFlow's concrete function: `concrete(*args)`; JAX traces at once
+    and compiles in the background, the first call waiting for it), and
+    raises at once on inputs `fn` cannot take; `trace_count()`
     says how often the compiled version ran its Python (TensorFlow and JAX:
     the traces; PyTorch, which runs eagerly: every compiled call).
 

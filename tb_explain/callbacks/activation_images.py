@@ -145,6 +145,12 @@ class ActivationImages(ExplainCallback):
             self._features = similarity.make_layer_features(self.model, chosen)
             self._similar_x = self._similar.tensors()[0]
             self._similar_id = similarity.fingerprint(self._similar.x)
+            if not tiering.is_eager():  # compiled from the first event: ahead, where it can
+                try:
+                    for chunk in self._gram_chunks(shapes_only=True)[1]:
+                        self._features.trace(chunk)
+                except (ValueError, TypeError, *backend.model_errors()) as exc:
+                    raise self.probe_failed(exc) from exc
         # A GradientNorms of the same run logging first can capture for us.
         self._capture = activations.SharedCapture(self._fn, self._x, self._wants_capture)
         self._writer.shared.setdefault("activation_captures", {})[id(self.model)] = self._capture
@@ -183,14 +189,25 @@ class ActivationImages(ExplainCallback):
         if self._features is not None:
             self._log_grams(epoch)
 
-    def _log_grams(self, epoch):
-        """`similarity/gram/<epoch>`: every layer's packed Gram matrix."""
+    def _gram_chunks(self, shapes_only=False):
+        """`(n, chunks)`: the similarity probe's size and its chunks of at most
+        `GRAM_CHUNK` rows (a generator); with `shapes_only`, one chunk of
+        each shape (the first, and a shorter last)."""
         x = self._similar_x
         n = len(keras.tree.flatten(x)[0])
+        if n <= GRAM_CHUNK:
+            return n, iter([x])
+        starts = range(0, n, GRAM_CHUNK)
+        if shapes_only:
+            starts = [0, starts[-1]] if n % GRAM_CHUNK else [0]
+        return n, (keras.tree.map_structure(lambda t, s=start: t[s:s + GRAM_CHUNK], x)
+                   for start in starts)
+
+    def _log_grams(self, epoch):
+        """`similarity/gram/<epoch>`: every layer's packed Gram matrix."""
+        n, chunks = self._gram_chunks()
         parts = {}
-        for start in range(0, n, GRAM_CHUNK):
-            chunk = x if n <= GRAM_CHUNK else keras.tree.map_structure(
-                lambda t: t[start:start + GRAM_CHUNK], x)
+        for chunk in chunks:
             for path, value in self._features(chunk).items():
                 parts.setdefault(path, []).append(backend.to_numpy(value))
         paths = [p for p in self._paths if p in parts]

@@ -281,6 +281,13 @@ def make_layer_outputs(model, layers, x, max_channels=16, bins=stats.DEFAULT_BIN
     if tiering.is_eager():
         with capturing():
             layer_outputs(x)
+    elif backend.graph_statistics() is None:  # the compiled pass: ahead where it can
+        functions["outputs"] = backend.compile(layer_outputs, model.variables)
+        with capturing():
+            traced = functions["outputs"].trace(x)
+        captured.clear()  # the trace's values: none may leave it
+        if not traced:
+            call(x, stats.zero())
     else:
         call(x, stats.zero())
     return call, list(reached)

@@ -50,6 +50,8 @@ def make_layer_features(model, paths_layers):
         `fn(x) -> {path: float32 (n, d)}`, a `backend.Function` (compiled;
         eager inside `tiering.eager()`): each layer's first output tensor,
         flattened per example, for the layers the forward pass reaches.
+        `fn.trace(x)` compiles it for `x`'s shapes ahead, where the backend
+        can.
     """
     from tb_explain.compute.activations import (  # noqa: PLC0415
         _first_tensor, _is_number, recording)
@@ -74,6 +76,13 @@ def make_layer_features(model, paths_layers):
         with recording(paths_layers, captured):
             return compiled(x)
 
+    def trace(x):
+        """Compiles for `x`'s shapes without running, where the backend can
+        (`backend.Function.trace`); returns whether it did."""
+        with recording(paths_layers, captured):
+            return compiled.trace(x)
+
+    call.trace = trace
     return call
 
 

@@ -19,13 +19,15 @@ to the calls made inside `eager()` on the calling thread only.
 
 On JAX, whose eager operations compile each primitive for each new shape
 on first use, no callback runs eager events: their compiled functions
-compile ahead in `on_train_begin` (`backend.Function.trace`: jax.jit's
-ahead-of-time compile, without running), which costs less than a process's
-first eager events (ResNet50, extra over one IG event's floor in the first
-epoch: 1.66 against 2.28 with eager events; the demo CNN's suite at freq=5,
-a process's first 3-epoch fit: 2.3 s in its hooks against 12 s). Only a
-later fit on the same shapes in the same process, whose primitives were
-compiled by the first, would be cheaper eagerly (0.45 s): scripts fit once.
+compile ahead from `on_train_begin` (`backend.Function.trace`: traced
+there, XLA's compile on a background thread while the first epoch trains),
+which costs less than a process's first eager events (ResNet50, extra over
+one IG event's floor in the first epoch: 1.66 against 2.28 with eager
+events; the demo CNN's suite at freq=5, a process's first 3-epoch fit: 0.5-
+0.7 s in its hooks compiling in the background, 2.3 s compiling on the
+training thread, 12 s eagerly). Only a later fit on the same shapes in the
+same process, whose primitives were compiled by the first, would be cheaper
+eagerly (0.45 s): scripts fit once.
 """
 
 import numpy as np

@@ -103,7 +103,7 @@ def forward_and_masks(model):
 
 def _float32_pass(model, key, run):
     """`run` compiled once per model under `key`, its layers computing in
-    float32 for a mixed-precision model."""
+    float32 for a mixed-precision model (`.trace(x)`: `Function.trace`)."""
     per_model = cache(model)
     fn = per_model.get(key)
     if fn is None:
@@ -114,6 +114,11 @@ def _float32_pass(model, key, run):
             def fn(x):
                 with float32_compute(model):
                     return compiled(x)
+
+            def trace(x):
+                with float32_compute(model):
+                    return compiled.trace(x)
+            fn.trace = trace
         per_model[key] = fn
     return fn
 

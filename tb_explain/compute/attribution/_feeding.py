@@ -45,10 +45,12 @@ class Setup:
                 "position": self.targets // self.per_position}
 
 
-def setup(model, inputs, target=None, output=None, position="last"):
-    """Plans the inputs, validates `output` and `target`, embeds token ids."""
+def setup(model, inputs, target=None, output=None, position="last", predict=True):
+    """Plans the inputs, validates `output` and `target`, embeds token ids
+    (`predict`: see `outputs_and_targets`)."""
     plan = plan_inputs(model, inputs)
-    key, chosen, per_position = outputs_and_targets(model, plan, target, output, position)
+    key, chosen, per_position = outputs_and_targets(model, plan, target, output, position,
+                                                    predict)
     xs = [backend.to_numpy(plan.embeddings[i](keras.ops.convert_to_tensor(plan.ids[i])))
           if plan.kinds[i] == "token" else plan.leaves[i] for i in plan.attributed]
     return Setup(plan, key, chosen, xs, model_input_leaves(model, plan), per_position)
@@ -288,8 +290,10 @@ def run_chunks(core, done, total_rows, chunk, per_sample, xs=None, bases=None, a
 @functools.lru_cache(maxsize=256)
 def start_index(start):
     """A core's `start` argument: the int32 scalar tensor of `start`, made
-    once (a conversion costs about as much as a small model's layer call)."""
-    return backend.to_tensor(np.asarray(start, np.int32))
+    once (a conversion costs about as much as a small model's layer call);
+    numpy where compiled calls take it (`backend.to_argument`: on JAX, a
+    conversion compiles first, 0.17 s beside a background compile)."""
+    return backend.to_argument(np.asarray(start, np.int32))
 
 
 def difference_sums(grads, ends, starts, valid, sample, per_sample, count):

@@ -170,21 +170,28 @@ def _embedding_mask(plan, n, length):
     return None
 
 
-def outputs_and_targets(model, plan, target, output, position="last"):
+def outputs_and_targets(model, plan, target, output, position="last", predict=True):
     """`(output key, targets, classes per position)`: one compiled forward
     pass when the targets depend on the predictions or the model has no
     symbolic outputs. A sequence output `(n, T, V)` is explained at one
     position per sample (`position`: an int, or `"last"`: the last unmasked
     one, see `last_positions`), its targets index the flattened `T * V`
-    scores, and the third value is `V` (None for other outputs)."""
+    scores, and the third value is `V` (None for other outputs).
+
+    Without `predict` (a warm-up that only compiles), predicted targets of a
+    model with symbolic outputs are zeros of their shape, and the forward
+    pass compiles ahead (`backend.Function.trace`) instead of running."""
     position = check_position(position)
     n = len(plan.leaves[0])
     static = static_outputs(model)
     sequence = static is not None and len(keras.tree.flatten(
         static[output] if isinstance(static, dict) and output in static else static)[0].shape) == 3
-    if target is not None and static is not None and not sequence:
+    if static is not None and not sequence and (target is not None or not predict):
         key = output_key(model, static, output)
         units = output_units(model, key, plan)
+        if target is None:  # a warm-up: the forward pass compiles ahead, where it can
+            forward(model).trace(model_inputs(model, plan))
+            return key, np.zeros(n, np.int32), None  # the shape of `targets`' argmax
         return key, targets(target, np.zeros((n, units))), None
     inputs = model_inputs(model, plan)
     outs = forward(model)(inputs)

@@ -134,8 +134,8 @@ class _Run:
     """Everything one integrated-gradients computation feeds its compiled core."""
 
     def __init__(self, model, inputs, target, baseline, rule, batch_size, output,
-                 position="last"):
-        done = _feeding.setup(model, inputs, target, output, position)
+                 position="last", predict=True):
+        done = _feeding.setup(model, inputs, target, output, position, predict)
         self.plan, self.n, self.targets, self.xs, self.feed = (
             done.plan, done.n, done.targets, done.xs, done.feed)
         self.explained = done.explained
@@ -182,13 +182,15 @@ def warm_up(model, inputs, *, target=None, baseline=None, steps=50, method="gaus
     Raises:
         ValueError: naming the parameter and the offending value.
     """
-    run = _Run(model, inputs, target, baseline, _quadrature_with_ends(method, steps), batch_size,
-               output, position)
     # Eagerly (`compute.tiering`, PyTorch) nothing compiles: one row validates.
-    if tiering.is_eager() or backend.runs_eagerly():
-        run.path_integral(run.base_sets[0], rows=1)
-    else:
+    compiles = not (tiering.is_eager() or backend.runs_eagerly())
+    # (compiling, the predicted targets need not be computed: their shape does)
+    run = _Run(model, inputs, target, baseline, _quadrature_with_ends(method, steps), batch_size,
+               output, position, predict=not compiles)
+    if compiles:
         run.path_integral(run.base_sets[0], rows=min(run.chunk, run.total_rows), trace=True)
+    else:
+        run.path_integral(run.base_sets[0], rows=1)
     return run.plan
 
 
