@@ -425,8 +425,9 @@ def main():
                            ("amortized", "amortized per event (<= 1.4)"),
                            ("outside", "share outside the hooks (<= 5%)"),
                            ("floor_s", "IG floor (s)")):
+            form = "12.1%" if key == "outside" else "12.2f"
             print(f"{label:32s}" + "".join(
-                f"{results[b][key]:12.2f}" if results[b] else f"{'-':>12s}" for b in backends))
+                f"{results[b][key]:{form}}" if results[b] else f"{'-':>12s}" for b in backends))
     if "resnet" in parts:
         chosen = [b for b in backends if b in ("tensorflow", "jax")]
         results = {b: run_part(b, "resnet", 1) for b in chosen}
