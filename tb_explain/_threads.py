@@ -18,9 +18,21 @@ LARGE_ITEM = 1 << 16
 #: `parallel_map` uses the pool only for at least this many values in all.
 PARALLEL_VALUES = 1 << 20
 
-_pool = None
-_pool_pid = None  # a forked child has the pool object, not its threads: it makes its own
+_executors = {}  # thread name prefix -> (pid, ThreadPoolExecutor)
 _lock = threading.Lock()
+
+
+def _executor(prefix, max_workers):
+    """The process's `ThreadPoolExecutor` named `prefix`, made at first use
+    (a forked child has the parent's executor object, not its threads: it
+    makes its own)."""
+    with _lock:
+        pid, executor = _executors.get(prefix, (None, None))
+        if executor is None or pid != os.getpid():
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max_workers, thread_name_prefix=prefix)
+            _executors[prefix] = os.getpid(), executor
+        return executor
 
 
 def workers():
@@ -30,15 +42,9 @@ def workers():
 
 def pool():
     """The shared `ThreadPoolExecutor`, or None on a single-core machine."""
-    global _pool, _pool_pid
     if workers() < 2:
         return None
-    with _lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers(), thread_name_prefix="tb_explain")
-            _pool_pid = os.getpid()
-        return _pool
+    return _executor("tb_explain", workers())
 
 
 def parallel_map(function, items, sizes):
@@ -60,10 +66,6 @@ def parallel_map(function, items, sizes):
     return results
 
 
-_background = None
-_background_pid = None
-
-
 def background(function):
     """Runs `function()` on tb_explain's one background thread (a
     `ThreadPoolExecutor` of one worker, apart from the pool) and returns its
@@ -73,10 +75,4 @@ def background(function):
     busy, and XLA compiles on up to two), holding the GIL only while it
     lowers the traced function (tens of milliseconds). One worker runs the
     submissions in order."""
-    global _background, _background_pid
-    with _lock:
-        if _background is None or _background_pid != os.getpid():
-            _background = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="tb_explain-background")
-            _background_pid = os.getpid()
-        return _background.submit(function)
+    return _executor("tb_explain-background", 1).submit(function)

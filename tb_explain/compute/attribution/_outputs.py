@@ -188,10 +188,10 @@ def outputs_and_targets(model, plan, target, output, position="last", predict=Tr
         static[output] if isinstance(static, dict) and output in static else static)[0].shape) == 3
     if static is not None and not sequence and (target is not None or not predict):
         key = output_key(model, static, output)
-        units = output_units(model, key, plan)
         if target is None:  # a warm-up: the forward pass compiles ahead, where it can
             forward(model).trace(model_inputs(model, plan))
             return key, np.zeros(n, np.int32), None  # the shape of `targets`' argmax
+        units = output_units(model, key, plan)
         return key, targets(target, np.zeros((n, units))), None
     inputs = model_inputs(model, plan)
     outs = forward(model)(inputs)
