@@ -187,6 +187,32 @@ def test_jax_compiles_ahead_on_a_background_thread_once(caplog):
     np.testing.assert_allclose(y, np.tanh(x @ kernel + [0.25, -0.5]), rtol=1e-6)
 
 
+@pytest.mark.skipif(backend.name() != "jax", reason="XLA compile options of JAX's trace")
+@pytest.mark.parametrize("options", ["COMPILE", "QUICK_COMPILE", "unknown"])
+def test_jax_trace_compile_options_compute_the_same_values(options):
+    """The XLA options `trace` compiles with (the older CPU emitters; at the
+    lowest optimization level for small functions) give numpy's values, and
+    an option this jaxlib does not know falls back to XLA's defaults
+    instead of failing the compile."""
+    import jax  # noqa: PLC0415
+
+    from tb_explain.backend import jax as jax_backend  # noqa: PLC0415
+
+    chosen = ({"xla_no_such_option_anywhere": True} if options == "unknown"
+              else getattr(jax_backend, options))
+    model = _linear()
+    fn = backend.Function(lambda a: keras.ops.tanh(model(a, training=False)), model.variables)
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]], np.float32)
+    traced = fn.compiled.compiled.trace(fn.compiled.values(), (x,))
+    if options == "unknown":  # the option does fail a plain compile
+        with pytest.raises(jax.errors.JaxRuntimeError, match="compile option"):
+            traced.lower().compile(compiler_options=chosen)
+    executable = jax_backend._compile(traced, chosen)
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+    np.testing.assert_allclose(np.asarray(executable(fn.compiled.values(), (x,))),
+                               np.tanh(x @ kernel + [0.25, -0.5]), rtol=1e-6)
+
+
 def test_statistics_functions_compile_only_with_in_graph_statistics():
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), np.array([1.0, np.nan], np.float32)]

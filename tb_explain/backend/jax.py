@@ -101,18 +101,40 @@ def compile(fn, variables):  # noqa: A001
     return call
 
 
-#: XLA options of `trace`'s compiles of small functions (`QUICK_COMPILE_VALUES`):
-#: its lowest backend optimization level. A callback's function runs a few
-#: times a fit, and on a small model compiling costs more than all its runs:
-#: the demo CNN's suite compiles in 1.3 s of CPU time instead of 2.4 s (on
+#: XLA options of `trace`'s compiles: XLA's CPU compiler without its new
+#: fusion emitters (MLIR), with its older LLVM IR ones. On the demo CNN the
+#: suite's five functions compile in half the CPU time (1.2-1.4 s against
+#: 2.1-2.6 s) and run as fast (12-14 ms in all against 12.5-13 ms); on
+#: MobileNetV2 (96x96) they compile and run as with the defaults. CPU
+#: only: other platforms ignore the option.
+COMPILE = {"xla_cpu_use_fusion_emitters": False}
+
+#: `COMPILE` for small functions (`QUICK_COMPILE_VALUES`), at XLA's lowest
+#: backend optimization level too. A callback's function runs a few times a
+#: fit, and on a small model compiling costs more than all its runs: the
+#: demo CNN's suite compiles in 0.4 s of CPU time instead of 1.2-1.4 s (on
 #: two cores, what training leaves idle is less than that), and its calls
-#: run 1.4-1.6x slower (integrated gradients' core, 512 rows: 15 ms against
-#: 9.6 ms per event; the gradient statistics 1.9 against 1.4 ms).
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+#: run 2-3x slower (41-48 ms in all per event against 12-14 ms; integrated
+#: gradients' core, 416 rows, 38 ms). The suite's fit (freq=5, 3 epochs,
+#: medians of 5 in one process): 1.03x the plain fit, against 1.08x with
+#: either option alone.
+QUICK_COMPILE = {**COMPILE, "xla_backend_optimization_level": 0}
 
 #: Variable and argument values of a function at most which `trace` compiles
 #: with `QUICK_COMPILE` (the demo CNN's: 0.1M; MobileNetV2's: 3.5M).
 QUICK_COMPILE_VALUES = 1 << 20
+
+
+def _compile(traced, options):
+    """XLA's compile of a traced function with `options`, or with XLA's
+    defaults where this jaxlib knows one of the options no more."""
+    lowered = traced.lower()
+    try:
+        return lowered.compile(compiler_options=options)
+    except jax.errors.JaxRuntimeError as exc:
+        if "compile option" not in str(exc):
+            raise
+        return lowered.compile()
 
 
 def trace(compiled, *args):
@@ -125,7 +147,7 @@ def trace(compiled, *args):
     values = compiled.values()
     traced = compiled.compiled.trace(values, args)
     size = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves((values, args)))
-    options = QUICK_COMPILE if size <= QUICK_COMPILE_VALUES else None
-    future = _threads.background(lambda: traced.lower().compile(compiler_options=options))
+    options = QUICK_COMPILE if size <= QUICK_COMPILE_VALUES else COMPILE
+    future = _threads.background(lambda: _compile(traced, options))
     compiled.pending.append(future)
     return future
