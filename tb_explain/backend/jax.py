@@ -101,24 +101,23 @@ def compile(fn, variables):  # noqa: A001
     return call
 
 
-#: XLA options of `trace`'s compiles: XLA's CPU compiler without its new
-#: fusion emitters (MLIR), with its older LLVM IR ones. On the demo CNN the
-#: suite's five functions compile in half the CPU time (1.2-1.4 s against
-#: 2.1-2.6 s) and run as fast (12-14 ms in all against 12.5-13 ms); on
-#: MobileNetV2 (96x96) they compile and run as with the defaults. CPU
-#: only: other platforms ignore the option.
-COMPILE = {"xla_cpu_use_fusion_emitters": False}
-
-#: `COMPILE` for small functions (`QUICK_COMPILE_VALUES`), at XLA's lowest
-#: backend optimization level too. A callback's function runs a few times a
-#: fit, and on a small model compiling costs more than all its runs: the
-#: demo CNN's suite compiles in 0.4 s of CPU time instead of 1.2-1.4 s (on
-#: two cores, what training leaves idle is less than that), and its calls
-#: run 2-3x slower (41-48 ms in all per event against 12-14 ms; integrated
-#: gradients' core, 416 rows, 38 ms). The suite's fit (freq=5, 3 epochs,
-#: medians of 5 in one process): 1.03x the plain fit, against 1.08x with
-#: either option alone.
-QUICK_COMPILE = {**COMPILE, "xla_backend_optimization_level": 0}
+#: XLA options of `trace`'s compiles of small functions (at most
+#: `QUICK_COMPILE_VALUES`): its lowest backend optimization level, and XLA's
+#: CPU compiler without its new fusion emitters (MLIR), with its older LLVM
+#: IR ones. A callback's function runs a few times a fit, and on a small
+#: model compiling costs more than all its runs. The demo CNN's suite
+#: compiles its five functions in 0.4 s of CPU time, against 2.1-2.6 s with
+#: XLA's defaults and 1.3-1.4 s with either option alone (on two cores, what
+#: training leaves idle is less than that); its calls run 41-48 ms an event
+#: in all, against 12-14 ms (integrated gradients' core, 416 rows: 38 ms
+#: against 18 ms at the lowest level alone). The suite's fit (freq=5, 3
+#: epochs, medians of 5 in one process): 1.03x the plain fit, against 1.08x
+#: with either option alone. Bigger models keep XLA's defaults: on
+#: MobileNetV2 (96x96) the older emitters change neither compile nor run
+#: time, and with them ResNet50's first epoch cost 1.88 IG floors and its
+#: steady epochs 1.25x (one run; 1.71 / 1.12 and 1.56 / 1.07 in two with
+#: the defaults). CPU only: other platforms ignore the emitters option.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 #: Variable and argument values of a function at most which `trace` compiles
 #: with `QUICK_COMPILE` (the demo CNN's: 0.1M; MobileNetV2's: 3.5M).
@@ -129,6 +128,8 @@ def _compile(traced, options):
     """XLA's compile of a traced function with `options`, or with XLA's
     defaults where this jaxlib knows one of the options no more."""
     lowered = traced.lower()
+    if not options:
+        return lowered.compile()
     try:
         return lowered.compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as exc:
@@ -147,7 +148,7 @@ def trace(compiled, *args):
     values = compiled.values()
     traced = compiled.compiled.trace(values, args)
     size = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves((values, args)))
-    options = QUICK_COMPILE if size <= QUICK_COMPILE_VALUES else COMPILE
+    options = QUICK_COMPILE if size <= QUICK_COMPILE_VALUES else None
     future = _threads.background(lambda: _compile(traced, options))
     compiled.pending.append(future)
     return future
