@@ -128,8 +128,6 @@ def _compile(traced, options):
     """XLA's compile of a traced function with `options`, or with XLA's
     defaults where this jaxlib knows one of the options no more."""
     lowered = traced.lower()
-    if not options:
-        return lowered.compile()
     try:
         return lowered.compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as exc:
