@@ -107,7 +107,7 @@ def compile(fn, variables):  # noqa: A001
 #: IR ones. A callback's function runs a few times a fit, and on a small
 #: model compiling costs more than all its runs. The demo CNN's suite
 #: compiles its five functions in 0.4 s of CPU time, against 2.1-2.6 s with
-#: XLA's defaults and 1.3-1.4 s with either option alone (on two cores, what
+#: XLA's defaults and 1.2-1.4 s with either option alone (on two cores, what
 #: training leaves idle is less than that); its calls run 41-48 ms an event
 #: in all, against 12-14 ms (integrated gradients' core, 416 rows: 38 ms
 #: against 18 ms at the lowest level alone). The suite's fit (freq=5, 3
