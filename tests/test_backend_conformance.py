@@ -213,6 +213,45 @@ def test_jax_trace_compile_options_compute_the_same_values(options):
                                np.tanh(x @ kernel + [0.25, -0.5]), rtol=1e-6)
 
 
+@pytest.mark.skipif(backend.name() != "tensorflow", reason="Grappler is TensorFlow's")
+def test_tensorflow_compiled_calls_run_without_grappler_and_restore_the_options(monkeypatch):
+    """TensorFlow: a compiled call runs under this thread's function-call
+    options with Grappler's meta optimizer off and the rest of the config
+    kept (on a machine without GPUs), and leaves the options as they were
+    (the training step's calls are never affected)."""
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.core.protobuf import config_pb2  # noqa: PLC0415
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    from tb_explain.backend import tensorflow as tf_backend  # noqa: PLC0415
+
+    assert tf_backend._rewrites_off() == (not tf.config.list_logical_devices("GPU"))
+    model = _linear()
+    fn = backend.Function(lambda a: keras.ops.tanh(model(a, training=False)), model.variables)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    concrete = fn.concrete(x)
+    seen = []
+    call = type(concrete).__call__
+
+    def recording(self, *args, **kwargs):
+        seen.append(context.context().function_call_options)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(concrete), "__call__", recording)
+    before = context.context().function_call_options
+    y = backend.to_numpy(fn(x))
+    assert context.context().function_call_options is before
+    kernel = backend.to_numpy(model.get_layer("d").kernel)
+    np.testing.assert_allclose(y, np.tanh(x @ kernel + [0.25, -0.5]), rtol=1e-6)
+    config = config_pb2.ConfigProto.FromString(seen[0].config_proto_serialized)
+    old = config_pb2.ConfigProto.FromString(before.config_proto_serialized)
+    assert config.graph_options.rewrite_options.disable_meta_optimizer == tf_backend._rewrites_off()
+    for c in (config, old):  # nothing else changed
+        c.graph_options.rewrite_options.disable_meta_optimizer = True
+    assert config == old
+    assert seen[0].executor_type == before.executor_type
+
+
 def test_statistics_functions_compile_only_with_in_graph_statistics():
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), np.array([1.0, np.nan], np.float32)]

@@ -164,6 +164,24 @@ def test_big_models_compile_their_attribution_cores_from_the_start(tmp_path, rea
                                    np.abs(attr[:, j]).mean(), rtol=2e-3)
 
 
+def test_integrated_gradients_compiles_from_the_start_on_small_models_too(tmp_path, digits):
+    """Its core traces in `on_train_begin` on the demo CNN as well (tracing
+    costs about two eager events there, and a compiled event a third to
+    half of an eager one), and the events run what it compiled."""
+    if getattr(backend.get(), "trace", None) is None:
+        pytest.skip("the backend runs eagerly: nothing to compile ahead")
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert tiering.small_model(model, [x[:4]])
+    callback = tbx.IntegratedGradients(tmp_path, data=(x[:4], y[:4]), steps=8)
+    model.fit(x[:64], y[:64], epochs=3, verbose=0, callbacks=[callback])
+    (core,) = [v.function for k, v in attribution._CACHE[model].items()
+               if isinstance(k, tuple) and k[0] == "ig"]
+    assert callback._eager_limit == 0 and core.trace_count() == 1
+
+
 def test_gradient_statistics_of_big_models_compile_ahead(tmp_path, read_run):
     """Where the backend traces ahead (TensorFlow's concrete function, JAX's
     ahead-of-time compile), a big model's gradient statistics compile in

@@ -18,7 +18,9 @@ The interface (each backend module defines all of it):
 - `compile(fn, variables)`: `fn` compiled for repeated calls on arrays of the
   same shapes (`tf.function`; `jax.jit` with the variables' current values
   passed in, so weights updated by training are read at each call; PyTorch
-  runs eagerly). `variables`: every variable `fn` reads. `Function` (below)
+  runs eagerly; TensorFlow's calls run without Grappler's rewrites on the
+  CPU, where they cost a first call more than they save later).
+  `variables`: every variable `fn` reads. `Function` (below)
   builds on it: the one compiled-function capability the rest of tb_explain
   uses.
 - `MODEL_ERRORS`: what a model raises on inputs it cannot take, besides
@@ -63,8 +65,6 @@ and may define (the defaults here serve the backends without them):
 - `is_chief(model)`: whether this process writes, as far as the backend's own
   distribution says (`tf.distribute`; default True; `keras.distribution`'s
   process 0 is checked above it, in `backend.distribution`).
-- `without_graph_rewrites()`: a context for statistics functions (default:
-  nothing).
 - `string_tensor(array)`: a string array as a tensor (default: the numpy
   array itself; only TensorFlow has string tensors).
 - `numeric_tensor(array)`: a numeric numpy array as a tensor of its dtype
@@ -370,13 +370,6 @@ def model_errors():
     `ValueError` and `TypeError` (TensorFlow's `InvalidArgumentError`,
     PyTorch's `RuntimeError`)."""
     return get().MODEL_ERRORS
-
-
-def without_graph_rewrites():
-    """Context for tb_explain's statistics functions: on TensorFlow, calls
-    made inside run without Grappler's rewrites (they cost more on a first
-    call than they save); elsewhere, nothing."""
-    return getattr(get(), "without_graph_rewrites", contextlib.nullcontext)()
 
 
 def executing_eagerly():

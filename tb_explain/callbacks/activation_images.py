@@ -164,8 +164,7 @@ class ActivationImages(ExplainCallback):
         if outputs is not None:  # from GradientNorms' pass (`SharedCapture`)
             result = self._fn.from_captured(outputs, stats.zero())
         else:
-            with backend.without_graph_rewrites():
-                result = self._fn(self._x, stats.zero())
+            result = self._fn(self._x, stats.zero())
         dead = backend.to_numpy(result["dead"])
         saturated = backend.to_numpy(result["saturated"])
         buckets = backend.to_numpy(result["buckets"])

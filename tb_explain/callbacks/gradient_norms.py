@@ -149,9 +149,8 @@ class GradientNorms(ExplainCallback):
 
     def log_event(self, epoch):
         capture = self._writer.shared.get("activation_captures", {}).get(id(self.model))
-        with backend.without_graph_rewrites(), (
-                capture.during(epoch, self._inputs[0]) if capture is not None
-                else contextlib.nullcontext()):
+        with (capture.during(epoch, self._inputs[0]) if capture is not None
+              else contextlib.nullcontext()):
             result = {k: backend.to_numpy(v)
                       for k, v in self._compute(*self._inputs, stats.zero()).items()}
         norms = result["norms"]

@@ -8,7 +8,7 @@ import numpy as np
 from tb_explain import _validate
 from tb_explain.callbacks._attribution_render import AttributionRendering
 from tb_explain.callbacks.base import ExplainCallback
-from tb_explain.compute import attribution, tiering
+from tb_explain.compute import attribution
 from tb_explain.compute.attribution import _outputs as output_selection
 from tb_explain.compute.quadrature import METHODS
 from tb_explain.probe import Probe, named_leaves
@@ -98,6 +98,13 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
     tag_prefix = "attributions"
     needs_call = True
 
+    #: Compiled from the start, as the other attribution methods: on
+    #: TensorFlow (Grappler's rewrites off) tracing its core costs about two
+    #: eager events on the demo CNN (setup 70 -> 90 ms, first event 30 -> 40
+    #: ms), and each later event 12-18 ms against 30-45 ms eagerly: even by
+    #: the third event; on a big model eager kernels are several times slower.
+    eager_events = 0
+
     def __init__(self, log_dir, data, freq=1, steps=50, method="gausslegendre", baseline=None,
                  target=None, batch_size=None, max_samples=4, output=None, feature_names=None,
                  vocabulary=None, delta_tolerance=0.05, log_inputs=True, privacy="off",
@@ -140,17 +147,11 @@ class IntegratedGradients(AttributionRendering, ExplainCallback):
             self._targets = attribution.explained_targets(self.model, plan, self.output,
                                                           self.target)
             self._outputs = list(self._targets)
-            # Small models run their first events eagerly (not on JAX:
-            # `tiering.eager_events`); big ones trace now.
-            if not tiering.small_model(self.model, plan.leaves):
-                self._eager_limit = 0
-            for output in self._outputs:
-                with tiering.eager(self._eager_limit > 0):  # validates, on one gradient
-                    attribution.warm_up(
-                        self.model, self.probe.x, target=self._targets[output],
-                        baseline=self.baseline, steps=self.steps, method=self.method,
-                        batch_size=self._batch_size(), output=output,
-                        position=self.position)
+            for output in self._outputs:  # traces (validates) each output's core
+                attribution.warm_up(
+                    self.model, self.probe.x, target=self._targets[output],
+                    baseline=self.baseline, steps=self.steps, method=self.method,
+                    batch_size=self._batch_size(), output=output, position=self.position)
         self._remember_plan(plan)
         self._skipped_note = plan.skipped_note()
         if self._skipped_note:

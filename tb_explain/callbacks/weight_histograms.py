@@ -74,8 +74,7 @@ class WeightHistograms(ExplainCallback):
         self._compute_fn = tiering.function(compute)
 
     def log_event(self, epoch):
-        with backend.without_graph_rewrites():
-            buckets, norms, counts = (backend.to_numpy(t) for t in self._compute_fn(stats.zero()))
+        buckets, norms, counts = (backend.to_numpy(t) for t in self._compute_fn(stats.zero()))
         for i, variable in enumerate(self._variables):
             tag = f"weights/{variable.path}"
             ops.write_histogram(tag, buckets[i], epoch)

@@ -9,11 +9,13 @@ against 4.7 s), the work being in the kernels. Most fits log a handful of
 events. So a callback runs its first events eagerly (`eager()`), which
 costs no tracing before the first epoch, and its compiled functions trace
 at the first event after those: a long fit pays for the trace once, a short
-fit never does. Functions whose event sends many rows through the model
-(the attribution cores: samples x steps) run eagerly only on small models
-(`small_model`): on a big one eager kernels are several times slower than
-the compiled graph's (ResNet50's integrated gradients: 10-36 s against
-4.9 s), which outweighs the trace. The public functions
+fit never does. The attribution callbacks, whose events send many rows
+through the model (samples x steps), compile from the start
+(`eager_events = 0`): on a big model eager kernels are several times slower
+than the compiled graph's (ResNet50's integrated gradients: 10-36 s against
+4.9 s), and on the demo CNN, with TensorFlow's compiled calls free of
+Grappler's rewrites, tracing costs about two eager events and a compiled
+event a third to half of an eager one. The public functions
 (`tbx.integrated_gradients`...) run compiled as before; the choice applies
 to the calls made inside `eager()` on the calling thread only.
 
