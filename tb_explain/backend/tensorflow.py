@@ -1,6 +1,7 @@
 """The TensorFlow backend: `tf.GradientTape`, `tf.function`."""
 
 import contextlib
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -139,13 +140,12 @@ def executing_eagerly():
 _NO_REWRITES = {}
 
 
+@functools.cache
 def _rewrites_off():
     """Whether tb_explain's compiled calls run without Grappler's rewrites:
     on a process without GPUs (measured on CPU; on a GPU Grappler's layout
     optimizer may matter), decided once."""
-    if "off" not in _NO_REWRITES:
-        _NO_REWRITES["off"] = not tf.config.list_logical_devices("GPU")
-    return _NO_REWRITES["off"]
+    return not tf.config.list_logical_devices("GPU")
 
 
 @contextlib.contextmanager
